@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs: the test cluster's node runtime and the offline
+# WebAssembly toolchain. Idempotent: does nothing when every package is already installed.
+set -euo pipefail
+packages=(
+  # test cluster node: container runtime, CNI plugins (/usr/lib/cni), the busybox image's contents
+  containerd runc containernetworking-plugins busybox-static iproute2 openssl gcc libc6-dev
+  # WebAssembly guests: rustc/cargo 1.96 with std sources for -Zbuild-std, wasm-component-ld, lld
+  rustc-web cargo-web rust-web-src rust-web-llvm lld-22
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+"${sudo_cmd[@]}" apt-get update -q
+DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

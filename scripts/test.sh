@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test. Brings the local cluster up first when none is configured; integration tests
+# then fail (rather than skip) if it is not reachable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tests/cluster/lib.sh
+scripts/install-deps.sh
+tests/cluster/cluster-up.sh
+export BACKUP_OPERATOR_REQUIRE_CLUSTER=1
+cargo test --locked "$@"

@@ -1,0 +1,1 @@
+//! backup-operator: schedules and runs backups of StatefulSet PersistentVolumeClaims.

@@ -1,0 +1,155 @@
+//! Test support for integration tests that need the local test cluster (`make cluster-up`).
+//!
+//! A test calls [`cluster`]: it returns `None` (after printing a loud SKIPPED line) when no cluster
+//! is up, unless `BACKUP_OPERATOR_REQUIRE_CLUSTER=1` — which `.ci/run` sets — turns that into a
+//! failure, so CI never skips silently.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+const DEFAULT_CLUSTER_DIR: &str = "/var/tmp/backup-operator-cluster";
+
+pub struct TestCluster {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub log_dir: PathBuf,
+}
+
+pub fn cluster_dir() -> PathBuf {
+    std::env::var_os("BACKUP_OPERATOR_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER_DIR))
+}
+
+/// The test cluster's client, or `None` when it is not up and not required.
+pub async fn cluster() -> Option<TestCluster> {
+    let dir = cluster_dir();
+    let kubeconfig = dir.join("kubeconfig");
+    let required = std::env::var("BACKUP_OPERATOR_REQUIRE_CLUSTER").is_ok_and(|v| v == "1");
+    if !kubeconfig.exists() {
+        let msg = format!(
+            "the test cluster is not up ({} is missing): run `make cluster-up`",
+            kubeconfig.display()
+        );
+        if required {
+            panic!("BACKUP_OPERATOR_REQUIRE_CLUSTER=1 but {msg}");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
+        return None;
+    }
+    let kc = Kubeconfig::read_from(&kubeconfig).expect("read test cluster kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("load test cluster kubeconfig");
+    let client = Client::try_from(config).expect("build kube client");
+    Some(TestCluster { client, kubeconfig, log_dir: dir.join("logs") })
+}
+
+impl TestCluster {
+    /// Creates a namespace with a unique name starting with `prefix`.
+    pub async fn namespace(&self, prefix: &str) -> TestNamespace {
+        let suffix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after epoch")
+            .as_nanos()
+            % 1_000_000_000;
+        let name = format!("{prefix}-{suffix}");
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))
+        .expect("namespace object");
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        // Pods need the namespace's default ServiceAccount, created asynchronously.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), &name);
+        wait_for(
+            "default service account",
+            Duration::from_secs(60),
+            await_condition(sa, "default", |o: Option<&_>| o.is_some()),
+        )
+        .await
+        .expect("watch default service account");
+        TestNamespace { name, client: self.client.clone(), log_dir: self.log_dir.clone() }
+    }
+}
+
+/// A namespace for one test. On a panic, prints the tail of every cluster component log; on
+/// success the test calls [`TestNamespace::delete`].
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+    log_dir: PathBuf,
+}
+
+impl TestNamespace {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn delete(self) {
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await;
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test namespace {} kept for inspection", self.name);
+            print_log_tails(&self.log_dir, 30);
+        }
+    }
+}
+
+pub fn print_log_tails(log_dir: &Path, lines: usize) {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        eprintln!("no cluster logs in {}", log_dir.display());
+        return;
+    };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        eprintln!("--- tail of {}", path.display());
+        for line in &all[all.len().saturating_sub(lines)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Awaits `fut`, failing the test with `what` if it does not finish within `limit`. The limit is a
+/// guard against hanging forever, not a timing assertion.
+pub async fn wait_for<F: Future>(what: &str, limit: Duration, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("gave up waiting for {what} after {limit:?}"),
+    }
+}
+
+/// Waits until `cond` holds for the named object.
+pub async fn wait_condition<K>(api: Api<K>, name: &str, what: &str, limit: Duration, cond: impl Condition<K>)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    wait_for(what, limit, await_condition(api, name, cond))
+        .await
+        .unwrap_or_else(|e| panic!("watching for {what}: {e}"));
+}
