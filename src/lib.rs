@@ -1,1 +1,7 @@
-//! backup-operator: schedules and runs backups of StatefulSet PersistentVolumeClaims.
+//! backup-operator: schedules and runs backups of StatefulSet PersistentVolumeClaims, with backup
+//! strategies as sandboxed WebAssembly components.
+
+pub mod error;
+pub mod strategy;
+
+pub use error::{Error, Result};

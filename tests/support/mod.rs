@@ -5,6 +5,8 @@
 //! failure, so CI never skips silently.
 #![allow(dead_code)]
 
+pub mod requests;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -152,4 +154,23 @@ where
     wait_for(what, limit, await_condition(api, name, cond))
         .await
         .unwrap_or_else(|e| panic!("watching for {what}: {e}"));
+}
+
+/// Builds a workspace of test plugins with `scripts/build-plugins.sh` (once per test binary) and
+/// returns the directory holding its `.wasm` components.
+pub fn built_plugins(workspace: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, dir)) = built.iter().find(|(w, _)| w == workspace) {
+        return dir.clone();
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(repo.join("scripts/build-plugins.sh"))
+        .arg(repo.join(workspace))
+        .output()
+        .expect("run scripts/build-plugins.sh");
+    assert!(output.status.success(), "building {workspace} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    built.push((workspace.to_owned(), dir.clone()));
+    dir
 }

@@ -1,0 +1,31 @@
+//! Builds the built-in strategy plugins (plugins/) into WebAssembly components with the project's
+//! offline toolchain script, and places them in OUT_DIR for `include_bytes!`. Built `.wasm` files
+//! are never committed.
+use std::path::PathBuf;
+use std::process::Command;
+
+const BUILTINS: [&str; 2] = ["backup_strategy_tar", "backup_strategy_snapshot"];
+
+fn main() {
+    println!("cargo:rerun-if-changed=plugins");
+    println!("cargo:rerun-if-changed=wit");
+    println!("cargo:rerun-if-changed=scripts/build-plugins.sh");
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let output = Command::new(manifest.join("scripts/build-plugins.sh"))
+        .arg(manifest.join("plugins"))
+        .output()
+        .expect("run scripts/build-plugins.sh");
+    if !output.status.success() {
+        panic!(
+            "building the built-in plugins failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let built = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    for name in BUILTINS {
+        let from = built.join(format!("{name}.wasm"));
+        std::fs::copy(&from, out.join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    }
+}

@@ -1,0 +1,55 @@
+//! Built-in `snapshot` backup strategy: a CSI VolumeSnapshot (snapshot.storage.k8s.io/v1) of the
+//! PVC. The planning logic lives in [`plan`]; this file only converts to and from the WIT types.
+extern crate alloc;
+
+pub mod plan;
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({ path: "../../wit", world: "backup-strategy" });
+
+    use backup::strategy::types::{
+        Action, ArtifactRequest, BackupRequest, Description, KeyValue, Plan, PlanError, SnapshotPlan,
+    };
+    use exports::backup::strategy::strategy::Guest;
+
+    struct Snapshot;
+
+    impl Guest for Snapshot {
+        fn describe() -> Description {
+            Description {
+                name: "snapshot".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                summary: "CSI VolumeSnapshot of the PVC, verified when the snapshot reports readyToUse".into(),
+                actions: vec![Action::Backup],
+                config_schema: crate::plan::CONFIG_SCHEMA.into(),
+            }
+        }
+
+        fn validate_config(config: String) -> Result<(), PlanError> {
+            crate::plan::parse_config(&config).map(|_| ()).map_err(PlanError::InvalidConfig)
+        }
+
+        fn plan_backup(request: BackupRequest) -> Result<Plan, PlanError> {
+            let config = crate::plan::parse_config(&request.policy.config).map_err(PlanError::InvalidConfig)?;
+            let p = crate::plan::plan_backup(&request.policy.name, &request.pvc.name, &request.policy.scheduled_stamp, &config);
+            Ok(Plan::VolumeSnapshot(SnapshotPlan {
+                snapshot_class: p.class,
+                name: p.name,
+                labels: p.labels.into_iter().map(|(name, value)| KeyValue { name, value }).collect(),
+            }))
+        }
+
+        // Restoring is a new PVC with the snapshot as its dataSource, and pruning deletes the
+        // VolumeSnapshot: neither is a plan this contract version can express yet.
+        fn plan_restore(_request: ArtifactRequest) -> Result<Plan, PlanError> {
+            Err(PlanError::Unsupported(Action::Restore))
+        }
+
+        fn plan_prune(_request: ArtifactRequest) -> Result<Plan, PlanError> {
+            Err(PlanError::Unsupported(Action::Prune))
+        }
+    }
+
+    export!(Snapshot);
+}

@@ -1,0 +1,101 @@
+//! Built-in `tar` backup strategy: a verified archive of the PVC on the backup storage claim.
+//! The planning logic lives in [`plan`]; this file only converts to and from the WIT types.
+extern crate alloc;
+
+pub mod plan;
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use crate::plan::{self, Target};
+
+    wit_bindgen::generate!({ path: "../../wit", world: "backup-strategy" });
+
+    use backup::strategy::types::{
+        Action, ArtifactRequest, BackupRequest, Description, EnvSource, EnvVar, JobPlan, Mount, Plan, PlanError,
+        PodPrivileges, PolicyInfo, PvcInfo, Resources, Verification, VolumeMode,
+    };
+    use exports::backup::strategy::strategy::Guest;
+
+    struct Tar;
+
+    fn target<'a>(policy: &'a PolicyInfo, pvc: &'a PvcInfo) -> Target<'a> {
+        Target { namespace: &policy.namespace, policy: &policy.name, pvc: &pvc.name, image: &policy.backup_image }
+    }
+
+    fn mount(volume: &str, path: &str, read_only: bool) -> Mount {
+        Mount { volume: volume.into(), path: path.into(), read_only }
+    }
+
+    fn job_plan(job: plan::TarJob, mounts: Vec<Mount>) -> Plan {
+        Plan::Job(JobPlan {
+            image: job.image,
+            command: job.command,
+            args: Vec::new(),
+            env: job.env.into_iter().map(|(name, value)| EnvVar { name, source: EnvSource::Value(value) }).collect(),
+            mounts,
+            resources: Resources { cpu_millicores: None, memory_bytes: None },
+            // Root, so that files of every owner on the PVC can be read; nothing beyond that.
+            privileges: PodPrivileges {
+                privileged: false,
+                add_capabilities: Vec::new(),
+                host_network: false,
+                host_pid: false,
+                host_ipc: false,
+                automount_service_account_token: false,
+                host_paths: Vec::new(),
+                run_as_root: true,
+            },
+            verification: Verification::Sha256File(job.checksum_file),
+            artifact_location: job.artifact,
+        })
+    }
+
+    fn filesystem_only(pvc: &PvcInfo) -> Result<(), PlanError> {
+        match pvc.volume_mode {
+            VolumeMode::Filesystem => Ok(()),
+            VolumeMode::Block => Err(PlanError::UnsupportedVolume(format!(
+                "PVC {} is a block volume; the tar strategy archives files: use the snapshot strategy",
+                pvc.name
+            ))),
+        }
+    }
+
+    impl Guest for Tar {
+        fn describe() -> Description {
+            Description {
+                name: "tar".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                summary: "tar archive of the PVC on the backup claim, checksummed and verified after writing".into(),
+                actions: vec![Action::Backup, Action::Restore, Action::Prune],
+                config_schema: plan::CONFIG_SCHEMA.into(),
+            }
+        }
+
+        fn validate_config(config: String) -> Result<(), PlanError> {
+            plan::parse_config(&config).map(|_| ()).map_err(PlanError::InvalidConfig)
+        }
+
+        fn plan_backup(request: BackupRequest) -> Result<Plan, PlanError> {
+            filesystem_only(&request.pvc)?;
+            let config = plan::parse_config(&request.policy.config).map_err(PlanError::InvalidConfig)?;
+            let t = target(&request.policy, &request.pvc);
+            let job = plan::plan_backup(&t, &request.policy.scheduled_stamp, &config);
+            Ok(job_plan(job, vec![mount("data", "/data", true), mount("backup", "/backup", false), mount("scratch", "/scratch", false)]))
+        }
+
+        fn plan_restore(request: ArtifactRequest) -> Result<Plan, PlanError> {
+            filesystem_only(&request.pvc)?;
+            let t = target(&request.policy, &request.pvc);
+            let job = plan::plan_artifact_job(&t, &request.artifact, true).map_err(PlanError::Failed)?;
+            Ok(job_plan(job, vec![mount("data", "/data", false), mount("backup", "/backup", true)]))
+        }
+
+        fn plan_prune(request: ArtifactRequest) -> Result<Plan, PlanError> {
+            let t = target(&request.policy, &request.pvc);
+            let job = plan::plan_artifact_job(&t, &request.artifact, false).map_err(PlanError::Failed)?;
+            Ok(job_plan(job, vec![mount("backup", "/backup", false)]))
+        }
+    }
+
+    export!(Tar);
+}

@@ -1,0 +1,244 @@
+//! The tar strategy's planning logic in plain Rust, free of the WIT glue, so that the host's
+//! benchmark can run the very same code natively.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use serde::Deserialize;
+
+/// Backup: archive /data into a temporary name on /backup, verify the archive reads back whole,
+/// write its sha256, rename both into place, then check the renamed file against the checksum.
+/// Values arrive in the environment, never spliced into the script.
+pub const BACKUP_SCRIPT: &str = r#"set -eu
+dir="/backup/$BACKUP_DIR"
+final="$dir/$BACKUP_FILE"
+partial="$dir/.$BACKUP_FILE.partial"
+sums="$final.sha256"
+trap 'rm -f "$partial" "$sums.partial"' EXIT
+mkdir -p "$dir"
+printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
+tar -c${TAR_COMPRESS}f "$partial" -X /scratch/excludes -C /data .
+[ "$TAR_COMPRESS" = z ] && gzip -t "$partial"
+tar -t${TAR_COMPRESS}f "$partial" > /scratch/listing
+entries=$(wc -l < /scratch/listing)
+[ "$entries" -gt 0 ] || { echo "archive lists no entries" >&2; exit 1; }
+sum=$(sha256sum "$partial" | cut -d' ' -f1)
+printf '%s  %s\n' "$sum" "$BACKUP_FILE" > "$sums.partial"
+mv "$partial" "$final"
+mv "$sums.partial" "$sums"
+cd "$dir" && sha256sum -c -s "$BACKUP_FILE.sha256"
+echo "backup verified: $final entries=$entries bytes=$(wc -c < "$final") sha256=$sum"
+"#;
+
+/// Restore: verify the checksum and the archive's structure before touching /data, so that a
+/// missing or damaged artifact never replaces good data with nothing.
+pub const RESTORE_SCRIPT: &str = r#"set -eu
+artifact="/backup/$BACKUP_ARTIFACT"
+[ -f "$artifact" ] || { echo "artifact $BACKUP_ARTIFACT not found on the backup storage" >&2; exit 1; }
+cd "$(dirname "$artifact")" && sha256sum -c -s "$(basename "$artifact").sha256"
+tar -t${TAR_COMPRESS}f "$artifact" > /dev/null
+tar -x${TAR_COMPRESS}f "$artifact" -C /data
+echo "restored $BACKUP_ARTIFACT into /data"
+"#;
+
+/// Prune: delete an artifact and its checksum; a missing artifact is already pruned.
+pub const PRUNE_SCRIPT: &str = r#"set -eu
+rm -f "/backup/$BACKUP_ARTIFACT" "/backup/$BACKUP_ARTIFACT.sha256"
+echo "pruned $BACKUP_ARTIFACT"
+"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    None,
+}
+
+impl Compression {
+    fn tar_flag(self) -> &'static str {
+        match self {
+            Compression::Gzip => "z",
+            Compression::None => "",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => "tar.gz",
+            Compression::None => "tar",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarConfig {
+    pub compression: Compression,
+    /// Patterns (tar `-X`) left out of the archive, relative to the PVC's root.
+    pub exclude: Vec<String>,
+}
+
+impl Default for TarConfig {
+    fn default() -> Self {
+        TarConfig { compression: Compression::Gzip, exclude: Vec::new() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    compression: Option<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+pub const CONFIG_SCHEMA: &str = r#"{"type":"object","additionalProperties":false,"properties":{"compression":{"enum":["gzip","none"],"default":"gzip"},"exclude":{"type":"array","maxItems":64,"items":{"type":"string","minLength":1,"maxLength":256}}}}"#;
+
+const MAX_EXCLUDES: usize = 64;
+const MAX_PATTERN: usize = 256;
+
+/// Parses and checks the policy's config for this strategy ("" or "{}" means the defaults).
+pub fn parse_config(json: &str) -> Result<TarConfig, String> {
+    if json.trim().is_empty() {
+        return Ok(TarConfig::default());
+    }
+    let raw: RawConfig = serde_json::from_str(json).map_err(|e| format!("tar config: {e}"))?;
+    let compression = match raw.compression.as_deref() {
+        None | Some("gzip") => Compression::Gzip,
+        Some("none") => Compression::None,
+        Some(other) => {
+            return Err(format!("tar config: compression must be \"gzip\" or \"none\", not {other:?}"));
+        }
+    };
+    if raw.exclude.len() > MAX_EXCLUDES {
+        return Err(format!("tar config: at most {MAX_EXCLUDES} exclude patterns, got {}", raw.exclude.len()));
+    }
+    for pattern in &raw.exclude {
+        if pattern.is_empty() || pattern.len() > MAX_PATTERN || pattern.contains(['\n', '\0']) {
+            return Err(format!(
+                "tar config: exclude pattern {pattern:?} must be 1-{MAX_PATTERN} characters on one line"
+            ));
+        }
+    }
+    Ok(TarConfig { compression, exclude: raw.exclude })
+}
+
+/// What a plan is for, as plain strings.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    pub namespace: &'a str,
+    pub policy: &'a str,
+    pub pvc: &'a str,
+    pub image: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarJob {
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Path of the archive inside the backup volume.
+    pub artifact: String,
+    /// Path of its sha256 file inside the backup volume.
+    pub checksum_file: String,
+}
+
+fn shell(script: &str) -> Vec<String> {
+    ["/bin/sh", "-c", script].into_iter().map(ToString::to_string).collect()
+}
+
+/// The archive's directory inside the backup volume. Kubernetes names cannot contain '/', so
+/// namespace, policy and PVC can never collide; the stamp separates runs.
+pub fn artifact_dir(target: &Target<'_>) -> String {
+    format!("{}/{}/{}", target.namespace, target.policy, target.pvc)
+}
+
+pub fn plan_backup(target: &Target<'_>, stamp: &str, config: &TarConfig) -> TarJob {
+    let dir = artifact_dir(target);
+    let file = format!("{stamp}.{}", config.compression.extension());
+    let artifact = format!("{dir}/{file}");
+    TarJob {
+        image: target.image.to_string(),
+        command: shell(BACKUP_SCRIPT),
+        env: vec_of(&[
+            ("BACKUP_DIR", &dir),
+            ("BACKUP_FILE", &file),
+            ("BACKUP_EXCLUDES", &config.exclude.join("\n")),
+            ("TAR_COMPRESS", config.compression.tar_flag()),
+        ]),
+        checksum_file: format!("{artifact}.sha256"),
+        artifact,
+    }
+}
+
+/// Restores or prunes `artifact`, a path that an earlier backup plan returned.
+pub fn plan_artifact_job(target: &Target<'_>, artifact: &str, restore: bool) -> Result<TarJob, String> {
+    let prefix = format!("{}/", artifact_dir(target));
+    let name = artifact.strip_prefix(&prefix).unwrap_or("");
+    let compression = if name.ends_with(".tar.gz") {
+        Compression::Gzip
+    } else if name.ends_with(".tar") {
+        Compression::None
+    } else {
+        return Err(format!("{artifact:?} is not a tar artifact of this policy and PVC (expected {prefix}<stamp>.tar.gz)"));
+    };
+    if name.contains(['/', '\n', '\0']) || name.starts_with('.') {
+        return Err(format!("{artifact:?} is not a tar artifact of this policy and PVC"));
+    }
+    Ok(TarJob {
+        image: target.image.to_string(),
+        command: shell(if restore { RESTORE_SCRIPT } else { PRUNE_SCRIPT }),
+        env: vec_of(&[("BACKUP_ARTIFACT", artifact), ("TAR_COMPRESS", compression.tar_flag())]),
+        checksum_file: format!("{artifact}.sha256"),
+        artifact: artifact.to_string(),
+    })
+}
+
+fn vec_of(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target<'static> {
+        Target { namespace: "prod", policy: "db-backup", pvc: "data-db-0", image: "busybox:latest" }
+    }
+
+    #[test]
+    fn config_defaults_and_errors() {
+        assert_eq!(parse_config("").unwrap(), TarConfig::default());
+        assert_eq!(parse_config("{}").unwrap(), TarConfig::default());
+        assert_eq!(parse_config(r#"{"compression":"none"}"#).unwrap().compression, Compression::None);
+        let cases = [
+            (r#"{"compression":"zstd"}"#, "compression must be"),
+            (r#"{"colour":"red"}"#, "unknown field"),
+            (r#"{"exclude":["a\nb"]}"#, "one line"),
+            ("not json", "tar config"),
+        ];
+        for (json, want) in cases {
+            let err = parse_config(json).unwrap_err();
+            assert!(err.contains(want), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn backup_paths_separate_namespaces_policies_pvcs_and_runs() {
+        let job = plan_backup(&target(), "20261129t010000z", &TarConfig::default());
+        assert_eq!(job.artifact, "prod/db-backup/data-db-0/20261129t010000z.tar.gz");
+        assert_eq!(job.checksum_file, "prod/db-backup/data-db-0/20261129t010000z.tar.gz.sha256");
+        assert!(job.env.contains(&("TAR_COMPRESS".into(), "z".into())));
+        let other = plan_backup(&target(), "20261129t010100z", &TarConfig::default());
+        assert_ne!(job.artifact, other.artifact);
+    }
+
+    #[test]
+    fn artifact_jobs_only_touch_this_pvcs_artifacts() {
+        let t = target();
+        assert!(plan_artifact_job(&t, "prod/db-backup/data-db-0/20261129t010000z.tar.gz", true).is_ok());
+        for bad in ["prod/db-backup/data-db-1/x.tar.gz", "prod/db-backup/data-db-0/../../x.tar.gz", "/etc/passwd", ""] {
+            assert!(plan_artifact_job(&t, bad, false).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The plugin sandbox. One wasmtime `Engine` per process; each component compiled once, keyed by
+//! its sha256 (in memory, and on disk so a restart does not recompile) and pre-instantiated once.
+//! Every call gets a fresh `Store` with a memory cap and an epoch deadline and runs on a blocking
+//! thread, at most `max_concurrency` at a time. Plugins import nothing but a log.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+
+use super::bindings::types::{ArtifactRequest, BackupRequest, Description, Plan, PlanError};
+use super::bindings::{BackupStrategy, BackupStrategyPre, host};
+use super::check::{PlanPolicy, PlanPurpose, check_plan};
+use crate::error::{Error, PluginId, Result};
+
+/// How often the epoch advances: the granularity of plugin deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Compiled plugins kept in memory; the least recently loaded digest goes first.
+const MAX_CACHED_PLUGINS: usize = 64;
+/// Plugin log lines kept per call, and bytes per line: a plugin cannot flood the operator's log.
+const MAX_LOG_LINES: usize = 64;
+const MAX_LOG_BYTES: usize = 1024;
+/// Bytes of a plugin's error message shown to users.
+const MAX_MESSAGE_BYTES: usize = 2048;
+
+/// The operator's limits for plugins. Per-plugin overrides may only lower them.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub memory_limit_bytes: u64,
+    pub deadline: Duration,
+    pub max_concurrency: usize,
+    /// A ConfigMap holds at most 1 MiB, so that is the default.
+    pub max_plugin_bytes: usize,
+    /// Where compiled plugins are kept across restarts; `None` compiles in memory only.
+    pub cache_dir: Option<PathBuf>,
+    pub plan_policy: PlanPolicy,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            memory_limit_bytes: 64 * 1024 * 1024,
+            deadline: Duration::from_millis(1000),
+            max_concurrency: 4,
+            max_plugin_bytes: 1024 * 1024,
+            cache_dir: None,
+            plan_policy: PlanPolicy::default(),
+        }
+    }
+}
+
+/// A policy's overrides of the operator's limits (`spec.plugin.limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginLimits {
+    pub memory_limit_bytes: Option<u64>,
+    pub deadline: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CallLimits {
+    memory_bytes: u64,
+    deadline: Duration,
+}
+
+/// A compiled, pre-instantiated plugin, ready to be called.
+pub struct Plugin {
+    pub id: PluginId,
+    pub description: Description,
+    pre: BackupStrategyPre<HostState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("id", &self.id).field("description", &self.description.name).finish()
+    }
+}
+
+/// Per-call host state: the memory limiter and the plugin's log.
+struct HostState {
+    plugin: String,
+    memory_limit: usize,
+    memory_denied: bool,
+    log_lines: usize,
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        let message = truncate(message, MAX_LOG_BYTES);
+        let plugin = self.plugin.as_str();
+        match level {
+            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl super::bindings::types::Host for HostState {}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    /// Distinguishes on-disk artefacts of engines with different settings or versions.
+    engine_key: u64,
+    config: RuntimeConfig,
+    plugins: Mutex<PluginCache>,
+    permits: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct PluginCache {
+    by_digest: HashMap<String, (u64, Arc<Plugin>)>,
+    loads: u64,
+}
+
+/// The strategy plugin host. Cheap to clone; clones share the engine and caches.
+#[derive(Clone)]
+pub struct StrategyRuntime {
+    inner: Arc<Inner>,
+}
+
+impl StrategyRuntime {
+    pub fn new(config: RuntimeConfig) -> Result<Self> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&wasm).map_err(|e| Error::Runtime(format!("engine: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        BackupStrategy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| Error::Runtime(format!("linker: {e:#}")))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = hasher.finish();
+        spawn_epoch_ticker(&engine)?;
+        if let Some(dir) = &config.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Runtime(format!("plugin cache {}: {e}", dir.display())))?;
+        }
+        let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        Ok(StrategyRuntime {
+            inner: Arc::new(Inner { engine, linker, engine_key, config, plugins: Mutex::default(), permits }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Compiles (or finds) the component in `bytes`, pre-instantiates it and asks it to describe
+    /// itself. `pinned_sha256`, when given, must match the bytes exactly.
+    pub async fn load(&self, name: &str, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
+        let this = self.clone();
+        let name = name.to_owned();
+        let pinned = pinned_sha256.map(str::to_ascii_lowercase);
+        self.run_blocking(move || this.load_blocking(&name, &bytes, pinned.as_deref())).await
+    }
+
+    /// [`load`](Self::load) on the calling thread; for benchmarks and blocking contexts.
+    pub fn load_blocking(&self, name: &str, bytes: &[u8], pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
+        let digest = sha256_hex(bytes);
+        if let Some(expected) = pinned_sha256
+            && !expected.eq_ignore_ascii_case(&digest)
+        {
+            return Err(Error::PluginDigestMismatch { name: name.to_owned(), expected: expected.to_owned(), actual: digest });
+        }
+        let id = PluginId { name: name.to_owned(), digest: digest.clone() };
+        if bytes.len() > self.inner.config.max_plugin_bytes {
+            return Err(Error::PluginTooLarge { plugin: id, size: bytes.len(), max: self.inner.config.max_plugin_bytes });
+        }
+        if let Some(cached) = self.cached(&digest) {
+            if cached.id.name == name {
+                return Ok(cached);
+            }
+            let renamed = Plugin { id, description: cached.description.clone(), pre: cached.pre.clone() };
+            return Ok(Arc::new(renamed));
+        }
+        let component = self.compile(&id, bytes)?;
+        let instance_pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Error::PluginIncompatible { plugin: id.clone(), message: format!("{e:#}") })?;
+        let pre = BackupStrategyPre::new(instance_pre)
+            .map_err(|e| Error::PluginIncompatible { plugin: id.clone(), message: format!("{e:#}") })?;
+        let limits = self.limits(None);
+        let description = self.call_raw(&id, &pre, limits, |b, store| b.backup_strategy_strategy().call_describe(store))?;
+        let plugin = Arc::new(Plugin { id, description, pre });
+        self.remember(&digest, &plugin);
+        Ok(plugin)
+    }
+
+    fn cached(&self, digest: &str) -> Option<Arc<Plugin>> {
+        let cache = self.inner.plugins.lock().ok()?;
+        cache.by_digest.get(digest).map(|(_, p)| p.clone())
+    }
+
+    fn remember(&self, digest: &str, plugin: &Arc<Plugin>) {
+        let Ok(mut cache) = self.inner.plugins.lock() else { return };
+        cache.loads += 1;
+        let stamp = cache.loads;
+        cache.by_digest.insert(digest.to_owned(), (stamp, plugin.clone()));
+        if cache.by_digest.len() > MAX_CACHED_PLUGINS
+            && let Some(oldest) = cache.by_digest.iter().min_by_key(|(_, (s, _))| *s).map(|(d, _)| d.clone())
+        {
+            cache.by_digest.remove(&oldest);
+        }
+    }
+
+    /// Compiles a component, or loads its precompiled form from the on-disk cache.
+    fn compile(&self, id: &PluginId, bytes: &[u8]) -> Result<Component> {
+        let invalid = |e: wasmtime::Error| Error::PluginInvalid { plugin: id.clone(), message: format!("{e:#}") };
+        let Some(dir) = &self.inner.config.cache_dir else {
+            return Component::from_binary(&self.inner.engine, bytes).map_err(invalid);
+        };
+        let path = dir.join(format!("{}-{:016x}.cwasm", id.digest, self.inner.engine_key));
+        // Read into memory rather than `deserialize_file`: a mapped file truncated by anyone
+        // while in use would bring the process down with SIGBUS.
+        if let Ok(cached) = std::fs::read(&path) {
+            // SAFETY: the file was written by `precompile_component` of an engine with the same
+            // compatibility hash (it is in the name), in the operator's own cache directory;
+            // wasmtime also checks its header before use.
+            match unsafe { Component::deserialize(&self.inner.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "discarding unusable cached plugin: {e:#}");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let compiled = self.inner.engine.precompile_component(bytes).map_err(invalid)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path)) {
+            tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
+            let _ = std::fs::remove_file(&tmp);
+        }
+        // SAFETY: `compiled` was produced just now by this engine's `precompile_component`.
+        unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)
+    }
+
+    fn limits(&self, overrides: Option<&PluginLimits>) -> CallLimits {
+        let max = &self.inner.config;
+        let o = overrides.copied().unwrap_or_default();
+        CallLimits {
+            memory_bytes: o.memory_limit_bytes.unwrap_or(max.memory_limit_bytes).min(max.memory_limit_bytes),
+            deadline: o.deadline.unwrap_or(max.deadline).min(max.deadline),
+        }
+    }
+
+    /// One call in a fresh store: instantiate from the pre-instantiated component, run `f`.
+    fn call_raw<R>(
+        &self,
+        id: &PluginId,
+        pre: &BackupStrategyPre<HostState>,
+        limits: CallLimits,
+        f: impl FnOnce(&BackupStrategy, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        let state = HostState {
+            plugin: id.name.clone(),
+            memory_limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+            memory_denied: false,
+            log_lines: 0,
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| s);
+        let ticks = limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        let result = pre.instantiate(&mut store).and_then(|bindings| f(&bindings, &mut store));
+        result.map_err(|e| {
+            if store.data().memory_denied {
+                Error::PluginMemoryLimit { plugin: id.clone(), limit_bytes: limits.memory_bytes }
+            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                Error::PluginTimeout { plugin: id.clone(), limit_ms: u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX) }
+            } else {
+                Error::PluginTrap { plugin: id.clone(), message: truncate(format!("{e:#}"), MAX_MESSAGE_BYTES) }
+            }
+        })
+    }
+
+    fn plugin_result<T>(plugin: &Plugin, result: std::result::Result<T, PlanError>) -> Result<T> {
+        let id = || plugin.id.clone();
+        result.map_err(|e| match e {
+            PlanError::InvalidConfig(m) => Error::PluginConfigInvalid { plugin: id(), message: truncate(m, MAX_MESSAGE_BYTES) },
+            PlanError::UnsupportedVolume(m) | PlanError::Failed(m) => {
+                Error::PluginPlanFailed { plugin: id(), message: truncate(m, MAX_MESSAGE_BYTES) }
+            }
+            PlanError::Unsupported(action) => Error::PluginUnsupported {
+                plugin: id(),
+                action: match action {
+                    super::bindings::types::Action::Backup => "backup",
+                    super::bindings::types::Action::Restore => "restore",
+                    super::bindings::types::Action::Prune => "prune",
+                },
+            },
+        })
+    }
+
+    fn checked(&self, plugin: &Plugin, plan: Plan, purpose: PlanPurpose) -> Result<Plan> {
+        check_plan(&plan, purpose, &self.inner.config.plan_policy)
+            .map_err(|violation| Error::PlanRefused { plugin: plugin.id.clone(), violation })?;
+        Ok(plan)
+    }
+
+    pub fn validate_config_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, config: &str) -> Result<()> {
+        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
+            b.backup_strategy_strategy().call_validate_config(store, config)
+        })?;
+        Self::plugin_result(plugin, result)
+    }
+
+    /// Plans one backup and checks the plan; on the calling thread.
+    pub fn plan_backup_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &BackupRequest) -> Result<Plan> {
+        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
+            b.backup_strategy_strategy().call_plan_backup(store, request)
+        })?;
+        let plan = Self::plugin_result(plugin, result)?;
+        self.checked(plugin, plan, PlanPurpose::Backup)
+    }
+
+    pub fn plan_restore_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
+        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
+            b.backup_strategy_strategy().call_plan_restore(store, request)
+        })?;
+        let plan = Self::plugin_result(plugin, result)?;
+        self.checked(plugin, plan, PlanPurpose::Restore)
+    }
+
+    pub fn plan_prune_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
+        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
+            b.backup_strategy_strategy().call_plan_prune(store, request)
+        })?;
+        let plan = Self::plugin_result(plugin, result)?;
+        self.checked(plugin, plan, PlanPurpose::Prune)
+    }
+
+    pub async fn validate_config(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, config: String) -> Result<()> {
+        let this = self.clone();
+        self.run_blocking(move || this.validate_config_blocking(&plugin, limits.as_ref(), &config)).await
+    }
+
+    pub async fn plan_backup(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: BackupRequest) -> Result<Plan> {
+        let this = self.clone();
+        self.run_blocking(move || this.plan_backup_blocking(&plugin, limits.as_ref(), &request)).await
+    }
+
+    pub async fn plan_restore(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: ArtifactRequest) -> Result<Plan> {
+        let this = self.clone();
+        self.run_blocking(move || this.plan_restore_blocking(&plugin, limits.as_ref(), &request)).await
+    }
+
+    pub async fn plan_prune(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: ArtifactRequest) -> Result<Plan> {
+        let this = self.clone();
+        self.run_blocking(move || this.plan_prune_blocking(&plugin, limits.as_ref(), &request)).await
+    }
+
+    /// Runs wasm off the async workers, at most `max_concurrency` calls at once.
+    async fn run_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Runtime(format!("plugin call slots closed: {e}")))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("plugin call thread: {e}")))?
+    }
+}
+
+/// Advances the engine's epoch every tick. Holds only a weak reference, so it ends with the engine.
+fn spawn_epoch_ticker(engine: &Engine) -> Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Error::Runtime(format!("epoch ticker: {e}")))
+}

@@ -1,0 +1,165 @@
+//! The built-in tar and snapshot strategies, built from plugins/ by build.rs and embedded in the
+//! operator, exercised through the real wasmtime host.
+
+mod support;
+
+use std::sync::Arc;
+
+use backup_operator::Error;
+use backup_operator::strategy::bindings::types::{
+    Action, ArtifactRequest, EnvSource, Plan, VolumeMode, Verification,
+};
+use backup_operator::strategy::builtin::BuiltinStrategy;
+use backup_operator::strategy::{Plugin, RuntimeConfig, StrategyRuntime};
+use support::requests::{backup_request, policy, pvc};
+
+async fn load(runtime: &StrategyRuntime, builtin: BuiltinStrategy) -> Arc<Plugin> {
+    runtime.load(builtin.name(), Arc::from(builtin.wasm()), None).await.expect("built-in plugin loads")
+}
+
+fn runtime() -> StrategyRuntime {
+    StrategyRuntime::new(RuntimeConfig::default()).expect("runtime")
+}
+
+fn env(plan: &Plan, name: &str) -> String {
+    let Plan::Job(job) = plan else { panic!("expected a job plan, got {plan:?}") };
+    job.env
+        .iter()
+        .find(|e| e.name == name)
+        .map(|e| match &e.source {
+            EnvSource::Value(v) => v.clone(),
+            EnvSource::Secret(_) => panic!("secret env"),
+        })
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
+#[tokio::test]
+async fn builtins_describe_themselves() {
+    let rt = runtime();
+    let tar = load(&rt, BuiltinStrategy::Tar).await;
+    assert_eq!(tar.description.name, "tar");
+    assert_eq!(tar.description.actions, vec![Action::Backup, Action::Restore, Action::Prune]);
+    assert!(tar.description.config_schema.contains("compression"));
+    let snap = load(&rt, BuiltinStrategy::Snapshot).await;
+    assert_eq!(snap.description.name, "snapshot");
+    assert_eq!(snap.description.actions, vec![Action::Backup]);
+    assert_eq!(tar.id.digest.len(), 64);
+    assert_ne!(tar.id.digest, snap.id.digest);
+}
+
+#[tokio::test]
+async fn tar_plans_a_verified_archive_per_namespace_policy_pvc_and_run() {
+    let rt = runtime();
+    let tar = load(&rt, BuiltinStrategy::Tar).await;
+    let plan = rt.plan_backup(tar.clone(), None, backup_request("{}")).await.expect("plan");
+    let Plan::Job(job) = &plan else { panic!("tar plans a job: {plan:?}") };
+    assert_eq!(job.image, "busybox:latest");
+    assert_eq!(job.artifact_location, "prod/db-backup/data-db-0/20261129t010000z.tar.gz");
+    assert_eq!(job.verification, Verification::Sha256File("prod/db-backup/data-db-0/20261129t010000z.tar.gz.sha256".into()));
+    let data = job.mounts.iter().find(|m| m.volume == "data").expect("data mount");
+    assert!(data.read_only, "data is read-only for a backup");
+    assert_eq!(job.command[..2], ["/bin/sh".to_string(), "-c".to_string()]);
+    assert!(job.command[2].contains("sha256sum -c"), "the job verifies its checksum");
+    assert!(job.command[2].contains("mv \"$partial\" \"$final\""), "written under a temporary name, then renamed");
+    assert_eq!(env(&plan, "TAR_COMPRESS"), "z");
+
+    // Another PVC, another run, another namespace: another path.
+    let mut other = backup_request("{}");
+    other.pvc = pvc("data-db-1", VolumeMode::Filesystem);
+    other.policy.scheduled_stamp = "20261129t010100z".into();
+    other.policy.namespace = "staging".into();
+    let Plan::Job(other_job) = rt.plan_backup(tar.clone(), None, other).await.expect("plan") else { panic!() };
+    assert_eq!(other_job.artifact_location, "staging/db-backup/data-db-1/20261129t010100z.tar.gz");
+
+    let uncompressed = rt.plan_backup(tar.clone(), None, backup_request(r#"{"compression":"none","exclude":["lost+found"]}"#)).await.expect("plan");
+    assert_eq!(env(&uncompressed, "TAR_COMPRESS"), "");
+    assert_eq!(env(&uncompressed, "BACKUP_EXCLUDES"), "lost+found");
+}
+
+#[tokio::test]
+async fn tar_refuses_block_volumes_and_bad_config_through_the_contract() {
+    let rt = runtime();
+    let tar = load(&rt, BuiltinStrategy::Tar).await;
+    let mut block = backup_request("{}");
+    block.pvc = pvc("raw", VolumeMode::Block);
+    let err = rt.plan_backup(tar.clone(), None, block).await.unwrap_err();
+    assert!(matches!(&err, Error::PluginPlanFailed { message, .. } if message.contains("block volume")), "{err}");
+
+    let err = rt.validate_config(tar.clone(), None, r#"{"compression":"zstd"}"#.into()).await.unwrap_err();
+    assert!(matches!(&err, Error::PluginConfigInvalid { message, .. } if message.contains("compression")), "{err}");
+    assert!(err.to_string().contains("plugin \"tar\""), "errors name the plugin: {err}");
+    rt.validate_config(tar.clone(), None, r#"{"exclude":["cache/*"]}"#.into()).await.expect("valid config");
+}
+
+#[tokio::test]
+async fn tar_plans_restore_and_prune_of_its_own_artifacts_only() {
+    let rt = runtime();
+    let tar = load(&rt, BuiltinStrategy::Tar).await;
+    let request = |artifact: &str| ArtifactRequest {
+        policy: policy("{}"),
+        pvc: pvc("data-db-0", VolumeMode::Filesystem),
+        artifact: artifact.into(),
+    };
+    let artifact = "prod/db-backup/data-db-0/20261129t010000z.tar.gz";
+    let Plan::Job(restore) = rt.plan_restore(tar.clone(), None, request(artifact)).await.expect("restore plan") else { panic!() };
+    assert!(restore.mounts.iter().any(|m| m.volume == "data" && !m.read_only), "restore writes into data");
+    let script = &restore.command[2];
+    let verify = script.find("sha256sum -c").expect("restore verifies");
+    let extract = script.find("tar -x").expect("restore extracts");
+    assert!(verify < extract, "the checksum is verified before anything is extracted");
+
+    let Plan::Job(prune) = rt.plan_prune(tar.clone(), None, request(artifact)).await.expect("prune plan") else { panic!() };
+    assert!(prune.mounts.iter().all(|m| m.volume == "backup"), "prune touches only the backup volume");
+
+    let err = rt.plan_prune(tar.clone(), None, request("prod/other/data-db-0/x.tar.gz")).await.unwrap_err();
+    assert!(matches!(err, Error::PluginPlanFailed { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn snapshot_plans_a_volume_snapshot_with_the_configured_class() {
+    let rt = runtime();
+    let snap = load(&rt, BuiltinStrategy::Snapshot).await;
+    let plan = rt.plan_backup(snap.clone(), None, backup_request(r#"{"snapshotClass":"csi-hostpath-snapclass"}"#)).await.expect("plan");
+    let Plan::VolumeSnapshot(s) = plan else { panic!("snapshot plans a VolumeSnapshot: {plan:?}") };
+    assert_eq!(s.snapshot_class.as_deref(), Some("csi-hostpath-snapclass"));
+    assert_eq!(s.name, "db-backup-data-db-0-20261129t010000z");
+    assert!(s.labels.iter().any(|l| l.name == "backup-policy" && l.value == "db-backup"));
+    assert!(s.labels.iter().any(|l| l.name == "pvc" && l.value == "data-db-0"));
+
+    let Plan::VolumeSnapshot(default_class) = rt.plan_backup(snap.clone(), None, backup_request("")).await.expect("plan") else { panic!() };
+    assert_eq!(default_class.snapshot_class, None);
+
+    let err = rt.validate_config(snap.clone(), None, r#"{"snapshotClass":"Bad Class"}"#.into()).await.unwrap_err();
+    assert!(matches!(err, Error::PluginConfigInvalid { .. }), "{err}");
+
+    let unsupported = rt
+        .plan_restore(snap.clone(), None, ArtifactRequest { policy: policy(""), pvc: pvc("data-db-0", VolumeMode::Filesystem), artifact: s.name })
+        .await
+        .unwrap_err();
+    assert!(matches!(unsupported, Error::PluginUnsupported { action: "restore", .. }), "{unsupported}");
+}
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_on_disk_and_reused_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || RuntimeConfig { cache_dir: Some(dir.path().to_path_buf()), ..RuntimeConfig::default() };
+    let first = StrategyRuntime::new(config()).expect("runtime");
+    let tar = load(&first, BuiltinStrategy::Tar).await;
+    let cached: Vec<_> = std::fs::read_dir(dir.path()).expect("cache dir").filter_map(|e| e.ok()).collect();
+    assert_eq!(cached.len(), 1, "one precompiled artefact");
+    let name = cached[0].file_name().to_string_lossy().into_owned();
+    assert!(name.starts_with(&tar.id.digest) && name.ends_with(".cwasm"), "{name}");
+
+    // A new runtime (a restarted operator) loads the artefact and plans the same.
+    let second = StrategyRuntime::new(config()).expect("runtime");
+    let again = load(&second, BuiltinStrategy::Tar).await;
+    let a = first.plan_backup(tar, None, backup_request("{}")).await.expect("plan");
+    let b = second.plan_backup(again, None, backup_request("{}")).await.expect("plan");
+    assert_eq!(a, b);
+
+    // A damaged artefact is discarded and recompiled, not trusted.
+    std::fs::write(cached[0].path(), b"garbage").expect("corrupt");
+    let third = StrategyRuntime::new(config()).expect("runtime");
+    load(&third, BuiltinStrategy::Tar).await;
+    assert!(std::fs::read(cached[0].path()).expect("re-cached").len() > 1000);
+}

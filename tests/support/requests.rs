@@ -1,0 +1,34 @@
+//! Sample strategy requests, shared by the plugin tests and the benchmark.
+#![allow(dead_code)]
+
+use backup_operator::strategy::bindings::types::{AccessMode, BackupRequest, KeyValue, PolicyInfo, PvcInfo, VolumeMode};
+
+pub fn policy(config: &str) -> PolicyInfo {
+    PolicyInfo {
+        name: "db-backup".into(),
+        namespace: "prod".into(),
+        scheduled_time: "2026-11-29T01:00:00Z".into(),
+        scheduled_stamp: "20261129t010000z".into(),
+        backup_image: "busybox:latest".into(),
+        storage_claim: "backup-storage".into(),
+        retention_count: 7,
+        config: config.into(),
+    }
+}
+
+pub fn pvc(name: &str, mode: VolumeMode) -> PvcInfo {
+    PvcInfo {
+        name: name.into(),
+        namespace: "prod".into(),
+        labels: vec![KeyValue { name: "app".into(), value: "db".into() }],
+        storage_class: Some("standard".into()),
+        capacity_bytes: Some(1 << 30),
+        access_modes: vec![AccessMode::ReadWriteOnce],
+        volume_mode: mode,
+        node_name: Some("backup-node".into()),
+    }
+}
+
+pub fn backup_request(config: &str) -> BackupRequest {
+    BackupRequest { policy: policy(config), pvc: pvc("data-db-0", VolumeMode::Filesystem) }
+}
