@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 tests/cluster/cluster-up.sh
 export BACKUP_OPERATOR_REQUIRE_CLUSTER=1
+# The built-in planners' own unit tests, natively (their components are tested through the host).
+cargo test --locked --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')"
 cargo test --locked "$@"

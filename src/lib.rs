@@ -2,6 +2,7 @@
 //! strategies as sandboxed WebAssembly components.
 
 pub mod error;
+pub mod render;
 pub mod strategy;
 
 pub use error::{Error, Result};

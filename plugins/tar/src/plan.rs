@@ -17,8 +17,12 @@ partial="$dir/.$BACKUP_FILE.partial"
 sums="$final.sha256"
 trap 'rm -f "$partial" "$sums.partial"' EXIT
 mkdir -p "$dir"
-printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
-tar -c${TAR_COMPRESS}f "$partial" -X /scratch/excludes -C /data .
+if [ -n "$BACKUP_EXCLUDES" ]; then
+  printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
+  tar -c${TAR_COMPRESS}f "$partial" -X /scratch/excludes -C /data .
+else
+  tar -c${TAR_COMPRESS}f "$partial" -C /data .
+fi
 [ "$TAR_COMPRESS" = z ] && gzip -t "$partial"
 tar -t${TAR_COMPRESS}f "$partial" > /scratch/listing
 entries=$(wc -l < /scratch/listing)
@@ -73,7 +77,8 @@ impl Compression {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TarConfig {
     pub compression: Compression,
-    /// Patterns (tar `-X`) left out of the archive, relative to the PVC's root.
+    /// Patterns (tar `-X`) left out of the archive, relative to the PVC's root. Needs a tar with
+    /// `-X` in the backup image (GNU tar; Debian's busybox-static lacks it).
     pub exclude: Vec<String>,
 }
 
@@ -171,20 +176,27 @@ pub fn plan_backup(target: &Target<'_>, stamp: &str, config: &TarConfig) -> TarJ
     }
 }
 
-/// Restores or prunes `artifact`, a path that an earlier backup plan returned.
+/// Restores or prunes `artifact`, a path that an earlier backup plan returned. Pruning touches only
+/// this policy's and PVC's artifacts; a restore may read any artifact of the same namespace (into
+/// a clone, say), never another namespace's.
 pub fn plan_artifact_job(target: &Target<'_>, artifact: &str, restore: bool) -> Result<TarJob, String> {
-    let prefix = format!("{}/", artifact_dir(target));
-    let name = artifact.strip_prefix(&prefix).unwrap_or("");
+    let prefix = if restore { format!("{}/", target.namespace) } else { format!("{}/", artifact_dir(target)) };
+    let expected = if restore { format!("{}/<policy>/<pvc>/<stamp>.tar.gz", target.namespace) } else { format!("{prefix}<stamp>.tar.gz") };
+    let refuse = || format!("{artifact:?} is not a tar artifact this PVC may use (expected {expected})");
+    let rest = artifact.strip_prefix(&prefix).ok_or_else(refuse)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let depth = if restore { 3 } else { 1 };
+    if parts.len() != depth || parts.iter().any(|p| p.is_empty() || p.starts_with('.') || p.contains(['\n', '\0'])) {
+        return Err(refuse());
+    }
+    let name = parts[depth - 1];
     let compression = if name.ends_with(".tar.gz") {
         Compression::Gzip
     } else if name.ends_with(".tar") {
         Compression::None
     } else {
-        return Err(format!("{artifact:?} is not a tar artifact of this policy and PVC (expected {prefix}<stamp>.tar.gz)"));
+        return Err(refuse());
     };
-    if name.contains(['/', '\n', '\0']) || name.starts_with('.') {
-        return Err(format!("{artifact:?} is not a tar artifact of this policy and PVC"));
-    }
     Ok(TarJob {
         image: target.image.to_string(),
         command: shell(if restore { RESTORE_SCRIPT } else { PRUNE_SCRIPT }),
@@ -236,9 +248,16 @@ mod tests {
     #[test]
     fn artifact_jobs_only_touch_this_pvcs_artifacts() {
         let t = target();
-        assert!(plan_artifact_job(&t, "prod/db-backup/data-db-0/20261129t010000z.tar.gz", true).is_ok());
-        for bad in ["prod/db-backup/data-db-1/x.tar.gz", "prod/db-backup/data-db-0/../../x.tar.gz", "/etc/passwd", ""] {
-            assert!(plan_artifact_job(&t, bad, false).is_err(), "{bad}");
+        let own = "prod/db-backup/data-db-0/20261129t010000z.tar.gz";
+        assert!(plan_artifact_job(&t, own, true).is_ok());
+        assert!(plan_artifact_job(&t, own, false).is_ok());
+        // A restore may clone another PVC's backup in the same namespace; a prune may not touch it.
+        let sibling = "prod/db-backup/data-db-1/20261129t010000z.tar.gz";
+        assert!(plan_artifact_job(&t, sibling, true).is_ok());
+        assert!(plan_artifact_job(&t, sibling, false).is_err());
+        for bad in ["staging/db-backup/data-db-0/x.tar.gz", "prod/db-backup/data-db-0/../../x.tar.gz", "prod/../x.tar.gz", "/etc/passwd", "", "prod/a/b/.x.tar.gz", "prod/a/b/x.zip"] {
+            assert!(plan_artifact_job(&t, bad, true).is_err(), "restore {bad}");
+            assert!(plan_artifact_job(&t, bad, false).is_err(), "prune {bad}");
         }
     }
 }
