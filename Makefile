@@ -18,6 +18,28 @@ cluster-down: ## stop the local cluster and remove its state
 cluster-status: ## show whether the local cluster is up and healthy
 	$(CLUSTER)/cluster-status.sh
 
-.PHONY: demo
+.PHONY: demo run install uninstall crd plugins bench
 demo: ## bring up the local cluster and show the operator backing up a StatefulSet
-	@echo "make demo: not implemented yet: the controller arrives with issue 4" >&2; exit 2
+	scripts/demo.sh
+
+KUBECONFIG ?= $(shell . tests/cluster/lib.sh && [ -f "$$KUBECONFIG_PATH" ] && echo "$$KUBECONFIG_PATH")
+export KUBECONFIG
+KUBECTL := $(shell . tests/cluster/lib.sh && [ -x "$$KUBE_BIN/kubectl" ] && echo "$$KUBE_BIN/kubectl" || echo kubectl)
+
+run: ## run the operator locally against the current cluster (the local one if KUBECONFIG is unset)
+	cargo run --locked --bin backup-operator -- run
+
+install: ## apply the CRD to the current cluster
+	$(KUBECTL) apply -f config/crd/
+
+uninstall: ## delete the CRD (and every BackupPolicy) from the current cluster
+	$(KUBECTL) delete --ignore-not-found -f config/crd/
+
+crd: ## regenerate config/crd/ from the Rust types
+	cargo run --locked --bin backup-operator -- crd > config/crd/backup.example.com_backuppolicies.yaml
+
+plugins: ## build the built-in strategy plugins (WebAssembly components)
+	scripts/build-plugins.sh plugins
+
+bench: ## run the plugin call benchmarks
+	cargo bench --locked --bench plan_call

@@ -57,6 +57,15 @@ pub enum Error {
 
     #[error("plugin runtime: {0}")]
     Runtime(String),
+
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
+
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 impl Error {
@@ -73,8 +82,10 @@ impl Error {
             | Error::PluginConfigInvalid { .. }
             | Error::PluginPlanFailed { .. }
             | Error::PluginUnsupported { .. }
-            | Error::PlanRefused { .. } => true,
-            Error::PluginSource(_) | Error::Runtime(_) => false,
+            | Error::PlanRefused { .. }
+            | Error::InvalidSpec(_)
+            | Error::NotImplemented(_) => true,
+            Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
         }
     }
 
@@ -94,6 +105,9 @@ impl Error {
             Error::PlanRefused { .. } => "PlanRefused",
             Error::PluginSource(_) => "PluginSource",
             Error::Runtime(_) => "Runtime",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::NotImplemented(_) => "NotImplemented",
+            Error::Kube(_) => "KubeApi",
         }
     }
 }

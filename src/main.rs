@@ -1,4 +1,114 @@
-fn main() {
-    eprintln!("backup-operator: the controller is not implemented yet (issue 4)");
-    std::process::exit(2);
+//! The operator binary: `backup-operator run` (the controller) and `backup-operator crd`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backup_operator::controller::{self, Context};
+use backup_operator::strategy::check::PlanPolicy;
+use backup_operator::strategy::{RuntimeConfig, StrategyRuntime};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "backup-operator", version, about = "Schedules, runs and verifies backups of StatefulSet PVCs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller against the current kubeconfig or the in-cluster config.
+    Run(RunArgs),
+    /// Print the BackupPolicy CRD as YAML.
+    Crd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Directory of custom plugins (`spec.plugin.file`), typically a mounted ConfigMap.
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_DIR")]
+    plugin_dir: Option<PathBuf>,
+    /// Where compiled plugins are cached across restarts.
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_CACHE_DIR")]
+    plugin_cache_dir: Option<PathBuf>,
+    /// Memory a plugin call may use; policies may only lower it.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    plugin_memory_limit_bytes: u64,
+    /// Time a plugin call may take; policies may only lower it.
+    #[arg(long, default_value_t = 1000)]
+    plugin_timeout_ms: u64,
+    /// Plugin calls running at once.
+    #[arg(long, default_value_t = 4)]
+    plugin_concurrency: usize,
+    /// Image prefixes plans may use (comma-separated); empty allows all.
+    #[arg(long, value_delimiter = ',')]
+    image_allowlist: Vec<String>,
+    /// Let plans take env values from Secrets.
+    #[arg(long)]
+    allow_secret_env: bool,
+    #[arg(long, value_enum, default_value = "human", env = "BACKUP_OPERATOR_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run(RunArgs::parse_from(["backup-operator"]))) {
+        Command::Crd => match backup_operator::api::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("backup-operator: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            let runtime = StrategyRuntime::new(RuntimeConfig {
+                memory_limit_bytes: args.plugin_memory_limit_bytes,
+                deadline: Duration::from_millis(args.plugin_timeout_ms),
+                max_concurrency: args.plugin_concurrency,
+                cache_dir: args.plugin_cache_dir,
+                plan_policy: PlanPolicy { allow_secret_env: args.allow_secret_env, image_allowlist: args.image_allowlist, ..PlanPolicy::default() },
+                ..RuntimeConfig::default()
+            });
+            let runtime = match runtime {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!("connecting to Kubernetes: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            tracing::info!("backup-operator starting");
+            controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir))).await;
+            tracing::info!("backup-operator stopped");
+            std::process::ExitCode::SUCCESS
+        }
+    }
 }
