@@ -9,4 +9,5 @@ tests/cluster/cluster-up.sh
 export BACKUP_OPERATOR_REQUIRE_CLUSTER=1
 # The built-in planners' own unit tests, natively (their components are tested through the host).
 cargo test --locked --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')"
-cargo test --locked "$@"
+# Integration tests mostly wait on the cluster, so run more of them than there are cores.
+cargo test --locked "$@" -- --test-threads=6

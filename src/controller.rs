@@ -34,33 +34,45 @@ pub struct Context {
     pub client: Client,
     pub runtime: StrategyRuntime,
     pub plugin_dir: Option<PathBuf>,
+    /// Watch only this namespace (all when `None`).
+    pub namespace: Option<String>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, runtime: StrategyRuntime, plugin_dir: Option<PathBuf>) -> Self {
+    pub fn new(client: Client, runtime: StrategyRuntime, plugin_dir: Option<PathBuf>, namespace: Option<String>) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
-        Context { client, runtime, plugin_dir, recorder, failures: Mutex::default() }
+        Context { client, runtime, plugin_dir, namespace, recorder, failures: Mutex::default() }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
     }
 }
 
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let policies: Api<BackupPolicy> = Api::all(client.clone());
+    let policies: Api<BackupPolicy> = ctx.api();
     let controller = Controller::new(policies, watcher::Config::default())
-        .owns(Api::<Job>::all(client.clone()), watcher::Config::default().labels(LABEL_POLICY));
+        .owns(ctx.api::<Job>(), watcher::Config::default().labels(LABEL_POLICY));
     let store = controller.store();
     let pvc_store = store.clone();
     controller
         // A PVC appearing, binding or going away changes what the namespace's policies back up.
-        .watches(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default(), move |pvc| {
+        .watches(ctx.api::<PersistentVolumeClaim>(), watcher::Config::default(), move |pvc| {
             let ns = pvc.namespace();
             pvc_store.state().into_iter().filter(move |p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p))
         })
         // A new plugin version in a ConfigMap is picked up at once.
-        .watches(Api::<ConfigMap>::all(client.clone()), watcher::Config::default(), move |cm| {
+        .watches(ctx.api::<ConfigMap>(), watcher::Config::default(), move |cm| {
             let (ns, name) = (cm.namespace(), cm.name_any());
             store
                 .state()
@@ -128,8 +140,9 @@ fn observe_job(job: &Job) -> Option<ObservedJob> {
     let status = job.status.clone().unwrap_or_default();
     let conditions = status.conditions.clone().unwrap_or_default();
     let has = |type_: &str| conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
-    let (run_status, message) = if let Some(c) = has("Complete") {
-        (RunStatus::Succeeded, c.message.clone().unwrap_or_else(|| "archive written and verified".into()))
+    let artifact = job.metadata.annotations.as_ref().and_then(|a| a.get(render::ANNOTATION_ARTIFACT)).cloned().unwrap_or_default();
+    let (run_status, message) = if has("Complete").is_some() {
+        (RunStatus::Succeeded, format!("written and verified: {artifact}"))
     } else if let Some(c) = has("Failed") {
         (RunStatus::Failed, format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
     } else if status.active.unwrap_or(0) > 0 {
@@ -263,11 +276,13 @@ async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Actio
         .filter_map(observe_job)
         .collect();
     let status = policy.status.clone().unwrap_or_default();
-    let resumed_at = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Suspended" && c.status == "False")
-        .and_then(|c| from_time(&c.last_transition_time));
+    // Resuming: runs up to the moment the policy stopped being suspended are not replayed. That
+    // moment is the Suspended=False transition, or now if the status still says suspended.
+    let resumed_at = status.conditions.iter().find(|c| c.type_ == "Suspended").and_then(|c| match (c.status.as_str(), policy.spec.suspend) {
+        ("True", false) => Some(now),
+        ("False", _) => from_time(&c.last_transition_time),
+        _ => None,
+    });
     let observed = Observed {
         now,
         policy: name.clone(),

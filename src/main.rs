@@ -53,6 +53,9 @@ struct RunArgs {
     /// Let plans take env values from Secrets.
     #[arg(long)]
     allow_secret_env: bool,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "BACKUP_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
     #[arg(long, value_enum, default_value = "human", env = "BACKUP_OPERATOR_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -106,7 +109,7 @@ async fn main() -> std::process::ExitCode {
                 }
             };
             tracing::info!("backup-operator starting");
-            controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir))).await;
+            controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace))).await;
             tracing::info!("backup-operator stopped");
             std::process::ExitCode::SUCCESS
         }

@@ -106,6 +106,7 @@ current-context: local
 EOF_KC
 }
 kubeconfig "$KUBECONFIG_PATH" admin
+ln -sf "$KUBE_BIN/kubectl" "$CLUSTER_DIR/kubectl"
 kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" controller-manager
 kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" scheduler
 kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" kubelet

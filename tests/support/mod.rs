@@ -57,6 +57,11 @@ pub async fn cluster() -> Option<TestCluster> {
 }
 
 impl TestCluster {
+    /// The kubectl built for the test cluster.
+    pub fn kubectl_path(&self) -> PathBuf {
+        cluster_dir().join("kubectl")
+    }
+
     /// Creates a namespace with a unique name starting with `prefix`.
     pub async fn namespace(&self, prefix: &str) -> TestNamespace {
         let suffix = std::time::SystemTime::now()
@@ -173,4 +178,15 @@ pub fn built_plugins(workspace: &str) -> PathBuf {
     let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     built.push((workspace.to_owned(), dir.clone()));
     dir
+}
+
+/// Runs the test cluster's kubectl; returns stdout, failing the test on an error.
+pub fn kubectl(cluster: &TestCluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(cluster.kubectl_path())
+        .args(args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,0 +1,395 @@
+//! The operator binary against the real test cluster: admission validation, one Job per matched
+//! PVC per run, no duplicates across restarts, suspend and resume, retention, and not-ready reasons.
+//! Each test runs its own operator process, scoped to the test's namespace.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use backup_operator::api::{BackupPolicy, RunStatus};
+use chrono::{DateTime, Timelike, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{Condition, conditions};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use support::{TestCluster, TestNamespace};
+
+const LIMIT: Duration = Duration::from_secs(150);
+
+/// The operator as a child process; killed (SIGKILL) on drop.
+struct Operator(Child);
+
+impl Operator {
+    fn start(cluster: &TestCluster, ns: &TestNamespace) -> Operator {
+        let child = Command::new(env!("CARGO_BIN_EXE_backup-operator"))
+            .args(["run", "--namespace", &ns.name])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start backup-operator");
+        Operator(child)
+    }
+
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn install_crd(cluster: &TestCluster) {
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuppolicies.yaml")).expect("crd yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
+    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    api.patch(&crd.name_any(), &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(&crd)).await.expect("apply crd");
+    support::wait_condition(api, &crd.name_any(), "CRD established", LIMIT, conditions::is_crd_established()).await;
+}
+
+async fn setup(prefix: &str) -> Option<(TestCluster, TestNamespace)> {
+    let cluster = support::cluster().await?;
+    install_crd(&cluster).await;
+    let ns = cluster.namespace(prefix).await;
+    Some((cluster, ns))
+}
+
+async fn claim(ns: &TestNamespace, name: &str, labels: serde_json::Value) {
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}
+    }))
+    .expect("pvc");
+    let api = ns.api::<PersistentVolumeClaim>();
+    api.create(&PostParams::default(), &pvc).await.expect("create pvc");
+    support::wait_condition(api, name, &format!("pvc {name} Bound"), LIMIT, |o: Option<&PersistentVolumeClaim>| {
+        o.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound")
+    })
+    .await;
+}
+
+/// Two PVCs of a database, one unrelated PVC, and the backup storage claim.
+async fn volumes(ns: &TestNamespace) {
+    claim(ns, "data-db-0", json!({"app": "db"})).await;
+    claim(ns, "data-db-1", json!({"app": "db"})).await;
+    claim(ns, "cache-0", json!({"app": "cache"})).await;
+    claim(ns, "backup-storage", json!({})).await;
+}
+
+async fn create_policy(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> Result<BackupPolicy, kube::Error> {
+    let policy: BackupPolicy = serde_json::from_value(json!({
+        "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("policy");
+    ns.api::<BackupPolicy>().create(&PostParams::default(), &policy).await
+}
+
+/// Posts a policy as raw JSON, bypassing client-side typing, to see what the API server says.
+async fn post_raw_policy(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> Result<DynamicObject, kube::Error> {
+    let resource = ApiResource::erase::<BackupPolicy>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("object");
+    api.create(&PostParams::default(), &obj).await
+}
+
+async fn jobs(ns: &TestNamespace, policy: &str) -> Vec<Job> {
+    ns.api::<Job>().list(&ListParams::default().labels(&format!("backup-policy={policy}"))).await.expect("list jobs").items
+}
+
+/// Jobs per (scheduled time, PVC).
+fn runs(jobs: &[Job]) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    for job in jobs {
+        let at = job.annotations().get("backup.example.com/scheduled-time").cloned().unwrap_or_default();
+        let pvc = job.labels().get("pvc").cloned().unwrap_or_default();
+        *out.entry((at, pvc)).or_insert(0) += 1;
+    }
+    out
+}
+
+async fn wait_policy(ns: &TestNamespace, name: &str, what: &str, cond: impl Condition<BackupPolicy>) {
+    support::wait_condition(ns.api::<BackupPolicy>(), name, what, LIMIT, cond).await;
+}
+
+fn condition_is(type_: &'static str, status: &'static str, reason: &'static str) -> impl Condition<BackupPolicy> {
+    move |o: Option<&BackupPolicy>| {
+        o.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == status && c.reason == reason))
+    }
+}
+
+/// Waits (by polling the API, not by sleeping a fixed time) until the policy has Jobs for at
+/// least `n` distinct scheduled times.
+async fn wait_runs(ns: &TestNamespace, policy: &str, n: usize) -> Vec<Job> {
+    support::wait_for(&format!("{n} runs of {policy}"), LIMIT + Duration::from_secs(60 * n as u64), async {
+        loop {
+            let all = jobs(ns, policy).await;
+            let times: std::collections::BTreeSet<_> = runs(&all).into_keys().map(|(t, _)| t).collect();
+            if times.len() >= n {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_api_server_rejects_invalid_specs() {
+    let Some((_cluster, ns)) = setup("admission").await else { return };
+    let base = json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}});
+    let with = |k: &str, v: serde_json::Value| {
+        let mut s = base.clone();
+        s[k] = v;
+        s
+    };
+    let cases = [
+        ("bad strategy", with("backupStrategy", json!("rsync"))),
+        ("retention 0", with("retentionCount", json!(0))),
+        ("bad concurrency policy", with("concurrencyPolicy", json!("Sometimes"))),
+        ("no schedule", json!({"pvcSelector": {"matchLabels": {"app": "db"}}})),
+        ("no selector", json!({"schedule": "*/1 * * * *"})),
+        ("bad sha256 pin", with("plugin", json!({"sha256": "abc"}))),
+    ];
+    for (i, (what, spec)) in cases.into_iter().enumerate() {
+        match post_raw_policy(&ns, &format!("bad-{i}"), spec).await {
+            Err(kube::Error::Api(s)) => assert_eq!(s.code, 422, "{what}: {s:?}"),
+            other => panic!("{what}: expected a 422 rejection, got {other:?}"),
+        }
+    }
+    // Defaults come from the schema.
+    let created = create_policy(&ns, "defaults", base).await.expect("valid policy");
+    let spec = serde_json::to_value(&created.spec).expect("spec");
+    assert_eq!(spec["backupStrategy"], "tar");
+    assert_eq!(spec["retentionCount"], 7);
+    assert_eq!(spec["backupImage"], "busybox:latest");
+    assert_eq!(spec["backupStorageClaim"], "backup-storage");
+    assert_eq!(spec["concurrencyPolicy"], "Forbid");
+    assert_eq!(spec["suspend"], false);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn every_minute_one_verified_job_per_matched_pvc_with_the_public_labels() {
+    let Some((cluster, ns)) = setup("per-pvc").await else { return };
+    volumes(&ns).await;
+    let policy = create_policy(&ns, "db-backup", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}}))
+        .await
+        .expect("create policy");
+    let _operator = Operator::start(&cluster, &ns);
+    wait_policy(&ns, "db-backup", "Ready=True", condition_is("Ready", "True", "Scheduled")).await;
+    let all = wait_runs(&ns, "db-backup", 1).await;
+    let mut pvcs: Vec<String> = all.iter().map(|j| j.labels()["pvc"].clone()).collect();
+    pvcs.sort();
+    assert_eq!(pvcs, ["data-db-0", "data-db-1"], "one Job per matched PVC, none for cache-0");
+    for job in &all {
+        assert_eq!(job.labels()["backup-policy"], "db-backup");
+        let owner = &job.owner_references()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("BackupPolicy", policy.uid().expect("uid").as_str(), Some(true)));
+        let spec = job.spec.as_ref().expect("spec");
+        assert_eq!(spec.template.spec.as_ref().and_then(|p| p.restart_policy.as_deref()), Some("Never"));
+    }
+    // The kubectl command of the README finds them.
+    let kubectl = support::kubectl(&cluster, &["-n", &ns.name, "get", "jobs", "-l", "backup-policy=db-backup", "-o", "name"]);
+    assert_eq!(kubectl.lines().count(), 2, "{kubectl}");
+
+    for job in &all {
+        support::wait_condition(ns.api::<Job>(), &job.name_any(), "job complete", LIMIT, conditions::is_job_completed()).await;
+    }
+    wait_policy(&ns, "db-backup", "lastSuccessfulTime and history", |o: Option<&BackupPolicy>| {
+        o.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.last_successful_time.is_some() && s.backup_history.iter().filter(|r| r.status == RunStatus::Succeeded).count() >= 2
+        })
+    })
+    .await;
+    let status = ns.api::<BackupPolicy>().get("db-backup").await.expect("policy").status.expect("status");
+    assert!(status.last_schedule_time.is_some() && status.next_schedule_time.is_some());
+    assert_eq!(status.observed_generation, Some(1));
+    assert!(status.backup_history[0].message.contains(".tar.gz"), "{:?}", status.backup_history[0]);
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn killing_and_restarting_the_operator_never_duplicates_a_run() {
+    let Some((cluster, ns)) = setup("restart").await else { return };
+    volumes(&ns).await;
+    create_policy(&ns, "db-backup", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "concurrencyPolicy": "Allow"}))
+        .await
+        .expect("create policy");
+    let first = Operator::start(&cluster, &ns);
+    // Kill it the moment the first Job of a run appears: possibly between the two creates and
+    // before the status update.
+    support::wait_for("the first Job", LIMIT, async {
+        while jobs(&ns, "db-backup").await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    first.kill();
+    // Two operators at once, both seeing the same tick and the same missing Jobs.
+    let _second = Operator::start(&cluster, &ns);
+    let _third = Operator::start(&cluster, &ns);
+    let all = wait_runs(&ns, "db-backup", 2).await;
+    // Let the slower operator finish whatever it would do for this tick.
+    wait_policy(&ns, "db-backup", "status of the second run", |o: Option<&BackupPolicy>| {
+        o.and_then(|p| p.status.as_ref()).is_some_and(|s| s.backup_history.len() >= 4)
+    })
+    .await;
+    drop(all);
+    let all = jobs(&ns, "db-backup").await;
+    for ((at, pvc), count) in runs(&all) {
+        assert_eq!(count, 1, "run {at} of {pvc} has {count} Jobs");
+    }
+    let per_run: BTreeMap<String, usize> = runs(&all).into_keys().fold(BTreeMap::new(), |mut m, (at, _)| {
+        *m.entry(at).or_insert(0) += 1;
+        m
+    });
+    assert!(per_run.values().all(|n| *n == 2), "every run covers both PVCs once: {per_run:?}");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn suspended_policies_do_not_run_and_resuming_does_not_replay() {
+    let Some((cluster, ns)) = setup("suspend").await else { return };
+    volumes(&ns).await;
+    create_policy(&ns, "db-backup", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "suspend": true}))
+        .await
+        .expect("create policy");
+    let _operator = Operator::start(&cluster, &ns);
+    wait_policy(&ns, "db-backup", "Suspended=True", condition_is("Suspended", "True", "Suspended")).await;
+    // Let a scheduled time pass while suspended.
+    let suspended_at = Utc::now();
+    let boundary = suspended_at.with_second(0).and_then(|t| t.with_nanosecond(0)).expect("minute") + chrono::Duration::minutes(1);
+    support::wait_for("a minute boundary", LIMIT, async {
+        while Utc::now() < boundary + chrono::Duration::seconds(3) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert!(jobs(&ns, "db-backup").await.is_empty(), "no runs while suspended");
+
+    ns.api::<BackupPolicy>()
+        .patch("db-backup", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}})))
+        .await
+        .expect("resume");
+    wait_policy(&ns, "db-backup", "Suspended=False", condition_is("Suspended", "False", "Active")).await;
+    assert!(jobs(&ns, "db-backup").await.is_empty(), "resuming does not replay the suspended run at {boundary}");
+    let all = wait_runs(&ns, "db-backup", 1).await;
+    for job in &all {
+        let at: DateTime<Utc> = job.annotations()["backup.example.com/scheduled-time"].parse().expect("time");
+        assert!(at > boundary, "the first run after resuming is a new tick ({at}), not the suspended one ({boundary})");
+    }
+    ns.delete().await;
+}
+
+/// A finished Job of the policy, as an earlier run would have left it.
+async fn past_run(ns: &TestNamespace, policy: &BackupPolicy, name: &str, minutes_ago: i64, succeed: bool) {
+    let at = (Utc::now() - chrono::Duration::minutes(minutes_ago)).with_second(0).expect("time");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "labels": {"backup-policy": "db-backup", "pvc": "data-db-0"},
+            "annotations": {"backup.example.com/scheduled-time": at.to_rfc3339()},
+            "ownerReferences": [{
+                "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy",
+                "name": "db-backup", "uid": policy.uid().expect("uid"), "controller": true
+            }]
+        },
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "run", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                            "command": [if succeed { "true" } else { "false" }]}]
+        }}}
+    }))
+    .expect("job");
+    ns.api::<Job>().create(&PostParams::default(), &job).await.expect("create past run");
+    support::wait_condition(ns.api::<Job>(), name, "past run finished", LIMIT, |o: Option<&Job>| {
+        o.and_then(|j| j.status.as_ref()).is_some_and(|s| s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0
+            && s.conditions.iter().flatten().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_successes_and_the_last_good_backup() {
+    let Some((cluster, ns)) = setup("retention").await else { return };
+    volumes(&ns).await;
+    // A yearly schedule: no new run during the test, only retention and status.
+    let policy = create_policy(&ns, "db-backup", json!({
+        "schedule": "0 0 1 1 *", "pvcSelector": {"matchLabels": {"app": "db"}},
+        "retentionCount": 2, "failedJobsHistoryLimit": 1
+    }))
+    .await
+    .expect("create policy");
+    for (name, minutes_ago, succeed) in [("ok-5", 5, true), ("ok-4", 4, true), ("ok-3", 3, true), ("fail-2", 2, false), ("fail-1", 1, false)] {
+        past_run(&ns, &policy, name, minutes_ago, succeed).await;
+    }
+    let _operator = Operator::start(&cluster, &ns);
+    support::wait_for("retention", LIMIT, async {
+        loop {
+            let mut names: Vec<String> = jobs(&ns, "db-backup").await.iter().map(ResourceExt::name_any).collect();
+            names.sort();
+            if names == ["fail-1", "ok-3", "ok-4"] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    wait_policy(&ns, "db-backup", "Ready=False BackupFailed", condition_is("Ready", "False", "BackupFailed")).await;
+    let status = ns.api::<BackupPolicy>().get("db-backup").await.expect("policy").status.expect("status");
+    assert!(status.last_successful_time.is_some(), "the last good backup is still known");
+    assert_eq!(status.backup_history.first().map(|r| (r.job_name.as_str(), r.status)), Some(("fail-1", RunStatus::Failed)));
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn bad_schedules_time_zones_and_missing_storage_are_not_ready_and_create_nothing() {
+    let Some((cluster, ns)) = setup("not-ready").await else { return };
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    let selector = json!({"matchLabels": {"app": "db"}});
+    create_policy(&ns, "bad-cron", json!({"schedule": "61 * * * *", "pvcSelector": selector})).await.expect("policy");
+    create_policy(&ns, "bad-zone", json!({"schedule": "*/1 * * * *", "timeZone": "Mars/Olympus_Mons", "pvcSelector": selector})).await.expect("policy");
+    create_policy(&ns, "no-storage", json!({"schedule": "*/1 * * * *", "pvcSelector": selector})).await.expect("policy");
+    create_policy(&ns, "no-pvcs", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "nothing"}}, "backupStorageClaim": "data-db-0"}))
+        .await
+        .expect("policy");
+    let _operator = Operator::start(&cluster, &ns);
+    wait_policy(&ns, "bad-cron", "InvalidSchedule", condition_is("Ready", "False", "InvalidSchedule")).await;
+    wait_policy(&ns, "bad-zone", "InvalidTimeZone", condition_is("Ready", "False", "InvalidTimeZone")).await;
+    wait_policy(&ns, "no-storage", "BackupStorageMissing", condition_is("Ready", "False", "BackupStorageMissing")).await;
+    wait_policy(&ns, "no-pvcs", "NoMatchingPVCs", condition_is("Ready", "False", "NoMatchingPVCs")).await;
+    let message = ns.api::<BackupPolicy>().get("bad-cron").await.expect("policy").status.expect("status").conditions
+        .into_iter().find(|c| c.type_ == "Ready").map(|c| c.message).unwrap_or_default();
+    assert!(message.contains("61"), "the message says what is wrong: {message}");
+    // Past a scheduled time, still nothing was created for any of them.
+    let boundary = Utc::now().with_second(0).expect("minute") + chrono::Duration::minutes(1);
+    support::wait_for("a minute boundary", LIMIT, async {
+        while Utc::now() < boundary + chrono::Duration::seconds(5) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let all = ns.api::<Job>().list(&ListParams::default()).await.expect("jobs").items;
+    assert!(all.is_empty(), "no Jobs: {:?}", all.iter().map(ResourceExt::name_any).collect::<Vec<_>>());
+    // Creating the missing claim makes the policy ready without touching it.
+    claim(&ns, "backup-storage", json!({})).await;
+    wait_policy(&ns, "no-storage", "Ready after the claim appears", condition_is("Ready", "True", "Scheduled")).await;
+    ns.delete().await;
+}
