@@ -393,3 +393,59 @@ async fn bad_schedules_time_zones_and_missing_storage_are_not_ready_and_create_n
     wait_policy(&ns, "no-storage", "Ready after the claim appears", condition_is("Ready", "True", "Scheduled")).await;
     ns.delete().await;
 }
+
+async fn plugin_configmap(ns: &TestNamespace, name: &str, bytes: &[u8]) {
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+        "binaryData": {"plugin.wasm": k8s_openapi::ByteString(bytes.to_vec())}
+    });
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .patch(name, &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(cm))
+        .await
+        .expect("apply plugin configmap");
+}
+
+#[tokio::test]
+async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
+    let Some((cluster, ns)) = setup("custom").await else { return };
+    volumes(&ns).await;
+    plugin_configmap(&ns, "my-strategy", backup_operator::strategy::builtin::BuiltinStrategy::Tar.wasm()).await;
+    plugin_configmap(&ns, "broken-strategy", b"\0asm but not really a component").await;
+    let selector = json!({"matchLabels": {"app": "db"}});
+    create_policy(&ns, "custom", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": selector, "backupStrategy": "custom",
+        "plugin": {"configMapRef": {"name": "my-strategy", "key": "plugin.wasm"}, "config": {"compression": "none"}}
+    }))
+    .await
+    .expect("policy");
+    create_policy(&ns, "broken", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": selector, "backupStrategy": "custom",
+        "plugin": {"configMapRef": {"name": "broken-strategy", "key": "plugin.wasm"}}
+    }))
+    .await
+    .expect("policy");
+    create_policy(&ns, "bad-config", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": selector,
+        "plugin": {"config": {"compression": "zstd"}}
+    }))
+    .await
+    .expect("policy");
+    let _operator = Operator::start(&cluster, &ns);
+
+    wait_policy(&ns, "broken", "PluginInvalid", condition_is("Ready", "False", "PluginInvalid")).await;
+    wait_policy(&ns, "bad-config", "PluginInvalid for a bad config", condition_is("Ready", "False", "PluginInvalid")).await;
+    let message = ns.api::<BackupPolicy>().get("bad-config").await.expect("policy").status.expect("status").conditions
+        .into_iter().find(|c| c.type_ == "Ready").map(|c| c.message).unwrap_or_default();
+    assert!(message.contains("compression") && message.contains("tar"), "the plugin's own message, with its name: {message}");
+    let events = support::kubectl(&cluster, &["-n", &ns.name, "get", "events", "--field-selector", "involvedObject.name=broken", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("PluginInvalid"), "a Warning event names the failure: {events:?}");
+
+    let all = wait_runs(&ns, "custom", 1).await;
+    assert_eq!(all.len(), 2);
+    for job in &all {
+        assert!(job.annotations()["backup.example.com/plugin"].starts_with("configmap/"), "{:?}", job.annotations());
+        assert!(job.annotations()["backup.example.com/artifact"].ends_with(".tar"), "the plugin's config reached it");
+    }
+    assert!(jobs(&ns, "broken").await.is_empty() && jobs(&ns, "bad-config").await.is_empty());
+    ns.delete().await;
+}
