@@ -24,6 +24,10 @@ fn plan_call(c: &mut Criterion) {
     group.bench_function("wasm_fresh_store", |b| {
         b.iter(|| runtime.plan_backup_blocking(&tar, None, std::hint::black_box(&request)).expect("plan"))
     });
+    // The floor under any call: a fresh store, instantiation, a call that does almost nothing.
+    group.bench_function("wasm_validate_empty_config", |b| {
+        b.iter(|| runtime.validate_config_blocking(&tar, None, std::hint::black_box("")).expect("valid"))
+    });
     group.bench_function("native", |b| {
         b.iter(|| {
             let r = std::hint::black_box(&request);

@@ -29,6 +29,8 @@ mkdir -p "$out" "$target_dir"
 
 # A clean environment: variables inherited from an outer cargo or rustup (CARGO_*, RUSTUP_*,
 # RUSTFLAGS) would point this build at the host's toolchain.
+# Run from the workspace so that its .cargo/config.toml applies.
+cd "$workspace"
 env -i PATH=/usr/bin:/bin HOME="$HOME" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" \
   RUSTC_BOOTSTRAP=1 RUSTC="$rustc" \
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 
 use super::bindings::types::{ArtifactRequest, BackupRequest, Description, Plan, PlanError};
 use super::bindings::{BackupStrategy, BackupStrategyPre, host};
@@ -26,6 +26,8 @@ const MAX_CACHED_PLUGINS: usize = 64;
 /// Plugin log lines kept per call, and bytes per line: a plugin cannot flood the operator's log.
 const MAX_LOG_LINES: usize = 64;
 const MAX_LOG_BYTES: usize = 1024;
+/// Linear memory kept mapped between calls in a pool slot.
+const KEEP_RESIDENT_BYTES: usize = 256 * 1024;
 /// Bytes of a plugin's error message shown to users.
 const MAX_MESSAGE_BYTES: usize = 2048;
 
@@ -166,6 +168,20 @@ impl StrategyRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true).epoch_interruption(true);
+        // A pool of instance slots, reused call after call: a fresh store per call then costs
+        // microseconds instead of mapping and unmapping linear memory each time. Calls are bounded
+        // by the semaphore, so the pool (with headroom for loads) is never exhausted.
+        let slots = u32::try_from(config.max_concurrency.max(1) * 2 + 2).unwrap_or(u32::MAX);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 4)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .max_memory_size(usize::try_from(config.memory_limit_bytes).unwrap_or(usize::MAX))
+            // Reset the first pages of memory (a planner's stack, data and small heap) by memset
+            // rather than decommitting them, so the next call does not fault them back in.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(|e| Error::Runtime(format!("engine: {e:#}")))?;
         let mut linker = Linker::new(&engine);
         BackupStrategy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
