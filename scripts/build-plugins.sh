@@ -11,7 +11,9 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 workspace="$(cd "${1:-$repo/plugins}" && pwd)"
 cache="${BACKUP_OPERATOR_CACHE:-$HOME/.cache/backup-operator}"
 # plugins/ -> plugins, tests/plugins -> tests-plugins: one output and target directory each.
-key="$(realpath --relative-to="$repo" "$workspace" | tr '/' '-')"
+key="$(realpath --relative-to="$repo" "$workspace")"
+case "$key" in ../*) key="external-$(basename "$workspace")" ;; esac
+key="$(echo "$key" | tr '/' '-')"
 out="${2:-$cache/plugins/$key}"
 
 rustc=/usr/bin/rustc
@@ -35,7 +37,7 @@ env -i PATH=/usr/bin:/bin HOME="$HOME" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" 
   RUSTC_BOOTSTRAP=1 RUSTC="$rustc" \
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$linker" \
   CARGO_TARGET_DIR="$target_dir" \
-  "$cargo" build --manifest-path "$workspace/Cargo.toml" --release --locked \
+  "$cargo" build --manifest-path "$workspace/Cargo.toml" --release $([ -f "$workspace/Cargo.lock" ] && echo --locked) \
     --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort >&2
 
 for wasm in "$target_dir"/wasm32-unknown-unknown/release/*.wasm; do

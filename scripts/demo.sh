@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/cluster/lib.sh
 started=$(date +%s)
-if [ -z "${KUBECONFIG:-}" ]; then
+if [ -z "${KUBECONFIG:-}" ] || [ "$KUBECONFIG" = "$KUBECONFIG_PATH" ]; then
   tests/cluster/cluster-up.sh
   export KUBECONFIG="$KUBECONFIG_PATH"
 fi
