@@ -276,13 +276,12 @@ async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Actio
         .filter_map(observe_job)
         .collect();
     let status = policy.status.clone().unwrap_or_default();
-    // Resuming: runs up to the moment the policy stopped being suspended are not replayed. That
-    // moment is the Suspended=False transition, or now if the status still says suspended.
-    let resumed_at = status.conditions.iter().find(|c| c.type_ == "Suspended").and_then(|c| match (c.status.as_str(), policy.spec.suspend) {
-        ("True", false) => Some(now),
-        ("False", _) => from_time(&c.last_transition_time),
-        _ => None,
-    });
+    let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");
+    let resumed_at = decide::resumed_at(
+        suspended.and_then(|c| Some((c.status.as_str() == "True", from_time(&c.last_transition_time)?))),
+        policy.spec.suspend,
+        now,
+    );
     let observed = Observed {
         now,
         policy: name.clone(),

@@ -192,6 +192,17 @@ fn last_success(jobs: &[ObservedJob]) -> Option<DateTime<Utc>> {
     jobs.iter().filter(|j| j.status == RunStatus::Succeeded).filter_map(|j| j.completion.or(j.scheduled)).max()
 }
 
+/// When the policy was resumed, from its `Suspended` condition (status, transition time) as last
+/// written and the spec: runs up to that moment are not replayed. If the spec was just unsuspended
+/// and the status still says suspended, that moment is now.
+pub fn resumed_at(suspended_condition: Option<(bool, DateTime<Utc>)>, suspend: bool, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match (suspended_condition, suspend) {
+        (Some((true, _)), false) => Some(now),
+        (Some((false, since)), _) => Some(since),
+        (Some((true, _)), true) | (None, _) => None,
+    }
+}
+
 pub fn decide(observed: &Observed) -> Decision {
     let spec = &observed.spec;
     let schedule = match Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
@@ -483,6 +494,22 @@ mod tests {
         assert_eq!(d.requeue_at, Some(t("2026-11-29T00:06:00Z")));
         o.now = t("2026-11-29T00:06:01Z");
         assert_eq!(decide(&o).create.len(), 2, "the first tick after resuming runs");
+    }
+
+    #[test]
+    fn resume_time_comes_from_the_suspended_condition() {
+        let now = t("2026-11-29T00:05:03Z");
+        let before = t("2026-11-29T00:01:00Z");
+        let cases = [
+            ("never suspended, no status yet", None, false, None),
+            ("still suspended", Some((true, before)), true, None),
+            ("just resumed: the status still says suspended", Some((true, before)), false, Some(now)),
+            ("resumed earlier", Some((false, before)), false, Some(before)),
+            ("suspended again, status not yet written", Some((false, before)), true, Some(before)),
+        ];
+        for (what, condition, suspend, want) in cases {
+            assert_eq!(resumed_at(condition, suspend, now), want, "{what}");
+        }
     }
 
     #[test]

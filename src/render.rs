@@ -243,16 +243,7 @@ mod tests {
                 Mount { volume: "scratch".into(), path: "/scratch".into(), read_only: false },
             ],
             resources: Resources { cpu_millicores: Some(250), memory_bytes: Some(64 << 20) },
-            privileges: PodPrivileges {
-                privileged: false,
-                add_capabilities: vec![],
-                host_network: false,
-                host_pid: false,
-                host_ipc: false,
-                automount_service_account_token: false,
-                host_paths: vec![],
-                run_as_root,
-            },
+            privileges: PodPrivileges { run_as_root, ..PodPrivileges::none() },
             artifact_location: "prod/db-backup/data-db-0/x.tar.gz".into(),
             verification: Verification::Sha256File("prod/db-backup/data-db-0/x.tar.gz.sha256".into()),
         }

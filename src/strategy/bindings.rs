@@ -9,3 +9,19 @@ wasmtime::component::bindgen!({
 
 pub use backup::strategy::host;
 pub use backup::strategy::types;
+
+impl types::PodPrivileges {
+    /// Nothing beyond a plain pod, not even root.
+    pub fn none() -> Self {
+        types::PodPrivileges {
+            privileged: false,
+            add_capabilities: Vec::new(),
+            host_network: false,
+            host_pid: false,
+            host_ipc: false,
+            automount_service_account_token: false,
+            host_paths: Vec::new(),
+            run_as_root: false,
+        }
+    }
+}

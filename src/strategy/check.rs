@@ -253,16 +253,7 @@ mod tests {
                 Mount { volume: "backup".into(), path: "/backup".into(), read_only: false },
             ],
             resources: Resources { cpu_millicores: None, memory_bytes: None },
-            privileges: PodPrivileges {
-                privileged: false,
-                add_capabilities: vec![],
-                host_network: false,
-                host_pid: false,
-                host_ipc: false,
-                automount_service_account_token: false,
-                host_paths: vec![],
-                run_as_root: true,
-            },
+            privileges: PodPrivileges { run_as_root: true, ..PodPrivileges::none() },
             artifact_location: "ns/p/c/1.tar.gz".into(),
             verification: Verification::Sha256File("ns/p/c/1.tar.gz.sha256".into()),
         }
