@@ -23,6 +23,7 @@ use crate::api::{BackupPolicy, BackupPolicyStatus, BackupStrategyKind, RunStatus
 use crate::decide::{self, Decision, Observed, ObservedJob};
 use crate::error::{Error, Result};
 use crate::render::{self, ANNOTATION_SCHEDULED_TIME, JobContext, LABEL_POLICY, LABEL_PVC};
+use crate::snapshot;
 use crate::strategy::bindings::types::{AccessMode, BackupRequest, KeyValue, Plan, PolicyInfo, PvcInfo, VolumeMode};
 use crate::strategy::builtin::BuiltinStrategy;
 use crate::strategy::source::PluginLocation;
@@ -267,14 +268,19 @@ async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Actio
         .collect();
     pvcs.sort_by_key(|p| p.name_any());
     let storage_claim_exists = pvcs_api.get_opt(&policy.spec.backup_storage_claim).await?.is_some();
-    let jobs: Vec<ObservedJob> = jobs_api
+    let uid = policy.uid().unwrap_or_default();
+    let mut jobs: Vec<ObservedJob> = jobs_api
         .list(&ListParams::default().labels(&format!("{LABEL_POLICY}={name}")))
         .await?
         .items
         .iter()
-        .filter(|j| j.owner_references().iter().any(|o| Some(&o.uid) == policy.uid().as_ref()))
+        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
         .filter_map(observe_job)
         .collect();
+    // Runs of the snapshot strategy are VolumeSnapshots rather than Jobs.
+    let snapshots = snapshot::observe(&ctx.client, &ns, &name, &uid).await?;
+    let snapshot_names: Vec<String> = snapshots.iter().map(|s| s.name.clone()).collect();
+    jobs.extend(snapshots);
     let status = policy.status.clone().unwrap_or_default();
     let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");
     let resumed_at = decide::resumed_at(
@@ -299,6 +305,11 @@ async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Actio
 
     // --- apply: deletions, then new runs planned by the strategy
     for job in &decision.delete {
+        if snapshot_names.contains(job) {
+            snapshot::delete(&ctx.client, &ns, job).await?;
+            tracing::info!(policy = %name, snapshot = %job, "deleted volume snapshot");
+            continue;
+        }
         match jobs_api.delete(job, &DeleteParams::background()).await {
             Ok(_) => tracing::info!(policy = %name, job, "deleted backup job"),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -396,10 +407,17 @@ async fn create_runs(policy: &BackupPolicy, ctx: &Context, decision: &Decision, 
                 jobs_api.patch(&run.job_name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(applied)).await?;
                 tracing::info!(policy = %name, pvc = %run.pvc, job = %run.job_name, "created backup job");
             }
-            Plan::VolumeSnapshot(_) => {
-                return Err(Error::NotImplemented(
-                    "the snapshot strategy plans VolumeSnapshots, but creating them is not implemented yet; use backupStrategy tar",
-                ));
+            Plan::VolumeSnapshot(plan) => {
+                let context = snapshot::SnapshotContext {
+                    namespace: &ns,
+                    policy: &name,
+                    pvc: &run.pvc,
+                    scheduled_time: &request.policy.scheduled_time,
+                    plugin: &format!("{}@{}", plugin.id.name, &plugin.id.digest[..12]),
+                    owner: owner.clone(),
+                };
+                snapshot::apply(&ctx.client, &ns, &plan.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await?;
+                tracing::info!(policy = %name, pvc = %run.pvc, snapshot = %plan.name, "created volume snapshot");
             }
         }
     }
@@ -421,6 +439,7 @@ async fn write_status(policy: &BackupPolicy, ctx: &Context, d: &Decision, plugin
         (Some(e @ (Error::PluginConfigInvalid { .. } | Error::PluginInvalid { .. } | Error::PluginIncompatible { .. } | Error::PluginDigestMismatch { .. } | Error::PluginTooLarge { .. } | Error::InvalidSpec(_))), _) => {
             (false, "PluginInvalid", e.to_string())
         }
+        (Some(e @ Error::SnapshotApiMissing), _) => (false, "SnapshotAPIMissing", e.to_string()),
         (Some(e), _) => (false, "PluginFailed", e.to_string()),
         (None, Some(reason)) => (false, reason.reason(), d.readiness.message.clone()),
         (None, None) => (true, "Scheduled", d.readiness.message.clone()),

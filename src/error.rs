@@ -61,8 +61,8 @@ pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
 
-    #[error("not implemented: {0}")]
-    NotImplemented(&'static str),
+    #[error("the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed in this cluster: install the CSI external-snapshotter CRDs and a CSI driver with snapshot support, or use backupStrategy tar")]
+    SnapshotApiMissing,
 
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -84,7 +84,7 @@ impl Error {
             | Error::PluginUnsupported { .. }
             | Error::PlanRefused { .. }
             | Error::InvalidSpec(_)
-            | Error::NotImplemented(_) => true,
+            | Error::SnapshotApiMissing => true,
             Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
         }
     }
@@ -106,7 +106,7 @@ impl Error {
             Error::PluginSource(_) => "PluginSource",
             Error::Runtime(_) => "Runtime",
             Error::InvalidSpec(_) => "InvalidSpec",
-            Error::NotImplemented(_) => "NotImplemented",
+            Error::SnapshotApiMissing => "SnapshotAPIMissing",
             Error::Kube(_) => "KubeApi",
         }
     }

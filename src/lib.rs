@@ -10,6 +10,7 @@ pub mod decide;
 pub mod error;
 pub mod render;
 pub mod schedule;
+pub mod snapshot;
 pub mod strategy;
 
 pub use error::{Error, Result};

@@ -221,7 +221,8 @@ async fn every_minute_one_verified_job_per_matched_pvc_with_the_public_labels() 
     let status = ns.api::<BackupPolicy>().get("db-backup").await.expect("policy").status.expect("status");
     assert!(status.last_schedule_time.is_some() && status.next_schedule_time.is_some());
     assert_eq!(status.observed_generation, Some(1));
-    assert!(status.backup_history[0].message.contains(".tar.gz"), "{:?}", status.backup_history[0]);
+    let succeeded = status.backup_history.iter().find(|r| r.status == RunStatus::Succeeded).expect("a succeeded run");
+    assert!(succeeded.message.contains(".tar.gz"), "the message names the verified archive: {succeeded:?}");
     ns.delete().await;
 }
 
@@ -447,5 +448,65 @@ async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
         assert!(job.annotations()["backup.example.com/artifact"].ends_with(".tar"), "the plugin's config reached it");
     }
     assert!(jobs(&ns, "broken").await.is_empty() && jobs(&ns, "bad-config").await.is_empty());
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn snapshot_policies_create_volume_snapshots_or_say_the_api_is_missing() {
+    let Some((cluster, ns)) = setup("snapshot").await else { return };
+    volumes(&ns).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let crd_name = "volumesnapshots.snapshot.storage.k8s.io";
+    if crds.get_opt(crd_name).await.expect("get crd").is_some() {
+        crds.delete(crd_name, &Default::default()).await.expect("delete leftover crd");
+        support::wait_condition(crds.clone(), crd_name, "leftover CRD gone", LIMIT, |o: Option<&CustomResourceDefinition>| o.is_none()).await;
+    }
+    create_policy(&ns, "snap", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
+        "backupStrategy": "snapshot", "plugin": {"config": {"snapshotClass": "csi-hostpath-snapclass"}}
+    }))
+    .await
+    .expect("policy");
+    let _operator = Operator::start(&cluster, &ns);
+    wait_policy(&ns, "snap", "SnapshotAPIMissing at the first run", condition_is("Ready", "False", "SnapshotAPIMissing")).await;
+    assert!(jobs(&ns, "snap").await.is_empty(), "no Jobs for a snapshot policy");
+
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/volumesnapshot-crd.yaml")).expect("fixture");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
+    crds.patch(crd_name, &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(&crd)).await.expect("install crd");
+    support::wait_condition(crds.clone(), crd_name, "VolumeSnapshot CRD established", LIMIT, conditions::is_crd_established()).await;
+
+    let resource = backup_operator::snapshot::resource();
+    let snapshots: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let made = support::wait_for("VolumeSnapshots for both PVCs", LIMIT, async {
+        loop {
+            let list = snapshots.list(&ListParams::default().labels("backup-policy=snap")).await.expect("list").items;
+            if list.len() >= 2 {
+                return list;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let mut sources: Vec<String> = made.iter().map(|s| s.data["spec"]["source"]["persistentVolumeClaimName"].as_str().unwrap_or("").to_owned()).collect();
+    sources.sort();
+    assert_eq!(sources, ["data-db-0", "data-db-1"]);
+    for s in &made {
+        assert_eq!(s.data["spec"]["volumeSnapshotClassName"], "csi-hostpath-snapclass");
+        assert_eq!(s.owner_references()[0].kind, "BackupPolicy");
+        // What the CSI snapshotter does when the snapshot is cut.
+        snapshots
+            .patch_status(&s.name_any(), &PatchParams::default(), &Patch::Merge(json!({"status": {"readyToUse": true, "creationTime": Utc::now().to_rfc3339()}})))
+            .await
+            .expect("mark ready");
+    }
+    wait_policy(&ns, "snap", "snapshots succeeded", |o: Option<&BackupPolicy>| {
+        o.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.last_successful_time.is_some() && s.backup_history.iter().filter(|r| r.status == RunStatus::Succeeded).count() >= 2
+        })
+    })
+    .await;
+    wait_policy(&ns, "snap", "Ready", condition_is("Ready", "True", "Scheduled")).await;
+    crds.delete(crd_name, &Default::default()).await.expect("remove crd");
     ns.delete().await;
 }

@@ -1,0 +1,168 @@
+//! Volume-snapshot plans as CSI `VolumeSnapshot` objects (snapshot.storage.k8s.io/v1), and the
+//! snapshots a policy made, observed as runs. The API comes from the CSI external-snapshotter's
+//! CRDs; a cluster without them gets a clear error instead of a Job.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::RunStatus;
+use crate::decide::ObservedJob;
+use crate::error::{Error, Result};
+use crate::render::{ANNOTATION_PLUGIN, ANNOTATION_SCHEDULED_TIME, LABEL_POLICY, LABEL_PVC, policy_labels};
+use crate::strategy::bindings::types::SnapshotPlan;
+
+pub fn resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"), "volumesnapshots")
+}
+
+fn api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &resource())
+}
+
+fn missing_api() -> Error {
+    Error::SnapshotApiMissing
+}
+
+/// The policy's snapshots, as runs; none when the cluster has no VolumeSnapshot API.
+pub async fn observe(client: &Client, namespace: &str, policy: &str, policy_uid: &str) -> Result<Vec<ObservedJob>> {
+    match api(client, namespace).list(&ListParams::default().labels(&format!("{LABEL_POLICY}={policy}"))).await {
+        Ok(list) => Ok(list
+            .items
+            .iter()
+            .filter(|s| s.owner_references().iter().any(|o| o.uid == policy_uid))
+            .filter_map(observe_one)
+            .collect()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A snapshot as a run: Succeeded once the snapshotter reports `readyToUse`, Failed with its error.
+pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedJob> {
+    let pvc = snapshot.labels().get(LABEL_PVC)?.clone();
+    let parse = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc));
+    let scheduled = snapshot.annotations().get(ANNOTATION_SCHEDULED_TIME).and_then(|s| parse(s));
+    let status = snapshot.data.get("status");
+    let ready = status.and_then(|s| s.get("readyToUse")).and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let error = status.and_then(|s| s.get("error")).and_then(|e| e.get("message")).and_then(serde_json::Value::as_str);
+    let created = status.and_then(|s| s.get("creationTime")).and_then(serde_json::Value::as_str).and_then(parse);
+    let (run_status, message) = match (ready, error) {
+        (true, _) => (RunStatus::Succeeded, format!("snapshot {} is ready to use", snapshot.name_any())),
+        (false, Some(e)) => (RunStatus::Failed, e.to_owned()),
+        (false, None) if status.is_some() => (RunStatus::Running, String::new()),
+        (false, None) => (RunStatus::Pending, String::new()),
+    };
+    Some(ObservedJob {
+        name: snapshot.name_any(),
+        pvc,
+        scheduled,
+        status: run_status,
+        start: snapshot.metadata.creation_timestamp.as_ref().and_then(crate::api::from_time),
+        completion: if ready { created.or(scheduled) } else { None },
+        message,
+    })
+}
+
+pub struct SnapshotContext<'a> {
+    pub namespace: &'a str,
+    pub policy: &'a str,
+    pub pvc: &'a str,
+    pub scheduled_time: &'a str,
+    pub plugin: &'a str,
+    pub owner: Option<OwnerReference>,
+}
+
+/// The VolumeSnapshot for a checked plan: the plan's name, class and labels, plus the policy's
+/// labels, the run's annotations and the owner reference, which the host sets.
+pub fn render(ctx: &SnapshotContext<'_>, plan: &SnapshotPlan) -> serde_json::Value {
+    let mut labels: BTreeMap<String, String> = plan.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+    labels.extend(policy_labels(ctx.policy, ctx.pvc));
+    let mut spec = serde_json::json!({"source": {"persistentVolumeClaimName": ctx.pvc}});
+    if let Some(class) = &plan.snapshot_class {
+        spec["volumeSnapshotClassName"] = serde_json::json!(class);
+    }
+    serde_json::json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {
+            "name": plan.name,
+            "namespace": ctx.namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_SCHEDULED_TIME: ctx.scheduled_time, ANNOTATION_PLUGIN: ctx.plugin},
+            "ownerReferences": ctx.owner.iter().collect::<Vec<_>>(),
+        },
+        "spec": spec,
+    })
+}
+
+pub async fn apply(client: &Client, namespace: &str, name: &str, snapshot: &serde_json::Value, field_manager: &str) -> Result<()> {
+    match api(client, namespace).patch(name, &PatchParams::apply(field_manager), &Patch::Apply(snapshot)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(missing_api()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a snapshot that retention dropped; the CSI driver then frees its storage (with a
+/// `Delete` deletion policy on the class).
+pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    match api(client, namespace).delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::bindings::types::KeyValue;
+
+    fn snapshot(status: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": "s", "labels": {"pvc": "data-0", "backup-policy": "p"},
+                         "annotations": {ANNOTATION_SCHEDULED_TIME: "2026-11-29T01:00:00Z"}},
+            "spec": {}, "status": status
+        }))
+        .expect("snapshot")
+    }
+
+    #[test]
+    fn snapshot_states() {
+        let cases = [
+            (serde_json::json!({"readyToUse": true, "creationTime": "2026-11-29T01:00:02Z"}), RunStatus::Succeeded),
+            (serde_json::json!({"readyToUse": false, "error": {"message": "driver said no"}}), RunStatus::Failed),
+            (serde_json::json!({"readyToUse": false}), RunStatus::Running),
+            (serde_json::Value::Null, RunStatus::Pending),
+        ];
+        for (status, want) in cases {
+            let mut s = snapshot(status.clone());
+            if status.is_null() {
+                s.data.as_object_mut().expect("object").remove("status");
+            }
+            let run = observe_one(&s).expect("run");
+            assert_eq!(run.status, want, "{status}");
+            assert_eq!(run.pvc, "data-0");
+        }
+        let failed = observe_one(&snapshot(serde_json::json!({"error": {"message": "driver said no"}}))).expect("run");
+        assert_eq!(failed.message, "driver said no");
+    }
+
+    #[test]
+    fn rendering_adds_the_policy_labels_and_class() {
+        let ctx = SnapshotContext { namespace: "prod", policy: "p", pvc: "data-0", scheduled_time: "2026-11-29T01:00:00Z", plugin: "snapshot@x", owner: None };
+        let plan = SnapshotPlan { snapshot_class: Some("csi".into()), name: "p-data-0-x".into(), labels: vec![KeyValue { name: "team".into(), value: "db".into() }] };
+        let v = render(&ctx, &plan);
+        assert_eq!(v["spec"]["source"]["persistentVolumeClaimName"], "data-0");
+        assert_eq!(v["spec"]["volumeSnapshotClassName"], "csi");
+        assert_eq!(v["metadata"]["labels"]["backup-policy"], "p");
+        assert_eq!(v["metadata"]["labels"]["team"], "db");
+        let no_class = render(&ctx, &SnapshotPlan { snapshot_class: None, ..plan });
+        assert!(no_class["spec"].get("volumeSnapshotClassName").is_none());
+    }
+}
