@@ -26,10 +26,12 @@ use crate::render::{self, ANNOTATION_SCHEDULED_TIME, JobContext, LABEL_POLICY, L
 use crate::snapshot;
 use crate::strategy::bindings::types::{AccessMode, BackupRequest, KeyValue, Plan, PolicyInfo, PvcInfo, VolumeMode};
 use crate::strategy::builtin::BuiltinStrategy;
-use crate::strategy::source::PluginLocation;
+use crate::strategy::source::{self, PluginLocation};
 use crate::strategy::{Plugin, PluginLimits, StrategyRuntime};
 
 pub const FIELD_MANAGER: &str = "backup-operator";
+/// How often the plugin directory is checked for new versions.
+const PLUGIN_DIR_POLL: Duration = Duration::from_secs(10);
 
 pub struct Context {
     pub client: Client,
@@ -62,8 +64,12 @@ impl Context {
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(ctx: Arc<Context>) {
     let policies: Api<BackupPolicy> = ctx.api();
-    let controller = Controller::new(policies, watcher::Config::default())
+    let mut controller = Controller::new(policies, watcher::Config::default())
         .owns(ctx.api::<Job>(), watcher::Config::default().labels(LABEL_POLICY));
+    // A new plugin version in --plugin-dir: look at every policy again.
+    if let Some(dir) = &ctx.plugin_dir {
+        controller = controller.reconcile_all_on(source::watch_dir(dir.clone(), PLUGIN_DIR_POLL));
+    }
     let store = controller.store();
     let pvc_store = store.clone();
     controller

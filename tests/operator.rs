@@ -26,8 +26,13 @@ struct Operator(Child);
 
 impl Operator {
     fn start(cluster: &TestCluster, ns: &TestNamespace) -> Operator {
+        Operator::start_with(cluster, ns, &[])
+    }
+
+    fn start_with(cluster: &TestCluster, ns: &TestNamespace, extra: &[&str]) -> Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_backup-operator"))
             .args(["run", "--namespace", &ns.name])
+            .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -431,7 +436,17 @@ async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
     }))
     .await
     .expect("policy");
-    let _operator = Operator::start(&cluster, &ns);
+    // A plugin the cluster operator mounted into the operator's --plugin-dir.
+    let plugin_dir = tempfile::tempdir().expect("plugin dir");
+    std::fs::write(plugin_dir.path().join("mounted.wasm"), backup_operator::strategy::builtin::BuiltinStrategy::Tar.wasm()).expect("write plugin");
+    create_policy(&ns, "from-dir", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": selector, "backupStrategy": "custom",
+        "plugin": {"file": "mounted.wasm"}
+    }))
+    .await
+    .expect("policy");
+    let dir = plugin_dir.path().to_string_lossy().into_owned();
+    let _operator = Operator::start_with(&cluster, &ns, &["--plugin-dir", &dir]);
 
     wait_policy(&ns, "broken", "PluginInvalid", condition_is("Ready", "False", "PluginInvalid")).await;
     wait_policy(&ns, "bad-config", "PluginInvalid for a bad config", condition_is("Ready", "False", "PluginInvalid")).await;
@@ -447,6 +462,8 @@ async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
         assert!(job.annotations()["backup.example.com/plugin"].starts_with("configmap/"), "{:?}", job.annotations());
         assert!(job.annotations()["backup.example.com/artifact"].ends_with(".tar"), "the plugin's config reached it");
     }
+    let from_dir = wait_runs(&ns, "from-dir", 1).await;
+    assert!(from_dir.iter().all(|j| j.annotations()["backup.example.com/plugin"].starts_with("plugin-dir/mounted.wasm@")));
     assert!(jobs(&ns, "broken").await.is_empty() && jobs(&ns, "bad-config").await.is_empty());
     ns.delete().await;
 }

@@ -69,9 +69,54 @@ async fn read_plugin_file(dir: &Path, file: &str) -> Result<Arc<[u8]>> {
         .map_err(|e| Error::PluginSource(format!("reading {}: {e}", path.display())))
 }
 
+/// A fingerprint of the plugin directory's files (name, size, modification time), to notice a new
+/// plugin version without reading every file. A ConfigMap mount swaps a symlink, which changes it.
+pub fn dir_fingerprint(dir: &Path) -> Vec<(String, u64, Option<std::time::SystemTime>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let meta = std::fs::metadata(e.path()).ok()?;
+            meta.is_file().then(|| (e.file_name().to_string_lossy().into_owned(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Yields whenever the plugin directory's fingerprint changes, checking every `every`.
+pub fn watch_dir(dir: PathBuf, every: std::time::Duration) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(dir_fingerprint(&dir), move |last| {
+        let dir = dir.clone();
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = dir_fingerprint(&dir);
+                if now != last {
+                    tracing::info!(dir = %dir.display(), "plugin directory changed");
+                    return Some(((), now));
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_changed_plugin_file_is_noticed() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("p.wasm"), b"v1").expect("write");
+        let mut changes = Box::pin(watch_dir(dir.path().to_path_buf(), std::time::Duration::from_millis(20)));
+        let before = dir_fingerprint(dir.path());
+        std::fs::write(dir.path().join("p.wasm"), b"version 2").expect("write");
+        assert_ne!(dir_fingerprint(dir.path()), before);
+        tokio::time::timeout(std::time::Duration::from_secs(10), changes.next()).await.expect("change noticed").expect("stream item");
+    }
 
     #[tokio::test]
     async fn plugin_files_stay_inside_the_directory() {
