@@ -108,6 +108,12 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
+            // Without the CRD the watches could only fail and retry: say what is missing instead.
+            let policies: kube::Api<backup_operator::api::BackupPolicy> = kube::Api::all(client.clone());
+            if let Err(e) = policies.list(&kube::api::ListParams::default().limit(1)).await {
+                tracing::error!("cannot list BackupPolicies ({e}): is the CRD installed? `make install` or `kubectl apply -f config/crd/`");
+                return std::process::ExitCode::FAILURE;
+            }
             tracing::info!("backup-operator starting");
             controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace))).await;
             tracing::info!("backup-operator stopped");
