@@ -211,12 +211,13 @@ pub fn decide(observed: &Observed) -> Decision {
         Err(e @ ScheduleError::InvalidTimeZone(_)) => return invalid(observed, NotReady::InvalidTimeZone, e.to_string()),
     };
 
-    // The last run is whatever the status says or the newest Job shows, so a lost status update
-    // never leads to a second run.
+    // The next run follows the last one the status recorded, which is written only after all of a
+    // run's Jobs exist. A crash between two creates therefore decides the same run again, and the
+    // deterministic names make the Jobs that exist no-ops while the missing ones are created.
+    let since = observed.last_schedule_time.max(observed.resumed_at);
+    let when = schedule::decide(&schedule, since, observed.created, spec.starting_deadline_seconds, observed.now);
     let newest_job = observed.jobs.iter().filter_map(|j| j.scheduled).max();
     let last_scheduled = observed.last_schedule_time.max(newest_job);
-    let since = last_scheduled.max(observed.resumed_at);
-    let when = schedule::decide(&schedule, since, observed.created, spec.starting_deadline_seconds, observed.now);
 
     let mut create = Vec::new();
     let mut delete = Vec::new();
@@ -379,6 +380,24 @@ mod tests {
         // A restart that lost the status, before the Jobs were seen: same names, so creates are no-ops.
         let lost = decide(&observed("2026-11-29T00:01:40Z"));
         assert_eq!(lost.create, d.create);
+    }
+
+    #[test]
+    fn a_crash_between_two_creates_completes_the_run() {
+        // The operator created data-db-0's Job for 00:02 and died before data-db-1's and before
+        // writing the status, which still says 00:01.
+        let mut o = observed("2026-11-29T00:02:20Z");
+        o.last_schedule_time = Some(t("2026-11-29T00:01:00Z"));
+        let at = t("2026-11-29T00:02:00Z");
+        o.jobs = vec![
+            job(&job_name("db-backup", "data-db-0", t("2026-11-29T00:01:00Z")), "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            job(&job_name("db-backup", "data-db-1", t("2026-11-29T00:01:00Z")), "data-db-1", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            job(&job_name("db-backup", "data-db-0", at), "data-db-0", "2026-11-29T00:02:00Z", RunStatus::Running),
+        ];
+        let d = decide(&o);
+        assert_eq!(d.create, vec![NewRun { job_name: job_name("db-backup", "data-db-1", at), pvc: "data-db-1".into(), scheduled: at }]);
+        assert_eq!(d.skipped_active, Vec::<String>::new(), "data-db-0's own Job for this run is not a previous run");
+        assert_eq!(d.last_schedule_time, Some(at));
     }
 
     #[test]
