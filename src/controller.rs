@@ -250,6 +250,11 @@ async fn resolve_plugin(policy: &BackupPolicy, ctx: &Context) -> Result<Arc<Plug
     ctx.runtime.load(&name, bytes, pinned).await
 }
 
+/// The policy's opaque plugin config as JSON ("{}" when unset).
+fn plugin_config(policy: &BackupPolicy) -> String {
+    policy.spec.plugin.as_ref().and_then(|p| p.config.as_ref()).map_or_else(|| "{}".into(), ToString::to_string)
+}
+
 fn plugin_limits(policy: &BackupPolicy) -> Option<PluginLimits> {
     let l = policy.spec.plugin.as_ref()?.limits.as_ref()?;
     Some(PluginLimits { memory_limit_bytes: l.memory_bytes, deadline: l.timeout_millis.map(Duration::from_millis) })
@@ -361,7 +366,7 @@ async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Actio
 
 async fn check_plugin(policy: &BackupPolicy, ctx: &Context) -> Result<()> {
     let plugin = resolve_plugin(policy, ctx).await?;
-    let config = policy.spec.plugin.as_ref().and_then(|p| p.config.as_ref()).map(ToString::to_string).unwrap_or_else(|| "{}".into());
+    let config = plugin_config(policy);
     ctx.runtime.validate_config(plugin, plugin_limits(policy), config).await
 }
 
@@ -369,8 +374,9 @@ async fn create_runs(policy: &BackupPolicy, ctx: &Context, decision: &Decision, 
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let plugin = resolve_plugin(policy, ctx).await?;
-    let config = policy.spec.plugin.as_ref().and_then(|p| p.config.as_ref()).map(ToString::to_string).unwrap_or_else(|| "{}".into());
+    let config = plugin_config(policy);
     let owner = policy.controller_owner_ref(&());
+    let plugin_label = format!("{}@{}", plugin.id.name, plugin.id.digest.get(..12).unwrap_or(&plugin.id.digest));
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     for run in &decision.create {
         let Some(pvc) = pvcs.iter().find(|p| p.name_any() == run.pvc) else { continue };
@@ -398,19 +404,14 @@ async fn create_runs(policy: &BackupPolicy, ctx: &Context, decision: &Decision, 
                     storage_claim: policy.spec.backup_storage_claim.clone(),
                     owner: owner.clone(),
                     scheduled_time: request.policy.scheduled_time.clone(),
-                    plugin: format!("{}@{}", plugin.id.name, &plugin.id.digest[..12]),
+                    plugin: plugin_label.clone(),
                     backoff_limit: policy.spec.backoff_limit,
                     active_deadline_seconds: policy.spec.active_deadline_seconds,
                     data_writable: false,
                 };
-                let mut job = render::render_job(&context, &job_plan);
-                job.metadata.managed_fields = None;
-                let value = serde_json::json!({"apiVersion": "batch/v1", "kind": "Job"});
-                let mut applied = serde_json::to_value(&job).map_err(|e| Error::Runtime(format!("serialize job: {e}")))?;
-                if let (Some(a), Some(v)) = (applied.as_object_mut(), value.as_object()) {
-                    a.extend(v.clone());
-                }
-                jobs_api.patch(&run.job_name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(applied)).await?;
+                // k8s-openapi serializes apiVersion and kind, as server-side apply needs.
+                let job = render::render_job(&context, &job_plan);
+                jobs_api.patch(&run.job_name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&job)).await?;
                 tracing::info!(policy = %name, pvc = %run.pvc, job = %run.job_name, "created backup job");
             }
             Plan::VolumeSnapshot(plan) => {
@@ -419,7 +420,7 @@ async fn create_runs(policy: &BackupPolicy, ctx: &Context, decision: &Decision, 
                     policy: &name,
                     pvc: &run.pvc,
                     scheduled_time: &request.policy.scheduled_time,
-                    plugin: &format!("{}@{}", plugin.id.name, &plugin.id.digest[..12]),
+                    plugin: &plugin_label,
                     owner: owner.clone(),
                 };
                 snapshot::apply(&ctx.client, &ns, &plan.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await?;

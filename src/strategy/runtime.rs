@@ -365,29 +365,30 @@ impl StrategyRuntime {
         Self::plugin_result(plugin, result)
     }
 
+    /// One planning call: run it, turn the plugin's error into ours, check the plan for `purpose`.
+    fn plan_blocking(
+        &self,
+        plugin: &Plugin,
+        limits: Option<&PluginLimits>,
+        purpose: PlanPurpose,
+        call: impl FnOnce(&BackupStrategy, &mut Store<HostState>) -> wasmtime::Result<std::result::Result<Plan, PlanError>>,
+    ) -> Result<Plan> {
+        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), call)?;
+        let plan = Self::plugin_result(plugin, result)?;
+        self.checked(plugin, plan, purpose)
+    }
+
     /// Plans one backup and checks the plan; on the calling thread.
     pub fn plan_backup_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &BackupRequest) -> Result<Plan> {
-        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
-            b.backup_strategy_strategy().call_plan_backup(store, request)
-        })?;
-        let plan = Self::plugin_result(plugin, result)?;
-        self.checked(plugin, plan, PlanPurpose::Backup)
+        self.plan_blocking(plugin, limits, PlanPurpose::Backup, |b, store| b.backup_strategy_strategy().call_plan_backup(store, request))
     }
 
     pub fn plan_restore_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
-            b.backup_strategy_strategy().call_plan_restore(store, request)
-        })?;
-        let plan = Self::plugin_result(plugin, result)?;
-        self.checked(plugin, plan, PlanPurpose::Restore)
+        self.plan_blocking(plugin, limits, PlanPurpose::Restore, |b, store| b.backup_strategy_strategy().call_plan_restore(store, request))
     }
 
     pub fn plan_prune_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
-            b.backup_strategy_strategy().call_plan_prune(store, request)
-        })?;
-        let plan = Self::plugin_result(plugin, result)?;
-        self.checked(plugin, plan, PlanPurpose::Prune)
+        self.plan_blocking(plugin, limits, PlanPurpose::Prune, |b, store| b.backup_strategy_strategy().call_plan_prune(store, request))
     }
 
     pub async fn validate_config(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, config: String) -> Result<()> {
