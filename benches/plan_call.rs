@@ -32,7 +32,7 @@ fn plan_call(c: &mut Criterion) {
         b.iter(|| {
             let r = std::hint::black_box(&request);
             let config = parse_config(&r.policy.config).expect("config");
-            let target = Target { namespace: &r.policy.namespace, policy: &r.policy.name, pvc: &r.pvc.name, image: &r.policy.backup_image };
+            let target = Target { image: &r.policy.backup_image };
             plan_backup(&target, &r.policy.scheduled_stamp, &config)
         })
     });

@@ -20,6 +20,10 @@ rustc=/usr/bin/rustc
 cargo=/usr/bin/cargo
 linker=/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld
 if [ ! -x "$linker" ] || ! "$rustc" --version 2>/dev/null | grep -q '^rustc 1\.9[6-9]'; then
+  if [ -n "${BACKUP_OPERATOR_NO_INSTALL:-}" ]; then
+    echo "build-plugins: the WebAssembly toolchain (Debian rustc-web 1.96+, wasm-component-ld) is missing: run scripts/install-deps.sh (as root) first" >&2
+    exit 1
+  fi
   "$repo/scripts/install-deps.sh" >&2
 fi
 [ -x "$linker" ] || { echo "build-plugins: $linker missing after installing rustc-web" >&2; exit 1; }

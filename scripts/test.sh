@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Brings the local cluster up first when none is configured; integration tests
-# then fail (rather than skip) if it is not reachable.
+# then fail (rather than skip) if it is not reachable. The test binaries are built once and then run
+# at the same time, each in its own namespaces: they mostly wait on the cluster and the clock.
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
@@ -8,11 +9,35 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 tests/cluster/cluster-up.sh
 export BACKUP_OPERATOR_REQUIRE_CLUSTER=1
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 # The built-in planners' own unit tests, natively (their components are tested through the host).
-cargo test --locked --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1 | tee -a "$log"
-# Integration tests mostly wait on the cluster, so run more of them than there are cores.
-cargo test --locked "$@" -- --test-threads=6 2>&1 | tee -a "$log"
+cargo test --locked --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1 | tee "$work/plugins.log"
+cargo test --locked --no-run --message-format=json-render-diagnostics "$@" > "$work/build.json"
+python3 - "$work/build.json" > "$work/binaries" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        print(m["target"]["name"], m["executable"])
+PY
+pids=()
+while read -r name exe; do
+  # Integration tests mostly wait on the cluster, so each runs more tests than there are cores.
+  "$exe" --test-threads=6 > "$work/test-$name.log" 2>&1 &
+  pids+=("$!:$name")
+done < "$work/binaries"
+failed=0
+for entry in "${pids[@]}"; do
+  wait "${entry%%:*}" || { failed=1; echo "test binary ${entry#*:} failed" >&2; }
+done
+for log in "$work"/test-*.log; do
+  echo "=== ${log##*/test-}"
+  cat "$log"
+done
 # One closing line for all the test binaries above.
-awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed\n", p, f}' "$log"
+cat "$work/plugins.log" "$work"/test-*.log | awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed\n", p, f}'
+exit "$failed"

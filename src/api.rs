@@ -35,14 +35,17 @@ pub struct BackupPolicySpec {
     pub time_zone: Option<String>,
     /// Selects the PVCs to back up, in the policy's namespace.
     pub pvc_selector: LabelSelector,
+    /// How PVCs are backed up: tar (a verified archive on the storage claim), snapshot (a CSI
+    /// VolumeSnapshot) or custom (the WebAssembly plugin in spec.plugin).
     #[serde(default)]
     pub backup_strategy: BackupStrategyKind,
     /// Successful backups kept per PVC. The newest successful one is never deleted.
     #[serde(default = "default_retention_count")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1000))]
     pub retention_count: u32,
     /// Failed backup Jobs kept per PVC, for inspection.
     #[serde(default = "default_failed_jobs_history_limit")]
+    #[schemars(range(min = 0, max = 100))]
     pub failed_jobs_history_limit: u32,
     /// The image backup Jobs run (tar strategy).
     #[serde(default = "default_backup_image")]
@@ -57,21 +60,55 @@ pub struct BackupPolicySpec {
     pub suspend: bool,
     /// A run that could not start within this many seconds of its time is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 31536000))]
     pub starting_deadline_seconds: Option<i64>,
     /// Per PVC: Forbid skips a run while that PVC's previous backup is active; Replace deletes it.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
     /// Retries of a backup Job's pod before the run counts as failed.
     #[serde(default = "default_backoff_limit")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 100))]
     pub backoff_limit: i32,
+    /// Seconds a backup Job may run before Kubernetes stops it and the run counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2592000))]
     pub active_deadline_seconds: Option<i64>,
     /// The custom plugin (`backupStrategy: custom`), or config and limits for a built-in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginSpec>,
+    /// What happens to the backups when the policy is deleted: Retain keeps them on the storage
+    /// claim; Delete prunes every artifact (through the strategy) before the policy goes away.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Re-verification of stored backups on a schedule of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// What deleting a policy does to its backups.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// Re-checks the newest artifacts of each PVC with the strategy's verify plan.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// Cron schedule of the verification runs, in the policy's time zone (same syntax as
+    /// spec.schedule).
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    /// How many of the newest successful backups of each PVC each verification run re-checks.
+    #[serde(default = "default_verify_newest")]
+    #[schemars(range(min = 1, max = 10))]
+    pub newest: u32,
+}
+
+fn default_verify_newest() -> u32 {
+    1
 }
 
 fn default_retention_count() -> u32 {
@@ -132,18 +169,22 @@ pub struct PluginSpec {
 
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
 pub struct ConfigMapKeyRef {
+    /// The ConfigMap's name, in the policy's namespace.
     pub name: String,
+    /// The key under binaryData that holds the component.
     pub key: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginLimitsSpec {
+    /// Memory a plugin call may use, in bytes (only lower than the operator's limit counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 17179869184u64))]
     pub memory_bytes: Option<u64>,
+    /// Time a plugin call may take, in milliseconds (only lower than the operator's limit counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 600000))]
     pub timeout_millis: Option<u64>,
 }
 
@@ -157,37 +198,85 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicyStatus {
+    /// The newest scheduled time for which every matched PVC has a run or a recorded failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// When the newest successful backup of any PVC finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
+    /// When the next run is due (none while suspended or invalid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
+    /// The newest verification time that started its runs (spec.verify).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify_time: Option<Time>,
     /// Recent runs, newest first, at most 10.
     #[serde(default)]
     pub backup_history: Vec<BackupRun>,
+    /// Ready (backing up as specified, or why not) and Suspended.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9223372036854775807i64))]
     pub observed_generation: Option<i64>,
 }
 
+/// One run: a policy, a PVC and a scheduled time.
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupRun {
+    /// The run's name, chosen by the operator: the name of its Job or VolumeSnapshot.
     pub job_name: String,
+    /// The PVC backed up.
     pub pvc: String,
+    /// The time the run was scheduled for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_time: Option<Time>,
+    /// When the run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// Pending, Running, Succeeded or Failed.
     pub status: RunStatus,
+    /// Why the run failed, as a reason word (PluginFailed, PlanRefused, BackoffLimitExceeded, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What happened, in words.
     #[serde(default)]
     pub message: String,
+    /// The plugin that planned the run: name@sha256-prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Where the backup is: its path on the storage claim, or the VolumeSnapshot's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    /// Size of the artifact in bytes (a snapshot's restoreSize).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9007199254740991u64))]
+    pub size_bytes: Option<u64>,
+    /// sha256 of the artifact, as the run computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Whether the artifact was verified: after writing, and again by each verification run.
+    /// False means it is unverified or was found corrupted (see message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// When a verification run last checked the artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify_time: Option<Time>,
+    /// True when nothing was created for the run (it could not be planned, or was refused): this
+    /// entry is then the only record of the failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_started: bool,
 }
 
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq)]
+/// The state of a run.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Default)]
 pub enum RunStatus {
+    #[default]
     Pending,
     Running,
     Succeeded,

@@ -1,6 +1,7 @@
-//! The BackupPolicy controller: observe (PVCs, Jobs, the storage claim) → decide (pure, in
-//! [`crate::decide`]) → plan each new run through its strategy plugin → apply (server-side apply,
-//! one field manager; status through the status subresource).
+//! The BackupPolicy controller: watches, and the orchestration of one reconcile. Observe
+//! ([`crate::observe`]) → decide ([`crate::decide`], pure) → apply: plan each new run through its
+//! strategy plugin, one PVC at a time, and create, record, prune and verify the run objects
+//! ([`crate::runs`]) → write the status ([`crate::status`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,23 +12,24 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::{BackupPolicy, BackupPolicyStatus, BackupStrategyKind, RunStatus, from_time, to_time};
-use crate::decide::{self, Decision, Observed, ObservedJob};
-use crate::error::{Error, Result};
-use crate::render::{self, ANNOTATION_SCHEDULED_TIME, JobContext, LABEL_POLICY, LABEL_PVC};
-use crate::snapshot;
-use crate::strategy::bindings::types::{AccessMode, BackupRequest, KeyValue, Plan, PolicyInfo, PvcInfo, VolumeMode};
-use crate::strategy::builtin::BuiltinStrategy;
-use crate::strategy::source::{self, PluginLocation};
-use crate::strategy::{Plugin, PluginLimits, StrategyRuntime};
+use crate::api::{BackupPolicy, RunStatus};
+use crate::decide::{self, Decision, Finalize, NewRun, ObservedRun, PruneStep, RunObject};
+use crate::error::{Error, MAX_MESSAGE_BYTES, Result, Retry};
+use crate::observe::{self, FINALIZER, Observation};
+use crate::runs::report::bound;
+use crate::runs::{self, LABEL_POLICY_UID, RunChild, RunKind, backup_job, cleanup_job, prune_job, snapshot, verify_job};
+use crate::status::{self, Summary};
+use crate::strategy::bindings::types::{ArtifactRequest, BackupRequest, Plan, PolicyInfo, PvcInfo, VolumeMode};
+use crate::strategy::source;
+use crate::strategy::{Plugin, StrategyRuntime, resolve};
 
 pub const FIELD_MANAGER: &str = "backup-operator";
 /// How often the plugin directory is checked for new versions.
@@ -39,14 +41,16 @@ pub struct Context {
     pub plugin_dir: Option<PathBuf>,
     /// Watch only this namespace (all when `None`).
     pub namespace: Option<String>,
+    /// Whether the cluster serves the VolumeSnapshot API (looked up at start).
+    pub snapshots_api: bool,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, runtime: StrategyRuntime, plugin_dir: Option<PathBuf>, namespace: Option<String>) -> Self {
+    pub fn new(client: Client, runtime: StrategyRuntime, plugin_dir: Option<PathBuf>, namespace: Option<String>, snapshots_api: bool) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
-        Context { client, runtime, plugin_dir, namespace, recorder, failures: Mutex::default() }
+        Context { client, runtime, plugin_dir, namespace, snapshots_api, recorder, failures: Mutex::default() }
     }
 
     fn api<K>(&self) -> Api<K>
@@ -59,27 +63,59 @@ impl Context {
             None => Api::all(self.client.clone()),
         }
     }
+
+    /// A watch of only the objects' metadata, retried with backoff.
+    fn metadata_watch<K>(&self, config: watcher::Config) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Clone + Eq + std::hash::Hash + Send + Sync,
+    {
+        let api: Api<PartialObjectMeta<K>> = match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        };
+        watcher(api, config).default_backoff().touched_objects()
+    }
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
+/// Whether the cluster serves snapshot.storage.k8s.io/v1 VolumeSnapshots.
+pub async fn has_snapshot_api(client: &Client) -> bool {
+    client.list_api_group_resources("snapshot.storage.k8s.io/v1").await.is_ok_and(|r| r.resources.iter().any(|r| r.name == "volumesnapshots"))
+}
+
+/// Runs the controller until SIGTERM/SIGINT. Every trigger is a metadata watch with backoff: an
+/// API that goes away (a CRD deleted) is retried calmly, never in a hot loop.
 pub async fn run(ctx: Arc<Context>) {
     let policies: Api<BackupPolicy> = ctx.api();
-    let mut controller = Controller::new(policies, watcher::Config::default())
-        .owns(ctx.api::<Job>(), watcher::Config::default().labels(LABEL_POLICY));
+    let children = watcher::Config::default().labels(LABEL_POLICY_UID);
+    let jobs = ctx.metadata_watch::<Job>(children.clone());
+    let mut controller = Controller::new(policies, watcher::Config::default()).owns_stream(jobs);
+    // Snapshot readiness shows on the policy at once, like a Job's completion.
+    if ctx.snapshots_api {
+        let resource = snapshot::resource();
+        let api: Api<PartialObjectMeta<DynamicObject>> = match &ctx.namespace {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+            None => Api::all_with(ctx.client.clone(), &resource),
+        };
+        let snapshots = watcher(api, children).default_backoff().touched_objects();
+        controller = controller.owns_stream_with(snapshots, resource);
+    }
     // A new plugin version in --plugin-dir: look at every policy again.
     if let Some(dir) = &ctx.plugin_dir {
         controller = controller.reconcile_all_on(source::watch_dir(dir.clone(), PLUGIN_DIR_POLL));
     }
     let store = controller.store();
     let pvc_store = store.clone();
+    let pvcs = ctx.metadata_watch::<PersistentVolumeClaim>(watcher::Config::default());
+    let config_maps = ctx.metadata_watch::<ConfigMap>(watcher::Config::default());
     controller
         // A PVC appearing, binding or going away changes what the namespace's policies back up.
-        .watches(ctx.api::<PersistentVolumeClaim>(), watcher::Config::default(), move |pvc| {
+        .watches_stream(pvcs, move |pvc| {
             let ns = pvc.namespace();
             pvc_store.state().into_iter().filter(move |p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p))
         })
         // A new plugin version in a ConfigMap is picked up at once.
-        .watches(ctx.api::<ConfigMap>(), watcher::Config::default(), move |cm| {
+        .watches_stream(config_maps, move |cm| {
             let (ns, name) = (cm.namespace(), cm.name_any());
             store
                 .state()
@@ -110,408 +146,543 @@ fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> 
     });
     let attempt = n.unwrap_or(1).min(8);
     let backoff = Duration::from_secs(2u64 << attempt).min(Duration::from_secs(300));
-    tracing::warn!(policy = %policy.name_any(), error = %error, label = error.metric_label(), ?backoff, "reconcile failed");
+    let classified = error.classify();
+    tracing::warn!(policy = %policy.name_any(), error = %classified.message, reason = classified.reason, ?backoff, "reconcile failed");
     Action::requeue(backoff)
 }
 
-/// `matchLabels` and `matchExpressions` as a label selector query.
-pub fn selector_query(selector: &LabelSelector) -> Result<String> {
-    let mut parts: Vec<String> = selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            "DoesNotExist" => format!("!{}", e.key),
-            other => return Err(Error::InvalidSpec(format!("pvcSelector: unknown operator {other:?}"))),
-        });
-    }
-    Ok(parts.join(","))
+/// What one reconcile is about: the policy and the names its objects use.
+struct Target<'a> {
+    policy: &'a BackupPolicy,
+    ctx: &'a Context,
+    ns: String,
+    name: String,
+    uid: String,
+    reference: ObjectReference,
 }
 
-fn time(t: &Option<Time>) -> Option<DateTime<Utc>> {
-    t.as_ref().and_then(from_time)
-}
-
-fn observe_job(job: &Job) -> Option<ObservedJob> {
-    let labels = job.metadata.labels.as_ref()?;
-    let pvc = labels.get(LABEL_PVC)?.clone();
-    let scheduled = job
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_SCHEDULED_TIME))
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc));
-    let status = job.status.clone().unwrap_or_default();
-    let conditions = status.conditions.clone().unwrap_or_default();
-    let has = |type_: &str| conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
-    let artifact = job.metadata.annotations.as_ref().and_then(|a| a.get(render::ANNOTATION_ARTIFACT)).cloned().unwrap_or_default();
-    let (run_status, message) = if has("Complete").is_some() {
-        (RunStatus::Succeeded, format!("written and verified: {artifact}"))
-    } else if let Some(c) = has("Failed") {
-        (RunStatus::Failed, format!("{}: {}", c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
-    } else if status.active.unwrap_or(0) > 0 {
-        (RunStatus::Running, String::new())
-    } else {
-        (RunStatus::Pending, String::new())
-    };
-    Some(ObservedJob {
-        name: job.name_any(),
-        pvc,
-        scheduled,
-        status: run_status,
-        start: time(&status.start_time).or_else(|| time(&job.metadata.creation_timestamp)),
-        completion: time(&status.completion_time).or_else(|| {
-            (run_status == RunStatus::Failed).then(|| conditions.iter().find(|c| c.type_ == "Failed").and_then(|c| time(&c.last_transition_time))).flatten()
-        }),
-        message,
-    })
-}
-
-fn pvc_info(pvc: &PersistentVolumeClaim) -> PvcInfo {
-    let spec = pvc.spec.clone().unwrap_or_default();
-    let status = pvc.status.clone().unwrap_or_default();
-    PvcInfo {
-        name: pvc.name_any(),
-        namespace: pvc.namespace().unwrap_or_default(),
-        labels: pvc.labels().iter().map(|(k, v)| KeyValue { name: k.clone(), value: v.clone() }).collect(),
-        storage_class: spec.storage_class_name.clone(),
-        capacity_bytes: status.capacity.as_ref().and_then(|c| c.get("storage")).and_then(|q| parse_quantity(&q.0)),
-        access_modes: spec
-            .access_modes
-            .iter()
-            .flatten()
-            .filter_map(|m| match m.as_str() {
-                "ReadWriteOnce" => Some(AccessMode::ReadWriteOnce),
-                "ReadOnlyMany" => Some(AccessMode::ReadOnlyMany),
-                "ReadWriteMany" => Some(AccessMode::ReadWriteMany),
-                "ReadWriteOncePod" => Some(AccessMode::ReadWriteOncePod),
-                _ => None,
-            })
-            .collect(),
-        volume_mode: if spec.volume_mode.as_deref() == Some("Block") { VolumeMode::Block } else { VolumeMode::Filesystem },
-        node_name: pvc.annotations().get("volume.kubernetes.io/selected-node").cloned(),
-    }
-}
-
-/// Bytes of a quantity like `64Mi`, `1Gi`, `500M` or `1024`.
-fn parse_quantity(q: &str) -> Option<u64> {
-    let units: [(&str, u64); 10] = [
-        ("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40), ("Pi", 1 << 50),
-        ("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000), ("P", 1_000_000_000_000_000),
-    ];
-    for (suffix, factor) in units {
-        if let Some(n) = q.strip_suffix(suffix) {
-            return n.parse::<u64>().ok()?.checked_mul(factor);
+impl Target<'_> {
+    async fn event(&self, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(bound(&note, MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
+        if let Err(e) = self.ctx.recorder.publish(&event, &self.reference).await {
+            tracing::warn!(policy = %self.name, "publishing event {reason}: {e}");
         }
     }
-    q.parse().ok()
-}
 
-/// Upserts a condition, keeping its transition time when its status does not change.
-fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: bool, reason: &str, message: String, generation: Option<i64>, now: DateTime<Utc>) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let transition = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| to_time(now));
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.into(),
-        status,
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: transition,
-    });
-}
-
-async fn resolve_plugin(policy: &BackupPolicy, ctx: &Context) -> Result<Arc<Plugin>> {
-    let pinned = policy.spec.plugin.as_ref().and_then(|p| p.sha256.as_deref());
-    let (name, bytes) = match policy.spec.backup_strategy {
-        BackupStrategyKind::Tar => (BuiltinStrategy::Tar.name().to_owned(), Arc::from(BuiltinStrategy::Tar.wasm())),
-        BackupStrategyKind::Snapshot => (BuiltinStrategy::Snapshot.name().to_owned(), Arc::from(BuiltinStrategy::Snapshot.wasm())),
-        BackupStrategyKind::Custom => {
-            let spec = policy.spec.plugin.as_ref().ok_or_else(|| {
-                Error::InvalidSpec("backupStrategy custom needs spec.plugin.configMapRef or spec.plugin.file".into())
-            })?;
-            let location = match (&spec.config_map_ref, &spec.file, &ctx.plugin_dir) {
-                (Some(r), None, _) => PluginLocation::ConfigMap { namespace: policy.namespace().unwrap_or_default(), name: r.name.clone(), key: r.key.clone() },
-                (None, Some(file), Some(dir)) => PluginLocation::File { dir: dir.clone(), file: file.clone() },
-                (None, Some(_), None) => return Err(Error::InvalidSpec("spec.plugin.file needs the operator to run with --plugin-dir".into())),
-                _ => return Err(Error::InvalidSpec("spec.plugin needs exactly one of configMapRef and file".into())),
-            };
-            (location.display_name(), location.fetch(&ctx.client).await?)
+    fn policy_info(&self, run: &str, scheduled: Option<DateTime<Utc>>) -> PolicyInfo {
+        let scheduled = scheduled.unwrap_or_else(Utc::now);
+        PolicyInfo {
+            name: self.name.clone(),
+            namespace: self.ns.clone(),
+            scheduled_time: scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            scheduled_stamp: scheduled.format("%Y%m%dt%H%M%Sz").to_string(),
+            run_name: run.to_owned(),
+            backup_image: self.policy.spec.backup_image.clone(),
+            storage_claim: self.policy.spec.backup_storage_claim.clone(),
+            retention_count: self.policy.spec.retention_count,
+            config: resolve::config(self.policy),
         }
-    };
-    ctx.runtime.load(&name, bytes, pinned).await
-}
-
-/// The policy's opaque plugin config as JSON ("{}" when unset).
-fn plugin_config(policy: &BackupPolicy) -> String {
-    policy.spec.plugin.as_ref().and_then(|p| p.config.as_ref()).map_or_else(|| "{}".into(), ToString::to_string)
-}
-
-fn plugin_limits(policy: &BackupPolicy) -> Option<PluginLimits> {
-    let l = policy.spec.plugin.as_ref()?.limits.as_ref()?;
-    Some(PluginLimits { memory_limit_bytes: l.memory_bytes, deadline: l.timeout_millis.map(Duration::from_millis) })
+    }
 }
 
 async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    let ns = policy.namespace().ok_or_else(|| Error::InvalidSpec("BackupPolicy without a namespace".into()))?;
-    let name = policy.name_any();
     let now = Utc::now();
-    let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-
-    // --- observe
-    let selector = selector_query(&policy.spec.pvc_selector)?;
-    let mut pvcs: Vec<PersistentVolumeClaim> = pvcs_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
-        .filter(|p| p.name_any() != policy.spec.backup_storage_claim)
-        .collect();
-    pvcs.sort_by_key(|p| p.name_any());
-    let storage_claim_exists = pvcs_api.get_opt(&policy.spec.backup_storage_claim).await?.is_some();
-    let uid = policy.uid().unwrap_or_default();
-    let mut jobs: Vec<ObservedJob> = jobs_api
-        .list(&ListParams::default().labels(&format!("{LABEL_POLICY}={name}")))
-        .await?
-        .items
-        .iter()
-        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
-        .filter_map(observe_job)
-        .collect();
-    // Runs of the snapshot strategy are VolumeSnapshots rather than Jobs.
-    let snapshots = snapshot::observe(&ctx.client, &ns, &name, &uid).await?;
-    let snapshot_names: Vec<String> = snapshots.iter().map(|s| s.name.clone()).collect();
-    jobs.extend(snapshots);
-    let status = policy.status.clone().unwrap_or_default();
-    let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");
-    let resumed_at = decide::resumed_at(
-        suspended.and_then(|c| Some((c.status.as_str() == "True", from_time(&c.last_transition_time)?))),
-        policy.spec.suspend,
-        now,
-    );
-    let observed = Observed {
-        now,
-        policy: name.clone(),
-        spec: policy.spec.clone(),
-        created: time(&policy.metadata.creation_timestamp).unwrap_or(now),
-        last_schedule_time: time(&status.last_schedule_time),
-        resumed_at,
-        pvcs: pvcs.iter().map(ResourceExt::name_any).collect(),
-        storage_claim_exists,
-        jobs,
+    let target = Target {
+        policy: &policy,
+        ctx: &ctx,
+        ns: policy.namespace().unwrap_or_default(),
+        name: policy.name_any(),
+        uid: policy.uid().unwrap_or_default(),
+        reference: policy.object_ref(&()),
     };
+    // Snapshots are looked for when the API was there at start-up (and is watched), or when the
+    // policy makes them: a CRD installed later is found at the policy's next reconcile.
+    let snapshots = ctx.snapshots_api || policy.spec.backup_strategy == crate::api::BackupStrategyKind::Snapshot;
+    let observation = match observe::observe(&policy, &ctx.client, snapshots, now).await {
+        Ok(o) => o,
+        Err(e) if e.classify().retry == Retry::AwaitChange => {
+            // Nothing can run, but the policy still says why.
+            let classified = e.classify();
+            target.event(EventType::Warning, classified.reason, classified.message.clone()).await;
+            let previous = policy.status.clone().unwrap_or_default();
+            let summary = Summary {
+                namespace: &target.ns,
+                policy: &target.name,
+                last_schedule_time: previous.last_schedule_time.as_ref().and_then(crate::api::from_time),
+                last_verify_time: previous.last_verify_time.as_ref().and_then(crate::api::from_time),
+                next_schedule_time: None,
+                runs: &[],
+                readiness: decide::Readiness { not_ready: None, reason: None, message: String::new() },
+                plugin_error: Some(classified),
+                suspended: policy.spec.suspend,
+                generation: policy.metadata.generation,
+                now,
+            };
+            status::write(&ctx.client, &policy, &status::build(&previous, &summary)).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let decision = decide::decide(&observation.observed);
+    let outcome = apply(&target, &observation, &decision).await;
 
-    // --- decide
-    let decision = decide::decide(&observed);
-
-    // --- apply: deletions, then new runs planned by the strategy
-    for job in &decision.delete {
-        if snapshot_names.contains(job) {
-            snapshot::delete(&ctx.client, &ns, job).await?;
-            tracing::info!(policy = %name, snapshot = %job, "deleted volume snapshot");
-            continue;
-        }
-        match jobs_api.delete(job, &DeleteParams::background()).await {
-            Ok(_) => tracing::info!(policy = %name, job, "deleted backup job"),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
+    let o = &observation.observed;
+    let readiness = match &decision.invalid {
+        Some(invalid) => invalid.clone(),
+        None => decide::readiness(o, &outcome.runs, &outcome.prune_failed),
+    };
+    // lastScheduleTime moves on only when every matched PVC has a run or a recorded failure.
+    let last_schedule_time = match decision.due {
+        Some(due) if outcome.transient.is_none() => Some(due).max(o.last_schedule_time),
+        _ => o.last_schedule_time,
+    };
+    let summary = Summary {
+        namespace: &target.ns,
+        policy: &target.name,
+        last_schedule_time,
+        last_verify_time: decision.last_verify_time,
+        next_schedule_time: decision.next_schedule_time,
+        runs: &outcome.runs,
+        readiness,
+        plugin_error: outcome.plugin_error.as_ref().map(Error::classify),
+        suspended: decision.suspended,
+        generation: policy.metadata.generation,
+        now,
+    };
+    let previous = policy.status.clone().unwrap_or_default();
+    if !o.deleting || o.has_finalizer {
+        status::write(&ctx.client, &policy, &status::build(&previous, &summary)).await?;
     }
-    let mut plugin_error: Option<Error> = None;
-    if !decision.create.is_empty() {
-        match create_runs(&policy, &ctx, &decision, &pvcs).await {
-            Ok(()) => {}
-            Err(e) if e.is_permanent() => plugin_error = Some(e),
-            Err(e) => return Err(e),
-        }
-    } else if policy.spec.backup_strategy == BackupStrategyKind::Custom || policy.spec.plugin.is_some() {
-        // Check the plugin and its config on every change, not only when a run is due.
-        if let Err(e) = check_plugin(&policy, &ctx).await {
-            if !e.is_permanent() {
-                return Err(e);
-            }
-            plugin_error = Some(e);
-        }
+    if let Some(e) = outcome.transient {
+        return Err(e);
     }
-
-    let reference = policy.object_ref(&());
-    if let Some(e) = &plugin_error {
-        publish(&ctx, &reference, EventType::Warning, e.metric_label(), e.to_string()).await;
-    }
-    if decision.missed > crate::schedule::TOO_MANY_MISSED {
-        publish(&ctx, &reference, EventType::Warning, "TooManyMissedRuns", format!("{} scheduled runs were missed; only the most recent one starts", decision.missed)).await;
-    }
-    for pvc in &decision.skipped_active {
-        publish(&ctx, &reference, EventType::Normal, "RunSkipped", format!("{pvc}: the previous backup is still running (concurrencyPolicy Forbid)")).await;
-    }
-    write_status(&policy, &ctx, &decision, plugin_error.as_ref(), now).await?;
     if let Ok(mut f) = ctx.failures.lock() {
-        f.remove(&format!("{ns}/{name}"));
+        f.remove(&format!("{}/{}", target.ns, target.name));
     }
     Ok(match decision.requeue_at {
         Some(at) => Action::requeue((at - now).to_std().unwrap_or_default().max(Duration::from_millis(100))),
+        // While deleting, poll the prune and cleanup Jobs' progress as well as watching them.
+        None if o.deleting => Action::requeue(Duration::from_secs(5)),
         None => Action::await_change(),
     })
 }
 
-async fn check_plugin(policy: &BackupPolicy, ctx: &Context) -> Result<()> {
-    let plugin = resolve_plugin(policy, ctx).await?;
-    let config = plugin_config(policy);
-    ctx.runtime.validate_config(plugin, plugin_limits(policy), config).await
+/// What applying a decision left: the runs as they now stand, and what went wrong.
+struct Outcome {
+    runs: Vec<ObservedRun>,
+    prune_failed: Vec<(String, String)>,
+    /// A plugin problem found outside any run (config validation).
+    plugin_error: Option<Error>,
+    /// The first transient error: the reconcile is retried with backoff once the status is written.
+    transient: Option<Error>,
 }
 
-async fn create_runs(policy: &BackupPolicy, ctx: &Context, decision: &Decision, pvcs: &[PersistentVolumeClaim]) -> Result<()> {
-    let ns = policy.namespace().unwrap_or_default();
-    let name = policy.name_any();
-    let plugin = resolve_plugin(policy, ctx).await?;
-    let config = plugin_config(policy);
-    let owner = policy.controller_owner_ref(&());
-    let plugin_label = format!("{}@{}", plugin.id.name, plugin.id.digest.get(..12).unwrap_or(&plugin.id.digest));
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    for run in &decision.create {
-        let Some(pvc) = pvcs.iter().find(|p| p.name_any() == run.pvc) else { continue };
-        let request = BackupRequest {
-            policy: PolicyInfo {
-                name: name.clone(),
-                namespace: ns.clone(),
-                scheduled_time: run.scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                scheduled_stamp: run.scheduled.format("%Y%m%dt%H%M%Sz").to_string(),
-                backup_image: policy.spec.backup_image.clone(),
-                storage_claim: policy.spec.backup_storage_claim.clone(),
-                retention_count: policy.spec.retention_count,
-                config: config.clone(),
-            },
-            pvc: pvc_info(pvc),
+impl Outcome {
+    fn transient(&mut self, e: Error) {
+        tracing::warn!("{e}");
+        if self.transient.is_none() {
+            self.transient = Some(e);
+        }
+    }
+}
+
+async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outcome {
+    let o = &observation.observed;
+    let mut out = Outcome { runs: o.runs.clone(), prune_failed: d.prune_failed.clone(), plugin_error: None, transient: None };
+
+    if d.add_finalizer && let Err(e) = set_finalizer(t, true).await {
+        out.transient(e);
+    }
+    record_finished(t, d, &mut out).await;
+    for name in &d.replace {
+        match backup_job::delete(&t.ctx.client, &t.ns, name).await {
+            Ok(()) => out.runs.retain(|r| &r.name != name),
+            Err(e) => out.transient(e),
+        }
+    }
+
+    // The plugin, when something needs planning (or a custom plugin's config needs checking).
+    let needs_plan = !d.create.is_empty()
+        || !d.verify_start.is_empty()
+        || d.prune.iter().any(|s| matches!(s, PruneStep::Start { .. }));
+    let check_only = !needs_plan && (t.policy.spec.backup_strategy == crate::api::BackupStrategyKind::Custom || t.policy.spec.plugin.is_some()) && !o.deleting;
+    let plugin: std::result::Result<Arc<Plugin>, Error> = if needs_plan || check_only {
+        resolve::plugin(t.policy, &t.ctx.client, &t.ctx.runtime, t.ctx.plugin_dir.as_deref()).await
+    } else {
+        Err(Error::Runtime("no plugin needed".into()))
+    };
+    if check_only {
+        let checked = match &plugin {
+            Ok(p) => t.ctx.runtime.validate_config(p.clone(), resolve::limits(t.policy), resolve::config(t.policy)).await,
+            Err(e) => Err(clone_error(e)),
         };
-        let plan = ctx.runtime.plan_backup(plugin.clone(), plugin_limits(policy), request.clone()).await?;
-        match plan {
-            Plan::Job(job_plan) => {
-                let context = JobContext {
-                    name: run.job_name.clone(),
-                    namespace: ns.clone(),
-                    policy: name.clone(),
-                    pvc: run.pvc.clone(),
-                    storage_claim: policy.spec.backup_storage_claim.clone(),
-                    owner: owner.clone(),
-                    scheduled_time: request.policy.scheduled_time.clone(),
-                    plugin: plugin_label.clone(),
-                    backoff_limit: policy.spec.backoff_limit,
-                    active_deadline_seconds: policy.spec.active_deadline_seconds,
-                    data_writable: false,
-                };
-                // k8s-openapi serializes apiVersion and kind, as server-side apply needs.
-                let job = render::render_job(&context, &job_plan);
-                jobs_api.patch(&run.job_name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&job)).await?;
-                tracing::info!(policy = %name, pvc = %run.pvc, job = %run.job_name, "created backup job");
+        match checked {
+            Ok(()) => {}
+            Err(e) if e.is_permanent() => {
+                let c = e.classify();
+                t.event(EventType::Warning, c.reason, c.message).await;
+                out.plugin_error = Some(e);
             }
-            Plan::VolumeSnapshot(plan) => {
-                let context = snapshot::SnapshotContext {
-                    namespace: &ns,
-                    policy: &name,
-                    pvc: &run.pvc,
+            Err(e) => out.transient(e),
+        }
+    }
+
+    // New runs, one PVC at a time: a failure for one PVC is that PVC's failed run.
+    for new in &d.create {
+        let result = match &plugin {
+            Ok(p) => create_run(t, observation, p, new).await,
+            Err(e) => Err(clone_error(e)),
+        };
+        match result {
+            Ok(plugin_label) => {
+                t.event(EventType::Normal, "RunStarted", format!("{}: run {} started ({plugin_label})", new.pvc, new.name)).await;
+            }
+            Err(e) if e.is_permanent() => {
+                let c = e.classify();
+                t.event(EventType::Warning, c.reason, format!("{}: run {} not started: {}", new.pvc, new.name, c.message)).await;
+                out.runs.push(ObservedRun {
+                    name: new.name.clone(),
+                    object: RunObject::NotStarted,
+                    pvc: new.pvc.clone(),
+                    scheduled: Some(new.scheduled),
+                    status: RunStatus::Failed,
+                    start: Some(o.now),
+                    completion: Some(o.now),
+                    reason: Some(c.reason.to_owned()),
+                    message: c.message,
+                    plugin: plugin.as_ref().ok().map(|p| resolve::label(p)),
+                    recorded: true,
+                    ..ObservedRun::default()
+                });
+            }
+            Err(e) => out.transient(e),
+        }
+    }
+    for refused in &d.refused {
+        t.event(EventType::Warning, "RunRefused", format!("{}: {}", refused.pvc, refused.message)).await;
+        out.runs.push(refused.clone());
+    }
+    for pvc in &d.skipped_active {
+        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: the previous backup is still running (concurrencyPolicy Forbid)")).await;
+    }
+    if d.skipped_past_deadline {
+        t.event(EventType::Warning, "RunMissed", "the scheduled run could not start within startingDeadlineSeconds and was skipped".into()).await;
+    }
+    if d.missed > crate::schedule::TOO_MANY_MISSED {
+        t.event(EventType::Warning, "TooManyMissedRuns", format!("{} scheduled runs were missed; only the most recent one starts", d.missed)).await;
+    }
+
+    prune(t, observation, d, plugin.as_ref().ok(), &mut out).await;
+    verify(t, observation, d, plugin.as_ref().ok(), &mut out).await;
+    finalize(t, d, &mut out).await;
+    out
+}
+
+/// Errors are not `Clone` (kube's are not); a plugin error reused for several PVCs is rebuilt.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Kube(k) => Error::Runtime(format!("Kubernetes API: {k}")),
+        Error::PluginSource(m) => Error::PluginSource(m.clone()),
+        Error::Runtime(m) => Error::Runtime(m.clone()),
+        Error::InvalidSpec(m) => Error::InvalidSpec(m.clone()),
+        Error::SnapshotApiMissing => Error::SnapshotApiMissing,
+        Error::PluginTooLarge { plugin, size, max } => Error::PluginTooLarge { plugin: plugin.clone(), size: *size, max: *max },
+        Error::PluginDigestMismatch { name, expected, actual } => {
+            Error::PluginDigestMismatch { name: name.clone(), expected: expected.clone(), actual: actual.clone() }
+        }
+        Error::PluginInvalid { plugin, message } => Error::PluginInvalid { plugin: plugin.clone(), message: message.clone() },
+        Error::PluginIncompatible { plugin, found, message } => {
+            Error::PluginIncompatible { plugin: plugin.clone(), found: found.clone(), message: message.clone() }
+        }
+        Error::PluginTimeout { plugin, limit_ms } => Error::PluginTimeout { plugin: plugin.clone(), limit_ms: *limit_ms },
+        Error::PluginMemoryLimit { plugin, limit_bytes } => Error::PluginMemoryLimit { plugin: plugin.clone(), limit_bytes: *limit_bytes },
+        Error::PluginTrap { plugin, message } => Error::PluginTrap { plugin: plugin.clone(), message: message.clone() },
+        Error::PluginConfigInvalid { plugin, message } => Error::PluginConfigInvalid { plugin: plugin.clone(), message: message.clone() },
+        Error::PluginPlanFailed { plugin, message } => Error::PluginPlanFailed { plugin: plugin.clone(), message: message.clone() },
+        Error::PluginUnsupported { plugin, action } => Error::PluginUnsupported { plugin: plugin.clone(), action },
+        Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
+    }
+}
+
+/// Finished runs, recorded once on their object, with an event.
+async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
+    for name in &d.record {
+        let Some(run) = out.runs.iter_mut().find(|r| &r.name == name) else { continue };
+        let result = match run.object {
+            RunObject::Job => backup_job::record(&t.ctx.client, &t.ns, run).await,
+            RunObject::Snapshot => snapshot::record(&t.ctx.client, &t.ns, &run.name).await,
+            RunObject::NotStarted => Ok(()),
+        };
+        if let Err(e) = result {
+            out.transient(e);
+            continue;
+        }
+        run.recorded = true;
+        let report = run.report.clone().unwrap_or_default();
+        match run.status {
+            RunStatus::Succeeded => {
+                let what = match (run.verifies && report.verified != Some(false), report.size_bytes, &report.sha256) {
+                    (true, Some(size), Some(sum)) => format!("written and verified, {size} bytes, sha256 {sum}"),
+                    (true, _, _) => "written and verified".to_owned(),
+                    (false, _, _) => "written, unverified (the plan verifies nothing)".to_owned(),
+                };
+                let note = format!("{}: run {} succeeded: {what}", run.pvc, run.name);
+                t.event(EventType::Normal, "RunSucceeded", note).await;
+            }
+            RunStatus::Failed => {
+                t.event(EventType::Warning, "RunFailed", format!("{}: run {} failed: {}", run.pvc, run.name, run.message)).await;
+            }
+            RunStatus::Pending | RunStatus::Running => {}
+        }
+    }
+}
+
+async fn set_finalizer(t: &Target<'_>, present: bool) -> Result<()> {
+    let mut finalizers: Vec<String> = t.policy.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let api: Api<BackupPolicy> = Api::namespaced(t.ctx.client.clone(), &t.ns);
+    let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": t.policy.resource_version()}});
+    match api.patch(&t.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn pvc_info_or_name(observation: &Observation, ns: &str, pvc: &str) -> PvcInfo {
+    observation.pvcs.iter().find(|p| p.name_any() == pvc).map(observe::pvc_info).unwrap_or_else(|| PvcInfo {
+        name: pvc.to_owned(),
+        namespace: ns.to_owned(),
+        labels: Vec::new(),
+        storage_class: None,
+        capacity_bytes: None,
+        access_modes: Vec::new(),
+        volume_mode: VolumeMode::Filesystem,
+        node_name: None,
+    })
+}
+
+/// Plans one run through the strategy, checks it, and creates its Job or VolumeSnapshot.
+async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plugin>, new: &NewRun) -> Result<String> {
+    let Some(pvc) = observation.pvcs.iter().find(|p| p.name_any() == new.pvc) else {
+        return Err(Error::Runtime(format!("PVC {} went away", new.pvc)));
+    };
+    let request = BackupRequest { policy: t.policy_info(&new.name, Some(new.scheduled)), pvc: observe::pvc_info(pvc) };
+    let plan = t.ctx.runtime.plan_backup(plugin.clone(), resolve::limits(t.policy), request.clone()).await?;
+    let plugin_label = resolve::label(plugin);
+    let owner = t.policy.controller_owner_ref(&());
+    match plan {
+        Plan::Job(job_plan) => {
+            let job = backup_job::render(
+                &backup_job::BackupJob {
+                    namespace: &t.ns,
+                    policy: &t.name,
+                    policy_uid: &t.uid,
+                    run: &new.name,
+                    pvc: &new.pvc,
                     scheduled_time: &request.policy.scheduled_time,
                     plugin: &plugin_label,
-                    owner: owner.clone(),
+                    storage_claim: &t.policy.spec.backup_storage_claim,
+                    owner,
+                    backoff_limit: t.policy.spec.backoff_limit,
+                    active_deadline_seconds: t.policy.spec.active_deadline_seconds,
+                    node: new.node.clone(),
+                },
+                &job_plan,
+            );
+            runs::apply_job(&t.ctx.client, &t.ns, &job).await?;
+            tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created backup job");
+        }
+        Plan::VolumeSnapshot(plan) => {
+            let context = snapshot::SnapshotContext {
+                namespace: &t.ns,
+                policy: &t.name,
+                policy_uid: &t.uid,
+                run: &new.name,
+                pvc: &new.pvc,
+                scheduled_time: &request.policy.scheduled_time,
+                plugin: &plugin_label,
+                owner,
+            };
+            snapshot::apply(&t.ctx.client, &t.ns, &new.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await?;
+            tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created volume snapshot");
+        }
+    }
+    Ok(plugin_label)
+}
+
+fn artifact_request(t: &Target<'_>, observation: &Observation, run: &str, pvc: &str, artifact: &str) -> ArtifactRequest {
+    let scheduled = observation.observed.runs.iter().find(|r| r.name == run).and_then(|r| r.scheduled);
+    ArtifactRequest { policy: t.policy_info(run, scheduled), pvc: pvc_info_or_name(observation, &t.ns, pvc), artifact: artifact.to_owned() }
+}
+
+/// A Job plan for an existing run's artifact, from the strategy, or why there is none.
+async fn child_plan(t: &Target<'_>, plugin: Option<&Arc<Plugin>>, kind: RunKind, request: ArtifactRequest) -> Result<crate::strategy::bindings::types::JobPlan> {
+    let Some(plugin) = plugin else { return Err(Error::Runtime("the policy's plugin could not be loaded".into())) };
+    let limits = resolve::limits(t.policy);
+    let plan = match kind {
+        RunKind::Prune => t.ctx.runtime.plan_prune(plugin.clone(), limits, request).await?,
+        RunKind::Verify => t.ctx.runtime.plan_verify(plugin.clone(), limits, request).await?,
+        RunKind::Backup | RunKind::Cleanup => return Err(Error::Runtime("not a child plan".into())),
+    };
+    match plan {
+        Plan::Job(job) => Ok(job),
+        Plan::VolumeSnapshot(_) => Err(Error::Runtime("a volume-snapshot plan cannot prune or verify".into())),
+    }
+}
+
+/// Retention: free the artifacts of dropped runs through the strategy, then delete their records.
+async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: Option<&Arc<Plugin>>, out: &mut Outcome) {
+    for step in &d.prune {
+        match step {
+            PruneStep::Delete { run, object } => {
+                let result = match object {
+                    RunObject::Job => backup_job::delete(&t.ctx.client, &t.ns, run).await,
+                    RunObject::Snapshot => snapshot::delete(&t.ctx.client, &t.ns, run).await,
+                    RunObject::NotStarted => Ok(()),
                 };
-                snapshot::apply(&ctx.client, &ns, &plan.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await?;
-                tracing::info!(policy = %name, pvc = %run.pvc, snapshot = %plan.name, "created volume snapshot");
+                match result {
+                    Ok(()) => {
+                        if *object == RunObject::Snapshot {
+                            t.event(EventType::Normal, "Pruned", format!("run {run}: VolumeSnapshot deleted by retention")).await;
+                        }
+                        out.runs.retain(|r| &r.name != run);
+                    }
+                    Err(e) => out.transient(e),
+                }
+            }
+            PruneStep::Start { run, pvc, artifact, job } => {
+                let request = artifact_request(t, observation, run, pvc, artifact);
+                let plugin_label = plugin.map(|p| resolve::label(p)).unwrap_or_default();
+                let result = match child_plan(t, plugin, RunKind::Prune, request).await {
+                    Ok(plan) => {
+                        let child = RunChild {
+                            kind: RunKind::Prune,
+                            name: job,
+                            namespace: &t.ns,
+                            policy: &t.name,
+                            policy_uid: &t.uid,
+                            run,
+                            pvc,
+                            plugin: &plugin_label,
+                            storage_claim: &t.policy.spec.backup_storage_claim,
+                            owner: t.policy.controller_owner_ref(&()),
+                        };
+                        prune_job::apply(&t.ctx.client, &t.ns, &prune_job::render(&child, &plan)).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => tracing::info!(policy = %t.name, run = %run, job = %job, "started prune job"),
+                    Err(e) if e.is_permanent() => {
+                        let message = format!("run {run}: cannot plan pruning {artifact}: {}", e.classify().message);
+                        t.event(EventType::Warning, "PruneFailed", message.clone()).await;
+                        out.prune_failed.push((run.clone(), message));
+                    }
+                    Err(e) => out.transient(e),
+                }
+            }
+            PruneStep::Finish { run, prune_job: job } => {
+                let result = match backup_job::delete(&t.ctx.client, &t.ns, run).await {
+                    Ok(()) => prune_job::delete(&t.ctx.client, &t.ns, job).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(()) => {
+                        if out.runs.iter().any(|r| &r.name == run) {
+                            t.event(EventType::Normal, "Pruned", format!("run {run}: artifact deleted by retention ({job})")).await;
+                        }
+                        out.runs.retain(|r| &r.name != run);
+                    }
+                    Err(e) => out.transient(e),
+                }
             }
         }
     }
-    Ok(())
-}
-
-async fn publish(ctx: &Context, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
-        tracing::warn!("publishing event {reason}: {e}");
-    }
-}
-
-async fn write_status(policy: &BackupPolicy, ctx: &Context, d: &Decision, plugin_error: Option<&Error>, now: DateTime<Utc>) -> Result<()> {
-    let previous = policy.status.clone().unwrap_or_default();
-    let generation = policy.metadata.generation;
-    let mut conditions = previous.conditions.clone();
-    let (ready, reason, message) = match (plugin_error, &d.readiness.not_ready) {
-        (Some(e @ (Error::PluginConfigInvalid { .. } | Error::PluginInvalid { .. } | Error::PluginIncompatible { .. } | Error::PluginDigestMismatch { .. } | Error::PluginTooLarge { .. } | Error::InvalidSpec(_))), _) => {
-            (false, "PluginInvalid", e.to_string())
+    for (run, message) in &d.prune_failed {
+        if !run.is_empty() {
+            t.event(EventType::Warning, "PruneFailed", format!("run {run}: {message}")).await;
         }
-        (Some(e @ Error::SnapshotApiMissing), _) => (false, "SnapshotAPIMissing", e.to_string()),
-        (Some(e), _) => (false, "PluginFailed", e.to_string()),
-        (None, Some(reason)) => (false, reason.reason(), d.readiness.message.clone()),
-        (None, None) => (true, "Scheduled", d.readiness.message.clone()),
-    };
-    set_condition(&mut conditions, "Ready", ready, reason, message, generation, now);
-    let (suspended_reason, suspended_message) =
-        if d.suspended { ("Suspended", "spec.suspend is true: no new runs") } else { ("Active", "runs start on schedule") };
-    set_condition(&mut conditions, "Suspended", d.suspended, suspended_reason, suspended_message.into(), generation, now);
-    let status = BackupPolicyStatus {
-        last_schedule_time: d.last_schedule_time.map(to_time),
-        last_successful_time: d.last_successful_time.map(to_time),
-        next_schedule_time: d.next_schedule_time.map(to_time),
-        backup_history: d.history.clone(),
-        conditions,
-        observed_generation: generation,
-    };
-    if Some(&status) == policy.status.as_ref() {
-        return Ok(());
     }
-    let api: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &policy.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "backup.example.com/v1alpha1",
-        "kind": "BackupPolicy",
-        "status": status,
-    });
-    api.patch_status(&policy.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
-    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selectors_become_queries() {
-        let s: LabelSelector = serde_json::from_value(serde_json::json!({
-            "matchLabels": {"app": "db"},
-            "matchExpressions": [
-                {"key": "tier", "operator": "In", "values": ["a", "b"]},
-                {"key": "skip", "operator": "DoesNotExist"}
-            ]
-        }))
-        .expect("selector");
-        assert_eq!(selector_query(&s).expect("query"), "app=db,tier in (a,b),!skip");
-        let bad: LabelSelector = serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "Near"}]})).expect("selector");
-        assert!(selector_query(&bad).is_err());
+/// Re-verification: start the due verify Jobs, record the finished ones on their runs.
+async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: Option<&Arc<Plugin>>, out: &mut Outcome) {
+    for start in &d.verify_start {
+        let request = artifact_request(t, observation, &start.run, &start.pvc, &start.artifact);
+        let plugin_label = plugin.map(|p| resolve::label(p)).unwrap_or_default();
+        let result = match child_plan(t, plugin, RunKind::Verify, request).await {
+            Ok(plan) => {
+                let child = RunChild {
+                    kind: RunKind::Verify,
+                    name: &start.job,
+                    namespace: &t.ns,
+                    policy: &t.name,
+                    policy_uid: &t.uid,
+                    run: &start.run,
+                    pvc: &start.pvc,
+                    plugin: &plugin_label,
+                    storage_claim: &t.policy.spec.backup_storage_claim,
+                    owner: t.policy.controller_owner_ref(&()),
+                };
+                verify_job::apply(&t.ctx.client, &t.ns, &verify_job::render(&child, &plan)).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => tracing::info!(policy = %t.name, run = %start.run, job = %start.job, "started verify job"),
+            Err(e) if e.is_permanent() => {
+                let c = e.classify();
+                t.event(EventType::Warning, c.reason, format!("run {}: cannot plan verification: {}", start.run, c.message)).await;
+            }
+            Err(e) => out.transient(e),
+        }
     }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_quantity("64Mi"), Some(64 << 20));
-        assert_eq!(parse_quantity("1G"), Some(1_000_000_000));
-        assert_eq!(parse_quantity("1024"), Some(1024));
-        assert_eq!(parse_quantity("1.5Gi"), None);
+    for done in &d.verify_done {
+        if let Err(e) = backup_job::record_verification(&t.ctx.client, &t.ns, &done.run, &done.record).await {
+            out.transient(e);
+            continue;
+        }
+        if let Some(run) = out.runs.iter_mut().find(|r| r.name == done.run) {
+            run.verify = Some(done.record.clone());
+            if done.record.verified {
+                t.event(EventType::Normal, "Verified", format!("{}: run {} re-verified", run.pvc, run.name)).await;
+            } else {
+                t.event(EventType::Warning, "BackupCorrupted", format!("{}: run {}: {}", run.pvc, run.name, done.record.message)).await;
+            }
+        }
+        if let Err(e) = verify_job::delete(&t.ctx.client, &t.ns, &done.job).await {
+            out.transient(e);
+        }
     }
+}
 
-    #[test]
-    fn conditions_keep_their_transition_time_while_unchanged() {
-        let t0 = DateTime::parse_from_rfc3339("2026-11-29T00:00:00Z").expect("t").with_timezone(&Utc);
-        let t1 = t0 + chrono::Duration::minutes(5);
-        let mut c = Vec::new();
-        set_condition(&mut c, "Ready", true, "Scheduled", "ok".into(), Some(1), t0);
-        set_condition(&mut c, "Ready", true, "Scheduled", "still ok".into(), Some(2), t1);
-        assert_eq!((c.len(), from_time(&c[0].last_transition_time), c[0].message.as_str()), (1, Some(t0), "still ok"));
-        set_condition(&mut c, "Ready", false, "BackupFailed", "no".into(), Some(2), t1);
-        assert_eq!((c[0].status.as_str(), from_time(&c[0].last_transition_time)), ("False", Some(t1)));
+/// Deleting a policy with `deletionPolicy: Delete`: prune (above), clean up, let it go.
+async fn finalize(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
+    let result = match d.finalize {
+        None | Some(Finalize::Wait) => Ok(()),
+        Some(Finalize::StartCleanup) => {
+            let job = cleanup_job::render(
+                &t.ns,
+                &t.name,
+                &t.uid,
+                &t.policy.spec.backup_image,
+                &t.policy.spec.backup_storage_claim,
+                t.policy.controller_owner_ref(&()),
+            );
+            cleanup_job::apply(&t.ctx.client, &t.ns, &job).await
+        }
+        Some(Finalize::RemoveFinalizer) => {
+            let removed = set_finalizer(t, false).await;
+            if removed.is_ok() && t.policy.metadata.deletion_timestamp.is_some() {
+                tracing::info!(policy = %t.name, "backups deleted; policy released");
+            }
+            removed
+        }
+    };
+    if let Err(e) = result {
+        out.transient(e);
     }
 }

@@ -1,42 +1,117 @@
 //! The reconcile decision, as a pure function of what was observed and `now`: which runs start,
-//! which Jobs go, and what the status says. Nothing here talks to the cluster.
+//! which are recorded, pruned or verified, and what the status says. Nothing here talks to the
+//! cluster.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{BackupPolicySpec, BackupRun, ConcurrencyPolicy, RunStatus};
+use crate::api::{BackupPolicySpec, BackupRun, ConcurrencyPolicy, DeletionPolicy, RunStatus, to_time};
+use crate::runs::report::Report;
+use crate::runs::{child_name, run_name, storage_dir};
 use crate::schedule::{self, Schedule, ScheduleError};
 
 /// Runs kept in `status.backupHistory`.
 pub const HISTORY_LIMIT: usize = 10;
-const MAX_NAME: usize = 63;
 
-/// A backup Job of this policy, as observed.
+/// What a run's object is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunObject {
+    #[default]
+    Job,
+    Snapshot,
+    /// Nothing was created: planning failed or the run was refused. The status entry is the
+    /// only record.
+    NotStarted,
+}
+
+/// The newest re-verification of a run's artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObservedJob {
+pub struct VerifyRecord {
+    pub time: DateTime<Utc>,
+    pub verified: bool,
+    pub message: String,
+}
+
+/// A backup run of this policy, as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedRun {
     pub name: String,
+    pub object: RunObject,
     pub pvc: String,
     pub scheduled: Option<DateTime<Utc>>,
     pub status: RunStatus,
     pub start: Option<DateTime<Utc>>,
     pub completion: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
     pub message: String,
+    /// `name@sha256-prefix` of the plugin that planned it.
+    pub plugin: Option<String>,
+    /// The artifact as the plan named it (relative to the PVC's directory), or the snapshot's name.
+    pub artifact: Option<String>,
+    /// What the run reported (from the host's record, or freshly from its pod).
+    pub report: Option<Report>,
+    /// Whether the host recorded the finished run (its result annotation and event).
+    pub recorded: bool,
+    /// Whether the plan verifies what it wrote (a plan with `verification: none` does not).
+    pub verifies: bool,
+    pub verify: Option<VerifyRecord>,
+}
+
+impl ObservedRun {
+    fn finished(&self) -> bool {
+        matches!(self.status, RunStatus::Succeeded | RunStatus::Failed)
+    }
+
+    /// A successful run whose artifact a verification found damaged.
+    pub fn corrupted(&self) -> bool {
+        self.status == RunStatus::Succeeded && self.verify.as_ref().is_some_and(|v| !v.verified)
+    }
+}
+
+/// A prune, verify or cleanup Job, as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedAux {
+    pub name: String,
+    /// The backup run it is about (none for cleanup).
+    pub run: String,
+    pub status: RunStatus,
+    pub message: String,
+    pub report: Option<Report>,
+    pub completion: Option<DateTime<Utc>>,
+}
+
+/// A PVC the selector matches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedPvc {
+    pub name: String,
+    pub read_write_once: bool,
+    pub read_write_once_pod: bool,
+    /// A running pod that mounts the claim, and its node.
+    pub mounted_by: Option<(String, Option<String>)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub now: DateTime<Utc>,
+    pub namespace: String,
     pub policy: String,
     pub spec: BackupPolicySpec,
     pub created: DateTime<Utc>,
     pub last_schedule_time: Option<DateTime<Utc>>,
+    pub last_verify_time: Option<DateTime<Utc>>,
     /// When the policy was last resumed (Suspended went False): runs before it are not replayed.
     pub resumed_at: Option<DateTime<Utc>>,
-    /// PVCs the selector matches, by name.
-    pub pvcs: Vec<String>,
+    pub pvcs: Vec<ObservedPvc>,
     pub storage_claim_exists: bool,
-    pub jobs: Vec<ObservedJob>,
+    pub runs: Vec<ObservedRun>,
+    pub prunes: Vec<ObservedAux>,
+    pub verifies: Vec<ObservedAux>,
+    pub cleanup: Option<ObservedAux>,
+    /// The policy is being deleted.
+    pub deleting: bool,
+    /// The policy carries the operator's finalizer.
+    pub has_finalizer: bool,
 }
 
 /// Why the policy is not Ready; the reason strings are a public contract.
@@ -47,6 +122,8 @@ pub enum NotReady {
     NoMatchingPvcs,
     BackupStorageMissing,
     BackupFailed,
+    BackupCorrupted,
+    PruneFailed,
 }
 
 impl NotReady {
@@ -57,6 +134,8 @@ impl NotReady {
             NotReady::NoMatchingPvcs => "NoMatchingPVCs",
             NotReady::BackupStorageMissing => "BackupStorageMissing",
             NotReady::BackupFailed => "BackupFailed",
+            NotReady::BackupCorrupted => "BackupCorrupted",
+            NotReady::PruneFailed => "PruneFailed",
         }
     }
 }
@@ -64,70 +143,105 @@ impl NotReady {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     pub not_ready: Option<NotReady>,
+    /// A more specific reason than `not_ready`'s, from the failed run (PluginFailed, PlanRefused…).
+    pub reason: Option<String>,
     pub message: String,
 }
 
-/// A Job to create: one PVC, one scheduled time.
+/// A run to start: one PVC, one scheduled time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRun {
-    pub job_name: String,
+    pub name: String,
     pub pvc: String,
     pub scheduled: DateTime<Utc>,
+    /// A ReadWriteOnce claim in use: the Job must run on this node.
+    pub node: Option<String>,
+}
+
+/// One step of retention, or of deleting a policy with `deletionPolicy: Delete`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PruneStep {
+    /// Nothing on storage to free (a failed run, a snapshot whose deletion frees it, a run that
+    /// was never started): delete the run's object, or forget its record.
+    Delete { run: String, object: RunObject },
+    /// Free the artifact first: plan and start the prune Job.
+    Start { run: String, pvc: String, artifact: String, job: String },
+    /// The prune Job succeeded: delete the run's Job, then the prune Job.
+    Finish { run: String, prune_job: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyStart {
+    pub run: String,
+    pub pvc: String,
+    pub artifact: String,
+    pub job: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyDone {
+    pub run: String,
+    pub job: String,
+    pub record: VerifyRecord,
+}
+
+/// What to do for a policy being deleted with `deletionPolicy: Delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finalize {
+    /// Artifacts are still being pruned.
+    Wait,
+    /// Every artifact is pruned: remove the policy's directory from the storage claim.
+    StartCleanup,
+    /// The directory is gone (or there is nothing to delete): let the policy go.
+    RemoveFinalizer,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub create: Vec<NewRun>,
-    /// Jobs to delete: replaced active runs and those retention drops.
-    pub delete: Vec<String>,
+    /// Runs refused before planning (a ReadWriteOncePod claim in use): recorded as failures.
+    pub refused: Vec<ObservedRun>,
+    /// Active runs that `Replace` stops.
+    pub replace: Vec<String>,
     /// PVCs whose run was skipped because their previous backup is still active (Forbid).
     pub skipped_active: Vec<String>,
+    /// Finished runs to record once (result annotation and event).
+    pub record: Vec<String>,
+    pub prune: Vec<PruneStep>,
+    /// Runs whose prune Job failed, with its message: kept, and shown as PruneFailed.
+    pub prune_failed: Vec<(String, String)>,
+    pub verify_start: Vec<VerifyStart>,
+    pub verify_done: Vec<VerifyDone>,
+    pub last_verify_time: Option<DateTime<Utc>>,
+    pub add_finalizer: bool,
+    pub finalize: Option<Finalize>,
+    /// The run the schedule made due now, if any: `lastScheduleTime` once every PVC is covered.
+    pub due: Option<DateTime<Utc>>,
     pub last_schedule_time: Option<DateTime<Utc>>,
-    pub last_successful_time: Option<DateTime<Utc>>,
     pub next_schedule_time: Option<DateTime<Utc>>,
-    pub history: Vec<BackupRun>,
-    pub readiness: Readiness,
     pub suspended: bool,
     /// Scheduled times missed since the last run (the CronJob controller warns past 100).
     pub missed: u32,
     pub skipped_past_deadline: bool,
     /// Look again then (the next scheduled time), or `None` to wait for a change.
     pub requeue_at: Option<DateTime<Utc>>,
+    /// Why nothing can run at all (invalid schedule), before any run is looked at.
+    pub invalid: Option<Readiness>,
 }
 
-/// 32-bit FNV-1a: stable across releases, which a std hasher is not.
-fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-}
-
-/// The Job for `policy`, `pvc` and a scheduled time: `<policy>-<pvc>-<unix minutes>`, shortened
-/// with a hash of the full name to fit 63 characters. The same run always gets the same name, so
-/// a second create (after a restart, a crash, a repeated reconcile) is a no-op.
-pub fn job_name(policy: &str, pvc: &str, scheduled: DateTime<Utc>) -> String {
-    let minutes = scheduled.timestamp().div_euclid(60);
-    let full = format!("{policy}-{pvc}-{minutes}");
-    if full.len() <= MAX_NAME {
-        return full;
-    }
-    let hash = format!("{:08x}", fnv1a(&format!("{policy}/{pvc}")));
-    let suffix = format!("-{hash}-{minutes}");
-    let head: String = format!("{policy}-{pvc}").chars().take(MAX_NAME - suffix.len()).collect();
-    format!("{}{suffix}", head.trim_end_matches(['-', '.']))
-}
-
-fn newest_first(a: &ObservedJob, b: &ObservedJob) -> std::cmp::Ordering {
+fn newest_first(a: &ObservedRun, b: &ObservedRun) -> std::cmp::Ordering {
     b.scheduled.cmp(&a.scheduled).then_with(|| b.start.cmp(&a.start)).then_with(|| b.name.cmp(&a.name))
 }
 
-/// Jobs retention deletes: per PVC, successful ones beyond `keep_succeeded` (newest kept, so the
+/// Runs retention drops: per PVC, successful ones beyond `keep_succeeded` (newest kept, so the
 /// newest success always stays) and failed ones beyond `keep_failed`. Active runs are never touched.
-pub fn retention(jobs: &[ObservedJob], keep_succeeded: u32, keep_failed: u32) -> Vec<String> {
-    let mut by_pvc: BTreeMap<&str, Vec<&ObservedJob>> = BTreeMap::new();
-    for job in jobs {
-        by_pvc.entry(job.pvc.as_str()).or_default().push(job);
+pub fn retention(runs: &[ObservedRun], keep_succeeded: u32, keep_failed: u32) -> Vec<String> {
+    let mut by_pvc: BTreeMap<&str, Vec<&ObservedRun>> = BTreeMap::new();
+    for run in runs {
+        by_pvc.entry(run.pvc.as_str()).or_default().push(run);
     }
     let keep_succeeded = keep_succeeded.max(1) as usize;
-    let mut delete = Vec::new();
+    let mut drop = Vec::new();
     for (_, mut runs) in by_pvc {
         runs.sort_by(|a, b| newest_first(a, b));
         let (mut succeeded, mut failed) = (0usize, 0usize);
@@ -136,60 +250,109 @@ pub fn retention(jobs: &[ObservedJob], keep_succeeded: u32, keep_failed: u32) ->
                 RunStatus::Succeeded => {
                     succeeded += 1;
                     if succeeded > keep_succeeded {
-                        delete.push(run.name.clone());
+                        drop.push(run.name.clone());
                     }
                 }
                 RunStatus::Failed => {
                     failed += 1;
                     if failed > keep_failed as usize {
-                        delete.push(run.name.clone());
+                        drop.push(run.name.clone());
                     }
                 }
                 RunStatus::Pending | RunStatus::Running => {}
             }
         }
     }
-    delete.sort();
-    delete
+    drop.sort();
+    drop
 }
 
-/// `status.backupHistory`: the newest runs first, at most [`HISTORY_LIMIT`].
-pub fn history(jobs: &[ObservedJob]) -> Vec<BackupRun> {
-    let mut sorted: Vec<&ObservedJob> = jobs.iter().collect();
-    sorted.sort_by(|a, b| newest_first(a, b));
-    sorted
-        .into_iter()
-        .take(HISTORY_LIMIT)
-        .map(|j| BackupRun {
-            job_name: j.name.clone(),
-            pvc: j.pvc.clone(),
-            start_time: j.start.map(crate::api::to_time),
-            completion_time: j.completion.map(crate::api::to_time),
-            status: j.status,
-            message: j.message.clone(),
-        })
-        .collect()
+/// How to drop each of `dropped`: delete what holds no data, prune what does, finish prunes that
+/// succeeded; prunes that failed are reported and kept.
+pub fn prune_steps(dropped: &[String], runs: &[ObservedRun], prunes: &[ObservedAux]) -> (Vec<PruneStep>, Vec<(String, String)>) {
+    let mut steps = Vec::new();
+    let mut failed = Vec::new();
+    for name in dropped {
+        let Some(run) = runs.iter().find(|r| &r.name == name) else { continue };
+        let holds_data = run.object == RunObject::Job && run.status == RunStatus::Succeeded && run.artifact.is_some();
+        if !holds_data {
+            steps.push(PruneStep::Delete { run: run.name.clone(), object: run.object });
+            continue;
+        }
+        match prunes.iter().find(|p| p.run == run.name) {
+            None => steps.push(PruneStep::Start {
+                run: run.name.clone(),
+                pvc: run.pvc.clone(),
+                artifact: run.artifact.clone().unwrap_or_default(),
+                job: child_name(&run.name, "prune"),
+            }),
+            Some(p) => match p.status {
+                RunStatus::Succeeded => steps.push(PruneStep::Finish { run: run.name.clone(), prune_job: p.name.clone() }),
+                RunStatus::Failed => failed.push((run.name.clone(), format!("prune Job {} failed: {}", p.name, p.message))),
+                RunStatus::Pending | RunStatus::Running => {}
+            },
+        }
+    }
+    // A prune Job whose run is gone (deleted after the prune succeeded, before the prune Job).
+    for p in prunes {
+        if p.status == RunStatus::Succeeded && !runs.iter().any(|r| r.name == p.run) {
+            steps.push(PruneStep::Finish { run: p.run.clone(), prune_job: p.name.clone() });
+        }
+    }
+    (steps, failed)
 }
 
-fn invalid(observed: &Observed, reason: NotReady, message: String) -> Decision {
-    Decision {
-        create: Vec::new(),
-        delete: Vec::new(),
-        skipped_active: Vec::new(),
-        last_schedule_time: observed.last_schedule_time,
-        last_successful_time: last_success(&observed.jobs),
-        next_schedule_time: None,
-        history: history(&observed.jobs),
-        readiness: Readiness { not_ready: Some(reason), message },
-        suspended: observed.spec.suspend,
-        missed: 0,
-        skipped_past_deadline: false,
-        requeue_at: None,
+fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRun {
+    let report = r.report.clone().unwrap_or_default();
+    let artifact = r.artifact.as_ref().map(|a| match r.object {
+        RunObject::Job => format!("{}/{a}", storage_dir(namespace, policy, &r.pvc)),
+        RunObject::Snapshot | RunObject::NotStarted => a.clone(),
+    });
+    let succeeded = r.status == RunStatus::Succeeded;
+    // Verified after writing (the plan verifies and the run reported so, or a Job that verifies
+    // completed), and not found damaged since.
+    let verified = match (&r.verify, succeeded) {
+        (_, false) => None,
+        (Some(v), true) => Some(v.verified),
+        (None, true) => Some(r.verifies && report.verified != Some(false)),
+    };
+    let message = match (&r.verify, r.status) {
+        (Some(v), RunStatus::Succeeded) if !v.verified => format!("corrupted: {}", v.message),
+        (_, RunStatus::Succeeded) if r.object == RunObject::Job => match (verified, &artifact) {
+            (Some(true), Some(a)) => format!("written and verified: {a}"),
+            (_, Some(a)) => format!("written, unverified: {a}"),
+            (_, None) => "succeeded".into(),
+        },
+        _ => r.message.clone(),
+    };
+    BackupRun {
+        job_name: r.name.clone(),
+        pvc: r.pvc.clone(),
+        scheduled_time: r.scheduled.map(to_time),
+        start_time: r.start.map(to_time),
+        completion_time: r.completion.map(to_time),
+        status: r.status,
+        reason: r.reason.clone(),
+        message,
+        plugin: r.plugin.clone(),
+        artifact: if succeeded { artifact } else { None },
+        size_bytes: report.size_bytes,
+        sha256: report.sha256.clone(),
+        verified,
+        last_verify_time: r.verify.as_ref().map(|v| to_time(v.time)),
+        not_started: r.object == RunObject::NotStarted,
     }
 }
 
-fn last_success(jobs: &[ObservedJob]) -> Option<DateTime<Utc>> {
-    jobs.iter().filter(|j| j.status == RunStatus::Succeeded).filter_map(|j| j.completion.or(j.scheduled)).max()
+/// `status.backupHistory`: the newest runs first, at most [`HISTORY_LIMIT`].
+pub fn history(namespace: &str, policy: &str, runs: &[ObservedRun]) -> Vec<BackupRun> {
+    let mut sorted: Vec<&ObservedRun> = runs.iter().collect();
+    sorted.sort_by(|a, b| newest_first(a, b));
+    sorted.into_iter().take(HISTORY_LIMIT).map(|r| history_entry(namespace, policy, r)).collect()
+}
+
+pub fn last_success(runs: &[ObservedRun]) -> Option<DateTime<Utc>> {
+    runs.iter().filter(|r| r.status == RunStatus::Succeeded).filter_map(|r| r.completion.or(r.scheduled)).max()
 }
 
 /// When the policy was resumed, from its `Suspended` condition (status, transition time) as last
@@ -203,79 +366,221 @@ pub fn resumed_at(suspended_condition: Option<(bool, DateTime<Utc>)>, suspend: b
     }
 }
 
+fn empty(observed: &Observed) -> Decision {
+    Decision {
+        create: Vec::new(),
+        refused: Vec::new(),
+        replace: Vec::new(),
+        skipped_active: Vec::new(),
+        record: Vec::new(),
+        prune: Vec::new(),
+        prune_failed: Vec::new(),
+        verify_start: Vec::new(),
+        verify_done: Vec::new(),
+        last_verify_time: observed.last_verify_time,
+        add_finalizer: false,
+        finalize: None,
+        due: None,
+        last_schedule_time: observed.last_schedule_time,
+        next_schedule_time: None,
+        suspended: observed.spec.suspend,
+        missed: 0,
+        skipped_past_deadline: false,
+        requeue_at: None,
+        invalid: None,
+    }
+}
+
+/// Finished runs not yet recorded, and re-verifications that finished.
+fn bookkeeping(observed: &Observed, d: &mut Decision) {
+    d.record = observed.runs.iter().filter(|r| r.finished() && !r.recorded && r.object != RunObject::NotStarted).map(|r| r.name.clone()).collect();
+    for v in &observed.verifies {
+        if !matches!(v.status, RunStatus::Succeeded | RunStatus::Failed) {
+            continue;
+        }
+        let report = v.report.clone().unwrap_or_default();
+        let verified = v.status == RunStatus::Succeeded && report.verified != Some(false);
+        let message = if verified {
+            "verified".to_owned()
+        } else if !report.message.is_empty() {
+            report.message.clone()
+        } else {
+            format!("verify Job {} failed: {}", v.name, v.message)
+        };
+        d.verify_done.push(VerifyDone {
+            run: v.run.clone(),
+            job: v.name.clone(),
+            record: VerifyRecord { time: v.completion.unwrap_or(observed.now), verified, message },
+        });
+    }
+}
+
+/// Deleting a policy: with `Delete`, prune every artifact, then remove its directory, then let it
+/// go; with `Retain`, let it go at once (its objects are garbage-collected, its archives kept).
+fn finalize(observed: &Observed, d: &mut Decision) {
+    if !observed.has_finalizer {
+        return;
+    }
+    if observed.spec.deletion_policy == DeletionPolicy::Retain {
+        d.finalize = Some(Finalize::RemoveFinalizer);
+        return;
+    }
+    let all: Vec<String> = observed.runs.iter().filter(|r| r.finished()).map(|r| r.name.clone()).collect();
+    let (steps, failed) = prune_steps(&all, &observed.runs, &observed.prunes);
+    d.prune = steps;
+    d.prune_failed = failed;
+    let pending = observed.runs.iter().any(|r| r.object != RunObject::NotStarted) || !observed.prunes.is_empty();
+    d.finalize = Some(match (&observed.cleanup, pending) {
+        (_, true) => Finalize::Wait,
+        (None, false) if observed.storage_claim_exists => Finalize::StartCleanup,
+        (None, false) => Finalize::RemoveFinalizer,
+        (Some(c), false) => match c.status {
+            RunStatus::Succeeded => Finalize::RemoveFinalizer,
+            RunStatus::Failed => {
+                d.prune_failed.push((String::new(), format!("cleanup Job {} failed: {}", c.name, c.message)));
+                Finalize::Wait
+            }
+            RunStatus::Pending | RunStatus::Running => Finalize::Wait,
+        },
+    });
+}
+
+/// The verification runs due now: the newest `newest` successful artifacts of each PVC.
+fn verification(observed: &Observed, d: &mut Decision) -> Option<DateTime<Utc>> {
+    let spec = observed.spec.verify.as_ref()?;
+    let schedule = Schedule::parse(&spec.schedule, observed.spec.time_zone.as_deref()).ok()?;
+    let when = schedule::decide(&schedule, observed.last_verify_time, observed.created, None, observed.now);
+    if observed.spec.suspend {
+        return None;
+    }
+    if let Some(at) = when.run {
+        d.last_verify_time = Some(at);
+        let minutes = at.timestamp().div_euclid(60);
+        let mut by_pvc: BTreeMap<&str, Vec<&ObservedRun>> = BTreeMap::new();
+        for run in observed.runs.iter().filter(|r| r.object == RunObject::Job && r.status == RunStatus::Succeeded && r.artifact.is_some()) {
+            by_pvc.entry(run.pvc.as_str()).or_default().push(run);
+        }
+        for (_, mut runs) in by_pvc {
+            runs.sort_by(|a, b| newest_first(a, b));
+            for run in runs.into_iter().take(spec.newest as usize) {
+                // One verification of a run at a time (a finished one is recorded and deleted first).
+                if observed.verifies.iter().any(|v| v.run == run.name) {
+                    continue;
+                }
+                d.verify_start.push(VerifyStart {
+                    run: run.name.clone(),
+                    pvc: run.pvc.clone(),
+                    artifact: run.artifact.clone().unwrap_or_default(),
+                    job: child_name(&run.name, &format!("verify-{minutes}")),
+                });
+            }
+        }
+    }
+    when.next
+}
+
 pub fn decide(observed: &Observed) -> Decision {
     let spec = &observed.spec;
+    let mut d = empty(observed);
+    bookkeeping(observed, &mut d);
+    if observed.deleting {
+        finalize(observed, &mut d);
+        return d;
+    }
+    d.add_finalizer = spec.deletion_policy == DeletionPolicy::Delete && !observed.has_finalizer;
+    if spec.deletion_policy == DeletionPolicy::Retain && observed.has_finalizer {
+        d.finalize = Some(Finalize::RemoveFinalizer);
+    }
     let schedule = match Schedule::parse(&spec.schedule, spec.time_zone.as_deref()) {
         Ok(s) => s,
-        Err(e @ ScheduleError::InvalidSchedule { .. }) => return invalid(observed, NotReady::InvalidSchedule, e.to_string()),
-        Err(e @ ScheduleError::InvalidTimeZone(_)) => return invalid(observed, NotReady::InvalidTimeZone, e.to_string()),
+        Err(e @ ScheduleError::InvalidSchedule { .. }) => {
+            d.invalid = Some(Readiness { not_ready: Some(NotReady::InvalidSchedule), reason: None, message: e.to_string() });
+            return d;
+        }
+        Err(e @ ScheduleError::InvalidTimeZone(_)) => {
+            d.invalid = Some(Readiness { not_ready: Some(NotReady::InvalidTimeZone), reason: None, message: e.to_string() });
+            return d;
+        }
     };
 
-    // The next run follows the last one the status recorded, which is written only after all of a
-    // run's Jobs exist. A crash between two creates therefore decides the same run again, and the
-    // deterministic names make the Jobs that exist no-ops while the missing ones are created.
+    // The next run follows the last one the status recorded, which is written only after every
+    // PVC of a run has its Job or a recorded failure. A crash between two creates therefore
+    // decides the same run again, and the deterministic names make the Jobs that exist no-ops
+    // while the missing ones are created.
     let since = observed.last_schedule_time.max(observed.resumed_at);
     let when = schedule::decide(&schedule, since, observed.created, spec.starting_deadline_seconds, observed.now);
-    let newest_job = observed.jobs.iter().filter_map(|j| j.scheduled).max();
-    let last_scheduled = observed.last_schedule_time.max(newest_job);
-
-    let mut create = Vec::new();
-    let mut delete = Vec::new();
-    let mut skipped_active = Vec::new();
-    let mut last_schedule_time = last_scheduled;
     let due = if spec.suspend { None } else { when.run };
     if let Some(scheduled) = due
         && observed.storage_claim_exists
         && !observed.pvcs.is_empty()
     {
-        last_schedule_time = Some(scheduled);
+        d.due = Some(scheduled);
         for pvc in &observed.pvcs {
-            let name = job_name(&observed.policy, pvc, scheduled);
-            if observed.jobs.iter().any(|j| j.name == name) {
+            let name = run_name(&observed.policy, &pvc.name, scheduled);
+            if observed.runs.iter().any(|r| r.name == name) {
                 continue;
             }
-            let active: Vec<&ObservedJob> = observed
-                .jobs
+            let active: Vec<&ObservedRun> = observed
+                .runs
                 .iter()
-                .filter(|j| &j.pvc == pvc && matches!(j.status, RunStatus::Pending | RunStatus::Running))
+                .filter(|r| r.pvc == pvc.name && matches!(r.status, RunStatus::Pending | RunStatus::Running))
                 .collect();
             match spec.concurrency_policy {
                 ConcurrencyPolicy::Allow => {}
                 ConcurrencyPolicy::Forbid if !active.is_empty() => {
-                    skipped_active.push(pvc.clone());
+                    d.skipped_active.push(pvc.name.clone());
                     continue;
                 }
                 ConcurrencyPolicy::Forbid => {}
-                ConcurrencyPolicy::Replace => delete.extend(active.iter().map(|j| j.name.clone())),
+                ConcurrencyPolicy::Replace => d.replace.extend(active.iter().map(|r| r.name.clone())),
             }
-            create.push(NewRun { job_name: name, pvc: pvc.clone(), scheduled });
+            let node = match &pvc.mounted_by {
+                Some((pod, _)) if pvc.read_write_once_pod => {
+                    d.refused.push(ObservedRun {
+                        name,
+                        object: RunObject::NotStarted,
+                        pvc: pvc.name.clone(),
+                        scheduled: Some(scheduled),
+                        status: RunStatus::Failed,
+                        start: Some(observed.now),
+                        completion: Some(observed.now),
+                        reason: Some("ReadWriteOncePod".into()),
+                        message: format!(
+                            "PVC {} is ReadWriteOncePod and mounted by pod {pod}: no other pod can mount it while that pod runs (stop it, or back up with the snapshot strategy)",
+                            pvc.name
+                        ),
+                        recorded: true,
+                        ..ObservedRun::default()
+                    });
+                    continue;
+                }
+                Some((_, node)) if pvc.read_write_once => node.clone(),
+                _ => None,
+            };
+            d.create.push(NewRun { name, pvc: pvc.name.clone(), scheduled, node });
         }
     }
-    for name in retention(&observed.jobs, spec.retention_count, spec.failed_jobs_history_limit) {
-        if !delete.contains(&name) {
-            delete.push(name);
-        }
-    }
+    let dropped: Vec<String> = retention(&observed.runs, spec.retention_count, spec.failed_jobs_history_limit)
+        .into_iter()
+        .filter(|n| !d.replace.contains(n))
+        .collect();
+    let (steps, failed) = prune_steps(&dropped, &observed.runs, &observed.prunes);
+    d.prune = steps;
+    d.prune_failed = failed;
+    let next_verify = verification(observed, &mut d);
 
-    let readiness = readiness(observed);
-    Decision {
-        create,
-        delete,
-        skipped_active,
-        last_schedule_time,
-        last_successful_time: last_success(&observed.jobs),
-        next_schedule_time: if spec.suspend { None } else { when.next },
-        history: history(&observed.jobs),
-        readiness,
-        suspended: spec.suspend,
-        missed: when.missed,
-        skipped_past_deadline: when.skipped_past_deadline,
-        requeue_at: if spec.suspend { None } else { when.next },
-    }
+    let newest_run = observed.runs.iter().filter_map(|r| r.scheduled).max();
+    d.last_schedule_time = observed.last_schedule_time.max(newest_run);
+    d.next_schedule_time = if spec.suspend { None } else { when.next };
+    d.missed = when.missed;
+    d.skipped_past_deadline = when.skipped_past_deadline;
+    d.requeue_at = if spec.suspend { None } else { [when.next, next_verify].into_iter().flatten().min() };
+    d
 }
 
-fn readiness(observed: &Observed) -> Readiness {
-    let not_ready = |reason, message: String| Readiness { not_ready: Some(reason), message };
+/// Whether backups are working, from the runs as they stand after this reconcile.
+pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(String, String)]) -> Readiness {
+    let not_ready = |reason, message: String| Readiness { not_ready: Some(reason), reason: None, message };
     if !observed.storage_claim_exists {
         return not_ready(
             NotReady::BackupStorageMissing,
@@ -286,28 +591,51 @@ fn readiness(observed: &Observed) -> Readiness {
         return not_ready(NotReady::NoMatchingPvcs, "no PersistentVolumeClaim in this namespace matches spec.pvcSelector".into());
     }
     // The latest finished run of each PVC decides whether backups are working.
-    let mut latest: BTreeMap<&str, &ObservedJob> = BTreeMap::new();
-    for job in observed.jobs.iter().filter(|j| matches!(j.status, RunStatus::Succeeded | RunStatus::Failed)) {
-        let entry = latest.entry(job.pvc.as_str()).or_insert(job);
-        if newest_first(job, entry).is_lt() {
-            *entry = job;
+    let mut latest: BTreeMap<&str, &ObservedRun> = BTreeMap::new();
+    let mut newest_success: BTreeMap<&str, &ObservedRun> = BTreeMap::new();
+    for run in runs.iter().filter(|r| r.finished()) {
+        let entry = latest.entry(run.pvc.as_str()).or_insert(run);
+        if newest_first(run, entry).is_lt() {
+            *entry = run;
+        }
+        if run.status == RunStatus::Succeeded {
+            let entry = newest_success.entry(run.pvc.as_str()).or_insert(run);
+            if newest_first(run, entry).is_lt() {
+                *entry = run;
+            }
         }
     }
-    let failed: Vec<String> = latest
-        .values()
-        .filter(|j| j.status == RunStatus::Failed)
-        .map(|j| format!("{} ({}): {}", j.pvc, j.name, j.message))
-        .collect();
-    if !failed.is_empty() {
-        return not_ready(NotReady::BackupFailed, format!("latest backup failed for {}", failed.join("; ")));
+    let failed: Vec<&&ObservedRun> = latest.values().filter(|r| r.status == RunStatus::Failed).collect();
+    if let Some(first) = failed.first() {
+        let list: Vec<String> = failed.iter().map(|r| format!("{} ({}): {}", r.pvc, r.name, r.message)).collect();
+        return Readiness {
+            not_ready: Some(NotReady::BackupFailed),
+            // A run that could not even start says why (PluginFailed, PlanRefused, ...).
+            reason: first
+                .reason
+                .clone()
+                .filter(|_| failed.iter().all(|r| r.object == RunObject::NotStarted && r.reason == first.reason)),
+            message: format!("latest backup failed for {}", list.join("; ")),
+        };
     }
-    Readiness { not_ready: None, message: format!("{} PVC(s) scheduled", observed.pvcs.len()) }
+    let corrupted: Vec<String> = newest_success
+        .values()
+        .filter(|r| r.corrupted())
+        .map(|r| format!("{} ({}): {}", r.pvc, r.name, r.verify.as_ref().map(|v| v.message.as_str()).unwrap_or_default()))
+        .collect();
+    if !corrupted.is_empty() {
+        return not_ready(NotReady::BackupCorrupted, format!("the newest backup is corrupted for {}", corrupted.join("; ")));
+    }
+    if let Some((_, message)) = prune_failed.first() {
+        return not_ready(NotReady::PruneFailed, format!("{message} (the backup is kept; delete the failed prune Job to retry)"));
+    }
+    Readiness { not_ready: None, reason: None, message: format!("{} PVC(s) scheduled", observed.pvcs.len()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use crate::api::VerifySpec;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
@@ -317,65 +645,62 @@ mod tests {
         serde_json::from_value(serde_json::json!({"schedule": schedule, "pvcSelector": {"matchLabels": {"app": "db"}}})).expect("spec")
     }
 
-    fn job(name: &str, pvc: &str, scheduled: &str, status: RunStatus) -> ObservedJob {
-        ObservedJob {
+    fn run(name: &str, pvc: &str, scheduled: &str, status: RunStatus) -> ObservedRun {
+        let finished = matches!(status, RunStatus::Succeeded | RunStatus::Failed);
+        ObservedRun {
             name: name.into(),
             pvc: pvc.into(),
             scheduled: Some(t(scheduled)),
             status,
             start: Some(t(scheduled)),
-            completion: matches!(status, RunStatus::Succeeded | RunStatus::Failed).then(|| t(scheduled) + chrono::Duration::seconds(5)),
-            message: String::new(),
+            completion: finished.then(|| t(scheduled) + chrono::Duration::seconds(5)),
+            artifact: (status == RunStatus::Succeeded).then(|| format!("{name}.tar.gz")),
+            recorded: finished,
+            verifies: true,
+            ..ObservedRun::default()
         }
+    }
+
+    fn pvc(name: &str) -> ObservedPvc {
+        ObservedPvc { name: name.into(), read_write_once: true, ..ObservedPvc::default() }
     }
 
     fn observed(now: &str) -> Observed {
         Observed {
             now: t(now),
+            namespace: "prod".into(),
             policy: "db-backup".into(),
             spec: spec("*/1 * * * *"),
             created: t("2026-11-29T00:00:10Z"),
             last_schedule_time: None,
+            last_verify_time: None,
             resumed_at: None,
-            pvcs: vec!["data-db-0".into(), "data-db-1".into()],
+            pvcs: vec![pvc("data-db-0"), pvc("data-db-1")],
             storage_claim_exists: true,
-            jobs: Vec::new(),
+            runs: Vec::new(),
+            prunes: Vec::new(),
+            verifies: Vec::new(),
+            cleanup: None,
+            deleting: false,
+            has_finalizer: false,
         }
     }
 
-    #[test]
-    fn job_names_are_deterministic_and_fit() {
-        let at = t("2026-11-29T01:00:00Z");
-        assert_eq!(job_name("db-backup", "data-db-0", at), format!("db-backup-data-db-0-{}", at.timestamp() / 60));
-        assert_eq!(job_name("db-backup", "data-db-0", at), job_name("db-backup", "data-db-0", at + chrono::Duration::seconds(30)));
-        assert_ne!(job_name("db-backup", "data-db-0", at), job_name("db-backup", "data-db-0", at + chrono::Duration::minutes(1)));
-        let long_policy = "p".repeat(50);
-        let a = job_name(&long_policy, "data-db-0", at);
-        let b = job_name(&long_policy, "data-db-1", at);
-        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
-        assert_ne!(a, b, "shortened names keep PVCs apart");
-        assert!(a.ends_with(&(at.timestamp() / 60).to_string()));
-        let _ = LabelSelector::default();
+    fn new_run(pvc: &str, at: DateTime<Utc>) -> NewRun {
+        NewRun { name: run_name("db-backup", pvc, at), pvc: pvc.into(), scheduled: at, node: None }
     }
 
     #[test]
-    fn a_due_run_creates_one_job_per_pvc_once() {
+    fn a_due_run_creates_one_run_per_pvc_once() {
         let d = decide(&observed("2026-11-29T00:01:05Z"));
         let at = t("2026-11-29T00:01:00Z");
-        assert_eq!(
-            d.create,
-            vec![
-                NewRun { job_name: job_name("db-backup", "data-db-0", at), pvc: "data-db-0".into(), scheduled: at },
-                NewRun { job_name: job_name("db-backup", "data-db-1", at), pvc: "data-db-1".into(), scheduled: at },
-            ]
-        );
-        assert_eq!(d.last_schedule_time, Some(at));
+        assert_eq!(d.create, vec![new_run("data-db-0", at), new_run("data-db-1", at)]);
+        assert_eq!(d.due, Some(at));
         assert_eq!(d.requeue_at, Some(t("2026-11-29T00:02:00Z")));
-        assert_eq!(d.readiness.not_ready, None);
 
         // The same tick observed again with the Jobs present (or with a lost status): nothing new.
         let mut again = observed("2026-11-29T00:01:40Z");
-        again.jobs = d.create.iter().map(|r| job(&r.job_name, &r.pvc, "2026-11-29T00:01:00Z", RunStatus::Running)).collect();
+        again.runs = d.create.iter().map(|r| run(&r.name, &r.pvc, "2026-11-29T00:01:00Z", RunStatus::Running)).collect();
         assert_eq!(decide(&again).create, vec![]);
         // A restart that lost the status, before the Jobs were seen: same names, so creates are no-ops.
         let lost = decide(&observed("2026-11-29T00:01:40Z"));
@@ -389,38 +714,66 @@ mod tests {
         let mut o = observed("2026-11-29T00:02:20Z");
         o.last_schedule_time = Some(t("2026-11-29T00:01:00Z"));
         let at = t("2026-11-29T00:02:00Z");
-        o.jobs = vec![
-            job(&job_name("db-backup", "data-db-0", t("2026-11-29T00:01:00Z")), "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
-            job(&job_name("db-backup", "data-db-1", t("2026-11-29T00:01:00Z")), "data-db-1", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
-            job(&job_name("db-backup", "data-db-0", at), "data-db-0", "2026-11-29T00:02:00Z", RunStatus::Running),
+        o.runs = vec![
+            run(&run_name("db-backup", "data-db-0", t("2026-11-29T00:01:00Z")), "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            run(&run_name("db-backup", "data-db-1", t("2026-11-29T00:01:00Z")), "data-db-1", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            run(&run_name("db-backup", "data-db-0", at), "data-db-0", "2026-11-29T00:02:00Z", RunStatus::Running),
         ];
         let d = decide(&o);
-        assert_eq!(d.create, vec![NewRun { job_name: job_name("db-backup", "data-db-1", at), pvc: "data-db-1".into(), scheduled: at }]);
+        assert_eq!(d.create, vec![new_run("data-db-1", at)]);
         assert_eq!(d.skipped_active, Vec::<String>::new(), "data-db-0's own Job for this run is not a previous run");
-        assert_eq!(d.last_schedule_time, Some(at));
+        assert_eq!(d.due, Some(at));
+    }
+
+    #[test]
+    fn a_recorded_failure_covers_its_pvc_for_that_run() {
+        let mut o = observed("2026-11-29T00:01:30Z");
+        let at = t("2026-11-29T00:01:00Z");
+        o.runs = vec![ObservedRun {
+            object: RunObject::NotStarted,
+            reason: Some("PluginFailed".into()),
+            ..run(&run_name("db-backup", "data-db-1", at), "data-db-1", "2026-11-29T00:01:00Z", RunStatus::Failed)
+        }];
+        let d = decide(&o);
+        assert_eq!(d.create, vec![new_run("data-db-0", at)], "the failed PVC is not planned again for the same time");
+        let r = readiness(&o, &o.runs, &[]);
+        assert_eq!((r.not_ready, r.reason.as_deref()), (Some(NotReady::BackupFailed), Some("PluginFailed")));
+        let h = history("prod", "db-backup", &o.runs);
+        assert!(h[0].not_started && h[0].reason.as_deref() == Some("PluginFailed"));
     }
 
     #[test]
     fn concurrency_policies_apply_per_pvc() {
         let mut o = observed("2026-11-29T00:02:05Z");
         o.last_schedule_time = Some(t("2026-11-29T00:01:00Z"));
-        o.jobs = vec![
-            job("old-0", "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Running),
-            job("old-1", "data-db-1", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
-        ];
+        o.runs = vec![run("old-0", "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Running), run("old-1", "data-db-1", "2026-11-29T00:01:00Z", RunStatus::Succeeded)];
         let forbid = decide(&o);
         assert_eq!(forbid.create.iter().map(|r| r.pvc.as_str()).collect::<Vec<_>>(), ["data-db-1"]);
         assert_eq!(forbid.skipped_active, ["data-db-0"]);
-        assert!(forbid.delete.is_empty());
+        assert!(forbid.replace.is_empty());
 
         o.spec.concurrency_policy = ConcurrencyPolicy::Replace;
         let replace = decide(&o);
         assert_eq!(replace.create.len(), 2);
-        assert_eq!(replace.delete, ["old-0"]);
+        assert_eq!(replace.replace, ["old-0"]);
 
         o.spec.concurrency_policy = ConcurrencyPolicy::Allow;
         let allow = decide(&o);
-        assert_eq!((allow.create.len(), allow.delete.len()), (2, 0));
+        assert_eq!((allow.create.len(), allow.replace.len()), (2, 0));
+    }
+
+    #[test]
+    fn claims_in_use_pin_the_node_or_refuse_read_write_once_pod() {
+        let mut o = observed("2026-11-29T00:01:05Z");
+        o.pvcs[0].mounted_by = Some(("db-0".into(), Some("node-a".into())));
+        o.pvcs[1] = ObservedPvc { name: "data-db-1".into(), read_write_once_pod: true, mounted_by: Some(("db-1".into(), Some("node-b".into()))), ..ObservedPvc::default() };
+        let d = decide(&o);
+        assert_eq!(d.create.len(), 1);
+        assert_eq!(d.create[0].node.as_deref(), Some("node-a"));
+        assert_eq!(d.refused.len(), 1);
+        assert_eq!(d.refused[0].reason.as_deref(), Some("ReadWriteOncePod"));
+        assert!(d.refused[0].message.contains("db-1"), "{}", d.refused[0].message);
+        assert_eq!(d.due, Some(t("2026-11-29T00:01:00Z")), "a refused PVC is covered by its recorded failure");
     }
 
     #[test]
@@ -436,33 +789,68 @@ mod tests {
             ("only failures: keep the newest failed", vec![("a", Failed), ("b", Failed)], 1, 1, vec!["a"]),
         ];
         for (what, runs, keep, keep_failed, want) in cases {
-            let jobs: Vec<ObservedJob> = runs
-                .iter()
-                .enumerate()
-                .map(|(i, (name, status))| job(name, "data-db-0", &format!("2026-11-29T00:0{i}:00Z"), *status))
-                .collect();
-            assert_eq!(retention(&jobs, keep, keep_failed), want, "{what}");
+            let runs: Vec<ObservedRun> =
+                runs.iter().enumerate().map(|(i, (name, status))| run(name, "data-db-0", &format!("2026-11-29T00:0{i}:00Z"), *status)).collect();
+            assert_eq!(retention(&runs, keep, keep_failed), want, "{what}");
         }
-        // Per PVC, not across PVCs.
-        let jobs = vec![
-            job("a0", "data-db-0", "2026-11-29T00:01:00Z", Succeeded),
-            job("a1", "data-db-1", "2026-11-29T00:02:00Z", Succeeded),
-            job("b1", "data-db-1", "2026-11-29T00:03:00Z", Succeeded),
+        let runs = vec![
+            run("a0", "data-db-0", "2026-11-29T00:01:00Z", Succeeded),
+            run("a1", "data-db-1", "2026-11-29T00:02:00Z", Succeeded),
+            run("b1", "data-db-1", "2026-11-29T00:03:00Z", Succeeded),
         ];
-        assert_eq!(retention(&jobs, 1, 0), ["a1"]);
+        assert_eq!(retention(&runs, 1, 0), ["a1"], "per PVC, not across PVCs");
     }
 
     #[test]
-    fn history_is_newest_first_and_capped() {
-        let jobs: Vec<ObservedJob> = (0..12)
-            .map(|i| job(&format!("j{i:02}"), "data-db-0", &format!("2026-11-29T00:{i:02}:00Z"), RunStatus::Succeeded))
-            .collect();
-        let h = history(&jobs);
+    fn retention_prunes_artifacts_before_deleting_their_runs() {
+        use RunStatus::*;
+        let runs = vec![
+            run("ok", "data-db-0", "2026-11-29T00:01:00Z", Succeeded),
+            run("bad", "data-db-0", "2026-11-29T00:02:00Z", Failed),
+            ObservedRun { object: RunObject::Snapshot, ..run("snap", "data-db-0", "2026-11-29T00:03:00Z", Succeeded) },
+            ObservedRun { object: RunObject::NotStarted, ..run("never", "data-db-0", "2026-11-29T00:04:00Z", Failed) },
+            run("pruning", "data-db-0", "2026-11-29T00:05:00Z", Succeeded),
+            run("pruned", "data-db-0", "2026-11-29T00:06:00Z", Succeeded),
+            run("stuck", "data-db-0", "2026-11-29T00:07:00Z", Succeeded),
+        ];
+        let aux = |name: &str, run: &str, status| ObservedAux { name: name.into(), run: run.into(), status, message: "exit 1".into(), ..ObservedAux::default() };
+        let prunes = vec![aux("p1", "pruning", Running), aux("p2", "pruned", Succeeded), aux("p3", "stuck", Failed), aux("p4", "gone", Succeeded)];
+        let dropped: Vec<String> = ["ok", "bad", "snap", "never", "pruning", "pruned", "stuck"].map(String::from).to_vec();
+        let (steps, failed) = prune_steps(&dropped, &runs, &prunes);
+        assert_eq!(
+            steps,
+            vec![
+                PruneStep::Start { run: "ok".into(), pvc: "data-db-0".into(), artifact: "ok.tar.gz".into(), job: "ok-prune".into() },
+                PruneStep::Delete { run: "bad".into(), object: RunObject::Job },
+                PruneStep::Delete { run: "snap".into(), object: RunObject::Snapshot },
+                PruneStep::Delete { run: "never".into(), object: RunObject::NotStarted },
+                PruneStep::Finish { run: "pruned".into(), prune_job: "p2".into() },
+                PruneStep::Finish { run: "gone".into(), prune_job: "p4".into() },
+            ]
+        );
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].0 == "stuck" && failed[0].1.contains("exit 1"), "{failed:?}");
+        let mut o = observed("2026-11-29T00:08:00Z");
+        o.runs = runs;
+        assert_eq!(readiness(&o, &o.runs, &failed).not_ready, Some(NotReady::PruneFailed));
+    }
+
+    #[test]
+    fn history_is_newest_first_capped_and_carries_the_record() {
+        let mut runs: Vec<ObservedRun> =
+            (0..12).map(|i| run(&format!("j{i:02}"), "data-db-0", &format!("2026-11-29T00:{i:02}:00Z"), RunStatus::Succeeded)).collect();
+        runs[11].report = Some(Report { size_bytes: Some(42), sha256: Some("f".repeat(64)), verified: Some(true), message: String::new() });
+        let h = history("prod", "db-backup", &runs);
         assert_eq!(h.len(), HISTORY_LIMIT);
         assert_eq!(h[0].job_name, "j11");
         assert_eq!(h[9].job_name, "j02");
-        assert_eq!(h[0].status, RunStatus::Succeeded);
-        assert!(h[0].completion_time.is_some());
+        assert_eq!(h[0].artifact.as_deref(), Some("prod/db-backup/data-db-0/j11.tar.gz"));
+        assert_eq!((h[0].size_bytes, h[0].verified), (Some(42), Some(true)));
+        assert_eq!(h[0].message, "written and verified: prod/db-backup/data-db-0/j11.tar.gz");
+        runs[11].verifies = false;
+        let h = history("prod", "db-backup", &runs);
+        assert_eq!(h[0].verified, Some(false));
+        assert!(h[0].message.starts_with("written, unverified"), "a plan that verifies nothing is not called verified: {}", h[0].message);
     }
 
     #[test]
@@ -470,31 +858,95 @@ mod tests {
         let mut bad_cron = observed("2026-11-29T00:01:05Z");
         bad_cron.spec.schedule = "every minute".into();
         let d = decide(&bad_cron);
-        assert_eq!((d.readiness.not_ready, d.create.len(), d.requeue_at), (Some(NotReady::InvalidSchedule), 0, None));
+        assert_eq!((d.invalid.map(|r| r.not_ready), d.create.len(), d.requeue_at), (Some(Some(NotReady::InvalidSchedule)), 0, None));
 
         let mut bad_tz = observed("2026-11-29T00:01:05Z");
         bad_tz.spec.time_zone = Some("Nowhere/Special".into());
-        assert_eq!(decide(&bad_tz).readiness.not_ready, Some(NotReady::InvalidTimeZone));
+        assert_eq!(decide(&bad_tz).invalid.and_then(|r| r.not_ready), Some(NotReady::InvalidTimeZone));
 
         let mut no_storage = observed("2026-11-29T00:01:05Z");
         no_storage.storage_claim_exists = false;
         let d = decide(&no_storage);
-        assert_eq!((d.readiness.not_ready, d.create.len()), (Some(NotReady::BackupStorageMissing), 0));
-        assert_eq!(d.last_schedule_time, None, "a run that created nothing is not recorded");
+        assert_eq!((readiness(&no_storage, &[], &[]).not_ready, d.create.len(), d.due), (Some(NotReady::BackupStorageMissing), 0, None));
 
         let mut no_pvcs = observed("2026-11-29T00:01:05Z");
         no_pvcs.pvcs.clear();
-        assert_eq!(decide(&no_pvcs).readiness.not_ready, Some(NotReady::NoMatchingPvcs));
+        assert_eq!(readiness(&no_pvcs, &[], &[]).not_ready, Some(NotReady::NoMatchingPvcs));
 
         let mut failing = observed("2026-11-29T00:03:05Z");
-        failing.jobs = vec![
-            job("ok", "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
-            ObservedJob { message: "BackoffLimitExceeded".into(), ..job("bad", "data-db-0", "2026-11-29T00:02:00Z", RunStatus::Failed) },
+        failing.runs = vec![
+            run("ok", "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            ObservedRun { message: "BackoffLimitExceeded".into(), reason: Some("BackoffLimitExceeded".into()), ..run("bad", "data-db-0", "2026-11-29T00:02:00Z", RunStatus::Failed) },
         ];
-        let d = decide(&failing);
-        assert_eq!(d.readiness.not_ready, Some(NotReady::BackupFailed));
-        assert!(d.readiness.message.contains("BackoffLimitExceeded"));
-        assert_eq!(d.last_successful_time, Some(t("2026-11-29T00:01:05Z")));
+        let r = readiness(&failing, &failing.runs, &[]);
+        assert_eq!((r.not_ready, r.reason), (Some(NotReady::BackupFailed), None), "a failed Job is BackupFailed");
+        assert!(r.message.contains("BackoffLimitExceeded"));
+        assert_eq!(last_success(&failing.runs), Some(t("2026-11-29T00:01:05Z")));
+    }
+
+    #[test]
+    fn verification_runs_on_its_schedule_and_corruption_holds_until_a_newer_good_backup() {
+        let mut o = observed("2026-11-29T00:10:05Z");
+        o.last_schedule_time = Some(t("2026-11-29T00:10:00Z"));
+        o.last_verify_time = Some(t("2026-11-29T00:05:00Z"));
+        o.spec.verify = Some(VerifySpec { schedule: "*/10 * * * *".into(), newest: 2 });
+        o.runs = vec![
+            run("r1", "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            run("r2", "data-db-0", "2026-11-29T00:02:00Z", RunStatus::Succeeded),
+            run("r3", "data-db-0", "2026-11-29T00:03:00Z", RunStatus::Succeeded),
+            run("f4", "data-db-0", "2026-11-29T00:04:00Z", RunStatus::Failed),
+        ];
+        let d = decide(&o);
+        let minutes = t("2026-11-29T00:10:00Z").timestamp() / 60;
+        assert_eq!(d.verify_start.iter().map(|v| v.run.as_str()).collect::<Vec<_>>(), ["r3", "r2"], "the newest 2 successes");
+        assert_eq!(d.verify_start[0].job, format!("r3-verify-{minutes}"));
+        assert_eq!(d.last_verify_time, Some(t("2026-11-29T00:10:00Z")));
+        assert_eq!(d.requeue_at, Some(t("2026-11-29T00:11:00Z")));
+
+        o.verifies = vec![ObservedAux {
+            name: "r3-verify".into(),
+            run: "r3".into(),
+            status: RunStatus::Failed,
+            report: Some(Report { verified: Some(false), message: "sha256 does not match".into(), ..Report::default() }),
+            ..ObservedAux::default()
+        }];
+        let d = decide(&o);
+        assert_eq!(d.verify_done.len(), 1);
+        assert!(!d.verify_done[0].record.verified && d.verify_done[0].record.message.contains("sha256"));
+        let mut after = o.runs.clone();
+        after[2].verify = Some(d.verify_done[0].record.clone());
+        // The failed run f4 is the latest finished run, so that is reported first; without it the
+        // corrupted newest backup is.
+        after.retain(|r| r.name != "f4");
+        let r = readiness(&o, &after, &[]);
+        assert_eq!(r.not_ready, Some(NotReady::BackupCorrupted), "{}", r.message);
+        after.push(run("r5", "data-db-0", "2026-11-29T00:05:00Z", RunStatus::Succeeded));
+        assert_eq!(readiness(&o, &after, &[]).not_ready, None, "a newer good backup clears it");
+        assert!(history("prod", "db-backup", &after).iter().any(|h| h.job_name == "r3" && h.verified == Some(false)));
+    }
+
+    #[test]
+    fn deleting_with_delete_prunes_everything_then_cleans_up_then_lets_go() {
+        use RunStatus::*;
+        let mut o = observed("2026-11-29T00:05:00Z");
+        o.spec.deletion_policy = DeletionPolicy::Delete;
+        assert!(decide(&o).add_finalizer, "a Delete policy gets the finalizer");
+        o.has_finalizer = true;
+        o.deleting = true;
+        o.runs = vec![run("a", "data-db-0", "2026-11-29T00:01:00Z", Succeeded), run("b", "data-db-0", "2026-11-29T00:02:00Z", Failed)];
+        let d = decide(&o);
+        assert!(d.create.is_empty());
+        assert_eq!(d.prune.len(), 2, "even the newest success goes: {:?}", d.prune);
+        assert_eq!(d.finalize, Some(Finalize::Wait));
+        o.runs.clear();
+        assert_eq!(decide(&o).finalize, Some(Finalize::StartCleanup));
+        o.cleanup = Some(ObservedAux { name: "c".into(), status: Succeeded, ..ObservedAux::default() });
+        assert_eq!(decide(&o).finalize, Some(Finalize::RemoveFinalizer));
+        o.spec.deletion_policy = DeletionPolicy::Retain;
+        o.cleanup = None;
+        o.runs = vec![run("a", "data-db-0", "2026-11-29T00:01:00Z", Succeeded)];
+        let d = decide(&o);
+        assert_eq!((d.finalize, d.prune.len()), (Some(Finalize::RemoveFinalizer), 0), "Retain keeps every backup");
     }
 
     #[test]

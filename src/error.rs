@@ -2,6 +2,11 @@
 //! change; retrying will not help) and has a bounded label for metrics and condition reasons.
 
 use crate::strategy::check::PlanViolation;
+use crate::strategy::WIT_PACKAGE;
+
+/// Bytes of an error message on a condition, an event or a history entry (an Event's note is
+/// limited to 1,024 characters by the API server).
+pub const MAX_MESSAGE_BYTES: usize = 1000;
 
 /// Which plugin an error is about: its name and the sha256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +33,8 @@ pub enum Error {
     #[error("{plugin}: not a valid WebAssembly component: {message}")]
     PluginInvalid { plugin: PluginId, message: String },
 
-    #[error("{plugin}: does not implement backup:strategy@0.1.0 (built against another WIT version?): {message}")]
-    PluginIncompatible { plugin: PluginId, message: String },
+    #[error("{plugin}: built for {found}, but this operator needs {WIT_PACKAGE}: rebuild it against wit/ of this release ({message})")]
+    PluginIncompatible { plugin: PluginId, found: String, message: String },
 
     #[error("{plugin}: stopped after exceeding its {limit_ms} ms deadline")]
     PluginTimeout { plugin: PluginId, limit_ms: u64 },
@@ -89,6 +94,30 @@ impl Error {
         }
     }
 
+    /// The one place an error becomes what users see: the condition reason (also the reason of a
+    /// failed run's history entry and of its Warning event), whether retrying can help, and the
+    /// message, bounded.
+    pub fn classify(&self) -> Classified {
+        let reason = match self {
+            Error::PluginTooLarge { .. } | Error::PluginDigestMismatch { .. } | Error::PluginInvalid { .. } | Error::PluginConfigInvalid { .. } => {
+                "PluginInvalid"
+            }
+            Error::PluginIncompatible { .. } => "PluginIncompatible",
+            Error::PluginTimeout { .. } => "PluginTimeout",
+            Error::PluginMemoryLimit { .. } | Error::PluginTrap { .. } | Error::PluginPlanFailed { .. } | Error::PluginUnsupported { .. } => {
+                "PluginFailed"
+            }
+            Error::PlanRefused { .. } => "PlanRefused",
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::SnapshotApiMissing => "SnapshotAPIMissing",
+            Error::PluginSource(_) => "PluginSource",
+            Error::Runtime(_) => "Runtime",
+            Error::Kube(_) => "KubeApi",
+        };
+        let retry = if self.is_permanent() { Retry::AwaitChange } else { Retry::Backoff };
+        Classified { reason, retry, message: crate::runs::report::bound(&self.to_string(), MAX_MESSAGE_BYTES) }
+    }
+
     /// A bounded label (never the message) for metrics and condition reasons.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -112,4 +141,53 @@ impl Error {
     }
 }
 
+/// Whether retrying an error can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A spec, a plugin or the cluster must change: report it and wait for that change.
+    AwaitChange,
+    /// Transient (the API server, the runtime): retry with backoff.
+    Backoff,
+}
+
+/// An error as users see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub reason: &'static str,
+    pub retry: Retry,
+    pub message: String,
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> PluginId {
+        PluginId { name: "p".into(), digest: "0".repeat(64) }
+    }
+
+    #[test]
+    fn every_error_maps_to_one_reason_and_retry_policy() {
+        let cases: Vec<(Error, &str, Retry)> = vec![
+            (Error::PluginInvalid { plugin: id(), message: "x".into() }, "PluginInvalid", Retry::AwaitChange),
+            (Error::PluginConfigInvalid { plugin: id(), message: "x".into() }, "PluginInvalid", Retry::AwaitChange),
+            (Error::PluginIncompatible { plugin: id(), found: "backup:strategy@0.1.0".into(), message: "x".into() }, "PluginIncompatible", Retry::AwaitChange),
+            (Error::PluginTimeout { plugin: id(), limit_ms: 5 }, "PluginTimeout", Retry::AwaitChange),
+            (Error::PluginTrap { plugin: id(), message: "x".into() }, "PluginFailed", Retry::AwaitChange),
+            (Error::PlanRefused { plugin: id(), violation: PlanViolation::Privileged }, "PlanRefused", Retry::AwaitChange),
+            (Error::InvalidSpec("x".into()), "InvalidSpec", Retry::AwaitChange),
+            (Error::SnapshotApiMissing, "SnapshotAPIMissing", Retry::AwaitChange),
+            (Error::Runtime("x".into()), "Runtime", Retry::Backoff),
+        ];
+        for (error, reason, retry) in cases {
+            let c = error.classify();
+            assert_eq!((c.reason, c.retry), (reason, retry), "{error}");
+        }
+        let long = Error::PluginPlanFailed { plugin: id(), message: "x".repeat(5000) }.classify();
+        assert!(long.message.len() <= MAX_MESSAGE_BYTES, "{}", long.message.len());
+        let incompatible = Error::PluginIncompatible { plugin: id(), found: "backup:strategy@0.1.0".into(), message: "m".into() }.to_string();
+        assert!(incompatible.contains("backup:strategy@0.1.0") && incompatible.contains("backup:strategy@0.2.0"), "{incompatible}");
+    }
+}

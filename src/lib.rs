@@ -1,16 +1,19 @@
 //! backup-operator: schedules and runs backups of StatefulSet PersistentVolumeClaims, with backup
 //! strategies as sandboxed WebAssembly components.
 //!
-//! observe → decide ([`decide`], [`schedule`]: pure) → plan ([`strategy`]) → render ([`render`])
-//! → apply ([`controller`]).
+//! observe ([`observe`]) → decide ([`decide`], [`schedule`]: pure) → plan ([`strategy`]) → render
+//! ([`render`], [`runs`]) → apply ([`controller`], [`runs`]) → status ([`status`]).
 
 pub mod api;
 pub mod controller;
 pub mod decide;
 pub mod error;
+pub mod observe;
+pub mod quantity;
 pub mod render;
+pub mod runs;
 pub mod schedule;
-pub mod snapshot;
+pub mod status;
 pub mod strategy;
 
 pub use error::{Error, Result};

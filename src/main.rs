@@ -114,8 +114,9 @@ async fn main() -> std::process::ExitCode {
                 tracing::error!("cannot list BackupPolicies ({e}): is the CRD installed? `make install` or `kubectl apply -f config/crd/`");
                 return std::process::ExitCode::FAILURE;
             }
-            tracing::info!("backup-operator starting");
-            controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace))).await;
+            let snapshots_api = controller::has_snapshot_api(&client).await;
+            tracing::info!(snapshots_api, "backup-operator starting");
+            controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api))).await;
             tracing::info!("backup-operator stopped");
             std::process::ExitCode::SUCCESS
         }

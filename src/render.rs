@@ -5,47 +5,46 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use crate::runs::{ANNOTATION_ARTIFACT, ANNOTATION_VERIFICATION};
 use crate::strategy::bindings::types::{EnvSource, JobPlan, Verification};
-
-/// Labels every child of a policy carries: part of the public contract
-/// (`kubectl get jobs -l backup-policy=<policy>`).
-pub const LABEL_POLICY: &str = "backup-policy";
-pub const LABEL_PVC: &str = "pvc";
-pub const ANNOTATION_SCHEDULED_TIME: &str = "backup.example.com/scheduled-time";
-pub const ANNOTATION_ARTIFACT: &str = "backup.example.com/artifact";
-pub const ANNOTATION_VERIFICATION: &str = "backup.example.com/verification";
-pub const ANNOTATION_PLUGIN: &str = "backup.example.com/plugin";
 
 /// The user plugins run as when they do not need root: `nobody`.
 const NON_ROOT_UID: i64 = 65534;
 /// What root keeps when a plan needs it (reading and restoring files of every owner).
 const ROOT_CAPABILITIES: [&str; 4] = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"];
 const SCRATCH_SIZE: &str = "1Gi";
+/// Where a Job reports what it wrote (read by the host from the pod's status).
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// Everything about a Job that comes from the host rather than the plan.
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub name: String,
     pub namespace: String,
-    pub policy: String,
-    pub pvc: String,
+    /// The run's labels ([`crate::runs::labels`]), on the Job and its pods.
+    pub labels: BTreeMap<String, String>,
+    /// The run's annotations (run, scheduled time, plugin, ...); the plan's artifact and
+    /// verification are added.
+    pub annotations: BTreeMap<String, String>,
+    /// The claim mounted as `data` (the PVC backed up or restored into).
+    pub data_claim: String,
     pub storage_claim: String,
+    /// The only directory of the storage claim the Job sees as `backup`.
+    pub backup_sub_path: String,
     pub owner: Option<OwnerReference>,
-    /// RFC 3339.
-    pub scheduled_time: String,
-    /// `name@sha256-prefix` of the plugin that planned it.
-    pub plugin: String,
     pub backoff_limit: i32,
     pub active_deadline_seconds: Option<i64>,
     /// Whether the data volume may be written (restores only).
     pub data_writable: bool,
+    /// Run on this node: a ReadWriteOnce claim is attached there.
+    pub node: Option<String>,
 }
 
 fn verification_annotation(v: &Verification) -> String {
@@ -56,18 +55,30 @@ fn verification_annotation(v: &Verification) -> String {
     }
 }
 
-pub fn policy_labels(policy: &str, pvc: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(LABEL_POLICY.to_owned(), policy.to_owned()), (LABEL_PVC.to_owned(), pvc.to_owned())])
+fn node_affinity(node: &str) -> Affinity {
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_fields: Some(vec![NodeSelectorRequirement {
+                        key: "metadata.name".into(),
+                        operator: "In".into(),
+                        values: Some(vec![node.to_owned()]),
+                    }]),
+                    match_expressions: None,
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    }
 }
 
 pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
-    let labels = policy_labels(&ctx.policy, &ctx.pvc);
-    let annotations = BTreeMap::from([
-        (ANNOTATION_SCHEDULED_TIME.to_owned(), ctx.scheduled_time.clone()),
-        (ANNOTATION_ARTIFACT.to_owned(), plan.artifact_location.clone()),
-        (ANNOTATION_VERIFICATION.to_owned(), verification_annotation(&plan.verification)),
-        (ANNOTATION_PLUGIN.to_owned(), ctx.plugin.clone()),
-    ]);
+    let labels = ctx.labels.clone();
+    let mut annotations = ctx.annotations.clone();
+    annotations.insert(ANNOTATION_ARTIFACT.to_owned(), plan.artifact_location.clone());
+    annotations.insert(ANNOTATION_VERIFICATION.to_owned(), verification_annotation(&plan.verification));
 
     let mut volumes = Vec::new();
     for mount in &plan.mounts {
@@ -77,7 +88,7 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
         let volume = match mount.volume.as_str() {
             "data" => Volume {
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: ctx.pvc.clone(),
+                    claim_name: ctx.data_claim.clone(),
                     read_only: Some(!ctx.data_writable),
                 }),
                 ..Volume::default()
@@ -105,6 +116,8 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
             mount_path: m.path.clone(),
             // The data volume is read-only unless this Job restores into it, whatever the plan says.
             read_only: Some(m.read_only || (m.volume == "data" && !ctx.data_writable)),
+            // A run sees only its own directory of the storage claim (the kubelet creates it).
+            sub_path: (m.volume == "backup").then(|| ctx.backup_sub_path.clone()),
             ..VolumeMount::default()
         })
         .collect();
@@ -164,6 +177,10 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
         volume_mounts: Some(mounts),
         resources,
         security_context: Some(container_security),
+        // A run reports what it wrote in its termination message; a failed one leaves its last
+        // log lines there instead.
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
 
@@ -198,6 +215,7 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
                     }),
                     containers: vec![container],
                     volumes: Some(volumes),
+                    affinity: ctx.node.as_deref().map(node_affinity),
                     ..PodSpec::default()
                 }),
             },
@@ -216,15 +234,16 @@ mod tests {
         JobContext {
             name: "db-backup-data-db-0-29401234".into(),
             namespace: "prod".into(),
-            policy: "db-backup".into(),
-            pvc: "data-db-0".into(),
+            labels: crate::runs::labels("db-backup", "uid-1", Some("data-db-0"), crate::runs::RunKind::Backup),
+            annotations: BTreeMap::from([("backup.example.com/scheduled-time".to_owned(), "2026-11-29T01:00:00Z".to_owned())]),
+            data_claim: "data-db-0".into(),
             storage_claim: "backup-storage".into(),
+            backup_sub_path: "prod/db-backup/data-db-0".into(),
             owner: None,
-            scheduled_time: "2026-11-29T01:00:00Z".into(),
-            plugin: "tar@0123456789ab".into(),
             backoff_limit: 2,
             active_deadline_seconds: Some(3600),
             data_writable: false,
+            node: None,
         }
     }
 
@@ -244,8 +263,8 @@ mod tests {
             ],
             resources: Resources { cpu_millicores: Some(250), memory_bytes: Some(64 << 20) },
             privileges: PodPrivileges { run_as_root, ..PodPrivileges::none() },
-            artifact_location: "prod/db-backup/data-db-0/x.tar.gz".into(),
-            verification: Verification::Sha256File("prod/db-backup/data-db-0/x.tar.gz.sha256".into()),
+            artifact_location: "x.tar.gz".into(),
+            verification: Verification::Sha256File("x.tar.gz.sha256".into()),
         }
     }
 
@@ -262,9 +281,9 @@ mod tests {
         let template_labels = job.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.labels.clone());
         assert_eq!(template_labels, Some(labels));
         let ann = job.metadata.annotations.expect("annotations");
-        assert_eq!(ann[ANNOTATION_SCHEDULED_TIME], "2026-11-29T01:00:00Z");
-        assert_eq!(ann[ANNOTATION_ARTIFACT], "prod/db-backup/data-db-0/x.tar.gz");
-        assert_eq!(ann[ANNOTATION_VERIFICATION], "sha256-file:prod/db-backup/data-db-0/x.tar.gz.sha256");
+        assert_eq!(ann["backup.example.com/scheduled-time"], "2026-11-29T01:00:00Z");
+        assert_eq!(ann[ANNOTATION_ARTIFACT], "x.tar.gz");
+        assert_eq!(ann[ANNOTATION_VERIFICATION], "sha256-file:x.tar.gz.sha256");
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(2));
         assert_eq!(spec.active_deadline_seconds, Some(3600));
@@ -280,6 +299,9 @@ mod tests {
         assert_eq!(mount.read_only, Some(true));
         let backup = spec.volumes.as_ref().expect("volumes").iter().find(|v| v.name == "backup").expect("backup volume");
         assert_eq!(backup.persistent_volume_claim.as_ref().map(|p| p.claim_name.as_str()), Some("backup-storage"));
+        let backup_mount = spec.containers[0].volume_mounts.as_ref().expect("mounts").iter().find(|m| m.name == "backup").expect("mount");
+        assert_eq!(backup_mount.sub_path.as_deref(), Some("prod/db-backup/data-db-0"), "a run sees only its own directory");
+        assert_eq!(spec.containers[0].termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
 
         let restore = render_job(&JobContext { data_writable: true, ..ctx() }, &plan(true, false));
         let mount = pod(&restore).containers[0].volume_mounts.as_ref().expect("mounts").iter().find(|m| m.name == "data").cloned();
@@ -303,6 +325,21 @@ mod tests {
         assert_eq!((sc.run_as_non_root, sc.run_as_user), (Some(false), Some(0)));
         assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_owned()]));
         assert_eq!(sc.capabilities.and_then(|c| c.add).map(|a| a.len()), Some(ROOT_CAPABILITIES.len()));
+    }
+
+    #[test]
+    fn a_claim_in_use_pins_the_job_to_its_node() {
+        assert!(pod(&render_job(&ctx(), &plan(false, true))).affinity.is_none());
+        let job = render_job(&JobContext { node: Some("node-a".into()), ..ctx() }, &plan(false, true));
+        let terms = pod(&job)
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+            .map(|s| s.node_selector_terms.clone())
+            .expect("required node affinity");
+        let field = &terms[0].match_fields.as_ref().expect("match fields")[0];
+        assert_eq!((field.key.as_str(), field.operator.as_str(), field.values.clone()), ("metadata.name", "In", Some(vec!["node-a".to_owned()])));
     }
 
     #[test]

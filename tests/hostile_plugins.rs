@@ -137,13 +137,15 @@ async fn a_log_flood_is_capped_and_the_call_completes() {
 }
 
 #[tokio::test]
-async fn a_component_for_another_wit_version_is_incompatible() {
+async fn a_component_for_the_previous_wit_version_is_incompatible_naming_both() {
     let s = suite().await;
     let dir = support::built_plugins("tests/plugins");
     let bytes = std::fs::read(dir.join("other_wit_plugin.wasm")).expect("other-wit plugin built");
     let err = s.runtime.load("other-wit", Arc::from(bytes), None).await.unwrap_err();
-    assert!(matches!(err, Error::PluginIncompatible { .. }), "{err}");
-    assert!(err.to_string().contains("backup:strategy@0.1.0"), "{err}");
+    assert!(matches!(&err, Error::PluginIncompatible { found, .. } if found == "backup:strategy@0.1.0"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("backup:strategy@0.1.0") && message.contains("backup:strategy@0.2.0"), "{message}");
+    assert_eq!(err.classify().reason, "PluginIncompatible");
     s.good_still_plans("other-wit").await;
 }
 

@@ -5,152 +5,24 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use backup_operator::api::{BackupPolicy, RunStatus};
 use chrono::{DateTime, Timelike, Utc};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{Condition, conditions};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use support::{TestCluster, TestNamespace};
+use support::TestNamespace;
+use support::operator::*;
 
-const LIMIT: Duration = Duration::from_secs(150);
-
-/// The operator as a child process; killed (SIGKILL) on drop.
-struct Operator(Child);
-
-impl Operator {
-    fn start(cluster: &TestCluster, ns: &TestNamespace) -> Operator {
-        Operator::start_with(cluster, ns, &[])
-    }
-
-    fn start_with(cluster: &TestCluster, ns: &TestNamespace, extra: &[&str]) -> Operator {
-        let child = Command::new(env!("CARGO_BIN_EXE_backup-operator"))
-            .args(["run", "--namespace", &ns.name])
-            .args(extra)
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start backup-operator");
-        Operator(child)
-    }
-
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn install_crd(cluster: &TestCluster) {
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuppolicies.yaml")).expect("crd yaml");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
-    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-    api.patch(&crd.name_any(), &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(&crd)).await.expect("apply crd");
-    support::wait_condition(api, &crd.name_any(), "CRD established", LIMIT, conditions::is_crd_established()).await;
-}
-
-async fn setup(prefix: &str) -> Option<(TestCluster, TestNamespace)> {
-    let cluster = support::cluster().await?;
-    install_crd(&cluster).await;
-    let ns = cluster.namespace(prefix).await;
-    Some((cluster, ns))
-}
-
-async fn claim(ns: &TestNamespace, name: &str, labels: serde_json::Value) {
-    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}
-    }))
-    .expect("pvc");
-    let api = ns.api::<PersistentVolumeClaim>();
-    api.create(&PostParams::default(), &pvc).await.expect("create pvc");
-    support::wait_condition(api, name, &format!("pvc {name} Bound"), LIMIT, |o: Option<&PersistentVolumeClaim>| {
-        o.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound")
-    })
-    .await;
-}
-
-/// Two PVCs of a database, one unrelated PVC, and the backup storage claim.
-async fn volumes(ns: &TestNamespace) {
-    claim(ns, "data-db-0", json!({"app": "db"})).await;
-    claim(ns, "data-db-1", json!({"app": "db"})).await;
-    claim(ns, "cache-0", json!({"app": "cache"})).await;
-    claim(ns, "backup-storage", json!({})).await;
-}
-
-async fn create_policy(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> Result<BackupPolicy, kube::Error> {
-    let policy: BackupPolicy = serde_json::from_value(json!({
-        "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .expect("policy");
-    ns.api::<BackupPolicy>().create(&PostParams::default(), &policy).await
-}
-
-/// Posts a policy as raw JSON, bypassing client-side typing, to see what the API server says.
-async fn post_raw_policy(ns: &TestNamespace, name: &str, spec: serde_json::Value) -> Result<DynamicObject, kube::Error> {
-    let resource = ApiResource::erase::<BackupPolicy>(&());
-    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
-    let obj: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy",
-        "metadata": {"name": name}, "spec": spec
-    }))
-    .expect("object");
-    api.create(&PostParams::default(), &obj).await
-}
-
-async fn jobs(ns: &TestNamespace, policy: &str) -> Vec<Job> {
-    ns.api::<Job>().list(&ListParams::default().labels(&format!("backup-policy={policy}"))).await.expect("list jobs").items
-}
-
-/// Jobs per (scheduled time, PVC).
-fn runs(jobs: &[Job]) -> BTreeMap<(String, String), usize> {
-    let mut out = BTreeMap::new();
-    for job in jobs {
-        let at = job.annotations().get("backup.example.com/scheduled-time").cloned().unwrap_or_default();
-        let pvc = job.labels().get("pvc").cloned().unwrap_or_default();
-        *out.entry((at, pvc)).or_insert(0) += 1;
-    }
-    out
-}
-
-async fn wait_policy(ns: &TestNamespace, name: &str, what: &str, cond: impl Condition<BackupPolicy>) {
-    support::wait_condition(ns.api::<BackupPolicy>(), name, what, LIMIT, cond).await;
-}
-
-fn condition_is(type_: &'static str, status: &'static str, reason: &'static str) -> impl Condition<BackupPolicy> {
-    move |o: Option<&BackupPolicy>| {
-        o.and_then(|p| p.status.as_ref())
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == status && c.reason == reason))
-    }
-}
-
-/// Waits (by polling the API, not by sleeping a fixed time) until the policy has Jobs for at
-/// least `n` distinct scheduled times.
-async fn wait_runs(ns: &TestNamespace, policy: &str, n: usize) -> Vec<Job> {
-    support::wait_for(&format!("{n} runs of {policy}"), LIMIT + Duration::from_secs(60 * n as u64), async {
-        loop {
-            let all = jobs(ns, policy).await;
-            let times: std::collections::BTreeSet<_> = runs(&all).into_keys().map(|(t, _)| t).collect();
-            if times.len() >= n {
-                return all;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+/// Waits until the policy has at least `n` Jobs (a run's Jobs are created one PVC after another).
+async fn wait_jobs(ns: &TestNamespace, policy: &str, n: usize) -> Vec<Job> {
+    poll(&format!("{n} Jobs of {policy}"), LIMIT, || async {
+        let all = jobs(ns, policy).await;
+        (all.len() >= n).then_some(all)
     })
     .await
 }
@@ -199,7 +71,9 @@ async fn every_minute_one_verified_job_per_matched_pvc_with_the_public_labels() 
         .expect("create policy");
     let _operator = Operator::start(&cluster, &ns);
     wait_policy(&ns, "db-backup", "Ready=True", condition_is("Ready", "True", "Scheduled")).await;
-    let all = wait_runs(&ns, "db-backup", 1).await;
+    wait_runs(&ns, "db-backup", 1).await;
+    // Both PVCs' Jobs of the run (created one after the other).
+    let all = wait_jobs(&ns, "db-backup", 2).await;
     let mut pvcs: Vec<String> = all.iter().map(|j| j.labels()["pvc"].clone()).collect();
     pvcs.sort();
     assert_eq!(pvcs, ["data-db-0", "data-db-1"], "one Job per matched PVC, none for cache-0");
@@ -310,7 +184,8 @@ async fn past_run(ns: &TestNamespace, policy: &BackupPolicy, name: &str, minutes
     let job: Job = serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {"backup-policy": "db-backup", "pvc": "data-db-0"},
+            "labels": {"backup-policy": "db-backup", "pvc": "data-db-0",
+                       "backup.example.com/policy-uid": policy.uid().expect("uid"), "backup.example.com/kind": "backup"},
             "annotations": {"backup.example.com/scheduled-time": at.to_rfc3339()},
             "ownerReferences": [{
                 "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy",
@@ -400,17 +275,6 @@ async fn bad_schedules_time_zones_and_missing_storage_are_not_ready_and_create_n
     ns.delete().await;
 }
 
-async fn plugin_configmap(ns: &TestNamespace, name: &str, bytes: &[u8]) {
-    let cm = json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-        "binaryData": {"plugin.wasm": k8s_openapi::ByteString(bytes.to_vec())}
-    });
-    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
-        .patch(name, &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(cm))
-        .await
-        .expect("apply plugin configmap");
-}
-
 #[tokio::test]
 async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
     let Some((cluster, ns)) = setup("custom").await else { return };
@@ -456,7 +320,8 @@ async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
     let events = support::kubectl(&cluster, &["-n", &ns.name, "get", "events", "--field-selector", "involvedObject.name=broken", "-o", "jsonpath={.items[*].reason}"]);
     assert!(events.contains("PluginInvalid"), "a Warning event names the failure: {events:?}");
 
-    let all = wait_runs(&ns, "custom", 1).await;
+    wait_runs(&ns, "custom", 1).await;
+    let all = wait_jobs(&ns, "custom", 2).await;
     assert_eq!(all.len(), 2);
     for job in &all {
         assert!(job.annotations()["backup.example.com/plugin"].starts_with("configmap/"), "{:?}", job.annotations());
@@ -478,12 +343,16 @@ async fn snapshot_policies_create_volume_snapshots_or_say_the_api_is_missing() {
         crds.delete(crd_name, &Default::default()).await.expect("delete leftover crd");
         support::wait_condition(crds.clone(), crd_name, "leftover CRD gone", LIMIT, |o: Option<&CustomResourceDefinition>| o.is_none()).await;
     }
-    create_policy(&ns, "snap", json!({
-        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
-        "backupStrategy": "snapshot", "plugin": {"config": {"snapshotClass": "csi-hostpath-snapclass"}}
-    }))
-    .await
-    .expect("policy");
+    // Two policies of the same strategy on the same PVCs: the host names each one's snapshots after
+    // its own runs, so neither can take over or delete the other's.
+    for name in ["snap", "snap-twin"] {
+        create_policy(&ns, name, json!({
+            "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
+            "backupStrategy": "snapshot", "plugin": {"config": {"snapshotClass": "csi-hostpath-snapclass"}}
+        }))
+        .await
+        .expect("policy");
+    }
     let _operator = Operator::start(&cluster, &ns);
     wait_policy(&ns, "snap", "SnapshotAPIMissing at the first run", condition_is("Ready", "False", "SnapshotAPIMissing")).await;
     assert!(jobs(&ns, "snap").await.is_empty(), "no Jobs for a snapshot policy");
@@ -493,7 +362,7 @@ async fn snapshot_policies_create_volume_snapshots_or_say_the_api_is_missing() {
     crds.patch(crd_name, &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(&crd)).await.expect("install crd");
     support::wait_condition(crds.clone(), crd_name, "VolumeSnapshot CRD established", LIMIT, conditions::is_crd_established()).await;
 
-    let resource = backup_operator::snapshot::resource();
+    let resource = backup_operator::runs::snapshot::resource();
     let snapshots: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
     let made = support::wait_for("VolumeSnapshots for both PVCs", LIMIT, async {
         loop {
@@ -505,6 +374,21 @@ async fn snapshot_policies_create_volume_snapshots_or_say_the_api_is_missing() {
         }
     })
     .await;
+    let twins = poll("the twin policy's VolumeSnapshots", LIMIT, || async {
+        let list = snapshots.list(&ListParams::default().labels("backup-policy=snap-twin")).await.expect("list").items;
+        (list.len() >= 2).then_some(list)
+    })
+    .await;
+    let policies = ns.api::<BackupPolicy>();
+    let (snap_uid, twin_uid) = (policies.get("snap").await.expect("snap").uid(), policies.get("snap-twin").await.expect("twin").uid());
+    for (list, uid) in [(&made, &snap_uid), (&twins, &twin_uid)] {
+        for s in list {
+            assert_eq!(s.owner_references().len(), 1, "one owner: {:?}", s.owner_references());
+            assert_eq!(Some(&s.owner_references()[0].uid), uid.as_ref());
+            assert_eq!(s.annotations()["backup.example.com/run"], s.name_any(), "named after its run");
+        }
+    }
+    assert!(made.iter().all(|a| twins.iter().all(|b| a.name_any() != b.name_any())));
     let mut sources: Vec<String> = made.iter().map(|s| s.data["spec"]["source"]["persistentVolumeClaimName"].as_str().unwrap_or("").to_owned()).collect();
     sources.sort();
     assert_eq!(sources, ["data-db-0", "data-db-1"]);
@@ -524,6 +408,15 @@ async fn snapshot_policies_create_volume_snapshots_or_say_the_api_is_missing() {
     })
     .await;
     wait_policy(&ns, "snap", "Ready", condition_is("Ready", "True", "Scheduled")).await;
+    // Deleting the twin takes its snapshots and leaves this policy's alone.
+    policies.delete("snap-twin", &Default::default()).await.expect("delete twin");
+    poll("the twin's snapshots garbage-collected", LIMIT, || async {
+        snapshots.list(&ListParams::default().labels("backup-policy=snap-twin")).await.expect("list").items.is_empty().then_some(())
+    })
+    .await;
+    for s in &made {
+        assert!(snapshots.get_opt(&s.name_any()).await.expect("get").is_some(), "{} survives", s.name_any());
+    }
     crds.delete(crd_name, &Default::default()).await.expect("remove crd");
     ns.delete().await;
 }

@@ -38,7 +38,7 @@ async fn builtins_describe_themselves() {
     let rt = runtime();
     let tar = load(&rt, BuiltinStrategy::Tar).await;
     assert_eq!(tar.description.name, "tar");
-    assert_eq!(tar.description.actions, vec![Action::Backup, Action::Restore, Action::Prune]);
+    assert_eq!(tar.description.actions, vec![Action::Backup, Action::Restore, Action::Prune, Action::Verify]);
     assert!(tar.description.config_schema.contains("compression"));
     let snap = load(&rt, BuiltinStrategy::Snapshot).await;
     assert_eq!(snap.description.name, "snapshot");
@@ -48,28 +48,27 @@ async fn builtins_describe_themselves() {
 }
 
 #[tokio::test]
-async fn tar_plans_a_verified_archive_per_namespace_policy_pvc_and_run() {
+async fn tar_plans_a_verified_archive_per_run_inside_the_pvc_directory() {
     let rt = runtime();
     let tar = load(&rt, BuiltinStrategy::Tar).await;
     let plan = rt.plan_backup(tar.clone(), None, backup_request("{}")).await.expect("plan");
     let Plan::Job(job) = &plan else { panic!("tar plans a job: {plan:?}") };
     assert_eq!(job.image, "busybox:latest");
-    assert_eq!(job.artifact_location, "prod/db-backup/data-db-0/20261129t010000z.tar.gz");
-    assert_eq!(job.verification, Verification::Sha256File("prod/db-backup/data-db-0/20261129t010000z.tar.gz.sha256".into()));
+    assert_eq!(job.artifact_location, "20261129t010000z.tar.gz", "relative to the run's own directory");
+    assert_eq!(job.verification, Verification::Sha256File("20261129t010000z.tar.gz.sha256".into()));
     let data = job.mounts.iter().find(|m| m.volume == "data").expect("data mount");
     assert!(data.read_only, "data is read-only for a backup");
     assert_eq!(job.command[..2], ["/bin/sh".to_string(), "-c".to_string()]);
     assert!(job.command[2].contains("sha256sum -c"), "the job verifies its checksum");
     assert!(job.command[2].contains("mv \"$partial\" \"$final\""), "written under a temporary name, then renamed");
+    assert!(job.command[2].contains("/dev/termination-log"), "the job reports size and digest");
     assert_eq!(env(&plan, "TAR_COMPRESS"), "z");
 
-    // Another PVC, another run, another namespace: another path.
+    // Another run: another file.
     let mut other = backup_request("{}");
-    other.pvc = pvc("data-db-1", VolumeMode::Filesystem);
     other.policy.scheduled_stamp = "20261129t010100z".into();
-    other.policy.namespace = "staging".into();
     let Plan::Job(other_job) = rt.plan_backup(tar.clone(), None, other).await.expect("plan") else { panic!() };
-    assert_eq!(other_job.artifact_location, "staging/db-backup/data-db-1/20261129t010100z.tar.gz");
+    assert_eq!(other_job.artifact_location, "20261129t010100z.tar.gz");
 
     let uncompressed = rt.plan_backup(tar.clone(), None, backup_request(r#"{"compression":"none","exclude":["lost+found"]}"#)).await.expect("plan");
     assert_eq!(env(&uncompressed, "TAR_COMPRESS"), "");
@@ -92,7 +91,7 @@ async fn tar_refuses_block_volumes_and_bad_config_through_the_contract() {
 }
 
 #[tokio::test]
-async fn tar_plans_restore_and_prune_of_its_own_artifacts_only() {
+async fn tar_plans_restore_prune_and_verify_of_plain_artifact_names_only() {
     let rt = runtime();
     let tar = load(&rt, BuiltinStrategy::Tar).await;
     let request = |artifact: &str| ArtifactRequest {
@@ -100,7 +99,7 @@ async fn tar_plans_restore_and_prune_of_its_own_artifacts_only() {
         pvc: pvc("data-db-0", VolumeMode::Filesystem),
         artifact: artifact.into(),
     };
-    let artifact = "prod/db-backup/data-db-0/20261129t010000z.tar.gz";
+    let artifact = "20261129t010000z.tar.gz";
     let Plan::Job(restore) = rt.plan_restore(tar.clone(), None, request(artifact)).await.expect("restore plan") else { panic!() };
     assert!(restore.mounts.iter().any(|m| m.volume == "data" && !m.read_only), "restore writes into data");
     let script = &restore.command[2];
@@ -111,8 +110,14 @@ async fn tar_plans_restore_and_prune_of_its_own_artifacts_only() {
     let Plan::Job(prune) = rt.plan_prune(tar.clone(), None, request(artifact)).await.expect("prune plan") else { panic!() };
     assert!(prune.mounts.iter().all(|m| m.volume == "backup"), "prune touches only the backup volume");
 
-    let err = rt.plan_prune(tar.clone(), None, request("prod/other/data-db-0/x.tar.gz")).await.unwrap_err();
-    assert!(matches!(err, Error::PluginPlanFailed { .. }), "{err}");
+    let Plan::Job(verify) = rt.plan_verify(tar.clone(), None, request(artifact)).await.expect("verify plan") else { panic!() };
+    assert!(verify.mounts.iter().all(|m| m.volume == "backup" && m.read_only), "verify only reads the backup volume");
+    assert!(verify.command[2].contains("sha256sum -c") && verify.command[2].contains("report false"), "a damaged artifact is reported");
+
+    for bad in ["../data-db-1/x.tar.gz", "prod/other/data-db-0/x.tar.gz"] {
+        let err = rt.plan_prune(tar.clone(), None, request(bad)).await.unwrap_err();
+        assert!(matches!(err, Error::PluginPlanFailed { .. }), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -122,9 +127,7 @@ async fn snapshot_plans_a_volume_snapshot_with_the_configured_class() {
     let plan = rt.plan_backup(snap.clone(), None, backup_request(r#"{"snapshotClass":"csi-hostpath-snapclass"}"#)).await.expect("plan");
     let Plan::VolumeSnapshot(s) = plan else { panic!("snapshot plans a VolumeSnapshot: {plan:?}") };
     assert_eq!(s.snapshot_class.as_deref(), Some("csi-hostpath-snapclass"));
-    assert_eq!(s.name, "db-backup-data-db-0-20261129t010000z");
-    assert!(s.labels.iter().any(|l| l.name == "backup-policy" && l.value == "db-backup"));
-    assert!(s.labels.iter().any(|l| l.name == "pvc" && l.value == "data-db-0"));
+    assert!(s.labels.is_empty(), "the host names and labels the snapshot: {:?}", s.labels);
 
     let Plan::VolumeSnapshot(default_class) = rt.plan_backup(snap.clone(), None, backup_request("")).await.expect("plan") else { panic!() };
     assert_eq!(default_class.snapshot_class, None);
@@ -133,7 +136,7 @@ async fn snapshot_plans_a_volume_snapshot_with_the_configured_class() {
     assert!(matches!(err, Error::PluginConfigInvalid { .. }), "{err}");
 
     let unsupported = rt
-        .plan_restore(snap.clone(), None, ArtifactRequest { policy: policy(""), pvc: pvc("data-db-0", VolumeMode::Filesystem), artifact: s.name })
+        .plan_restore(snap.clone(), None, ArtifactRequest { policy: policy(""), pvc: pvc("data-db-0", VolumeMode::Filesystem), artifact: "db-backup-data-db-0-29401260".into() })
         .await
         .unwrap_err();
     assert!(matches!(unsupported, Error::PluginUnsupported { action: "restore", .. }), "{unsupported}");

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use backup_operator::Error;
 use backup_operator::render::{JobContext, render_job};
+use backup_operator::runs::storage_dir;
 use backup_operator::strategy::bindings::types::{ArtifactRequest, Plan, VolumeMode};
 use backup_operator::strategy::builtin::BuiltinStrategy;
 use backup_operator::strategy::source::PluginLocation;
@@ -64,19 +65,22 @@ async fn run_job(ns: &TestNamespace, job: &Job) -> bool {
     job.status.and_then(|s| s.succeeded).unwrap_or(0) == 1
 }
 
+/// A Job of the policy db-backup: it sees the source PVC's (data-db-0's) directory of the backup
+/// claim, and mounts `pvc` as data.
 fn context(ns: &TestNamespace, name: &str, pvc: &str, data_writable: bool) -> JobContext {
     JobContext {
         name: name.into(),
         namespace: ns.name.clone(),
-        policy: "db-backup".into(),
-        pvc: pvc.into(),
+        labels: BTreeMap::from([("backup-policy".to_owned(), "db-backup".to_owned())]),
+        annotations: BTreeMap::new(),
+        data_claim: pvc.into(),
         storage_claim: "backup-storage".into(),
+        backup_sub_path: storage_dir(&ns.name, "db-backup", "data-db-0"),
         owner: None,
-        scheduled_time: "2026-11-29T01:00:00Z".into(),
-        plugin: "tar".into(),
         backoff_limit: 0,
         active_deadline_seconds: Some(300),
         data_writable,
+        node: None,
     }
 }
 
@@ -125,10 +129,11 @@ async fn tar_backup_verifies_on_disk_and_restores_only_from_a_sound_archive() {
     let Plan::Job(backup) = plan else { panic!("tar plans a job") };
     assert!(run_job(&ns, &render_job(&context(&ns, "backup-1", "data-db-0", false), &backup)).await, "backup job succeeded");
 
-    // The archive and its checksum are on disk where the plan said, and nothing partial is left.
-    let artifact = backup_dir.join(&backup.artifact_location);
-    let artifact_dir = artifact.parent().expect("artifact dir");
-    assert_eq!(artifact_dir, backup_dir.join(format!("{}/db-backup/data-db-0", ns.name)));
+    // The archive and its checksum are on disk where the plan said, inside the PVC's own
+    // directory, and nothing partial is left.
+    let artifact_dir = backup_dir.join(storage_dir(&ns.name, "db-backup", "data-db-0"));
+    let artifact = artifact_dir.join(&backup.artifact_location);
+    let artifact_dir = artifact_dir.as_path();
     let mut names: Vec<String> = std::fs::read_dir(artifact_dir).expect("ls").map(|e| e.expect("e").file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["20261129t010000z.tar.gz", "20261129t010000z.tar.gz.sha256"]);

@@ -31,6 +31,7 @@ pub enum PlanPurpose {
     Backup,
     Restore,
     Prune,
+    Verify,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,7 +50,7 @@ pub enum PlanViolation {
     SecretEnv(String),
     #[error("volume {0:?} is not one of the logical volumes data, backup, scratch")]
     UnknownVolume(String),
-    #[error("the data volume must be mounted read-only to back up or prune")]
+    #[error("the data volume must be mounted read-only to back up, prune or verify")]
     DataWritable,
     #[error("mount path {0:?} must be absolute, without '..', and used once")]
     BadMountPath(String),
@@ -63,7 +64,7 @@ pub enum PlanViolation {
     PlanTooLarge { size: usize, max: usize },
     #[error("env name {0:?} is not a valid environment variable name")]
     BadEnvName(String),
-    #[error("artifact location {0:?} must be a relative path inside the backup volume, without '..'")]
+    #[error("artifact location {0:?} must be a relative path inside the run's own backup directory, without '..'")]
     BadArtifactLocation(String),
     #[error("{what} {value:?} is not a valid Kubernetes {kind}")]
     BadName { what: &'static str, value: String, kind: &'static str },
@@ -83,6 +84,7 @@ pub fn check_plan(plan: &Plan, purpose: PlanPurpose, policy: &PlanPolicy) -> Res
             PlanPurpose::Backup => check_snapshot(snapshot),
             PlanPurpose::Restore => Err(PlanViolation::SnapshotCannot("restore")),
             PlanPurpose::Prune => Err(PlanViolation::SnapshotCannot("prune")),
+            PlanPurpose::Verify => Err(PlanViolation::SnapshotCannot("verify")),
         },
     }
 }
@@ -151,9 +153,6 @@ fn check_job(job: &JobPlan, purpose: PlanPurpose, policy: &PlanPolicy) -> Result
 }
 
 fn check_snapshot(snapshot: &SnapshotPlan) -> Result<(), PlanViolation> {
-    if !is_dns_label(&snapshot.name) {
-        return Err(PlanViolation::BadName { what: "snapshot name", value: snapshot.name.clone(), kind: "name (DNS-1123 label)" });
-    }
     if let Some(class) = &snapshot.snapshot_class
         && !is_dns_subdomain(class)
     {
@@ -194,8 +193,7 @@ pub fn plan_size(plan: &Plan) -> usize {
                 + job.artifact_location.len()
         }
         Plan::VolumeSnapshot(s) => {
-            s.name.len()
-                + s.snapshot_class.as_ref().map_or(0, String::len)
+            s.snapshot_class.as_ref().map_or(0, String::len)
                 + s.labels.iter().map(|l| l.name.len() + l.value.len()).sum::<usize>()
         }
     }
@@ -294,6 +292,7 @@ mod tests {
             ("huge command", |j| j.args = vec!["x".repeat(20_000)], PlanViolation::CommandTooLarge { size: 20_000 + "/bin/sh".len() + "-c".len() + "true".len(), max: 16 * 1024 }),
             ("bad env", |j| j.env[0].name = "1X".into(), PlanViolation::BadEnvName("1X".into())),
             ("absolute artifact", |j| j.artifact_location = "/etc/x".into(), PlanViolation::BadArtifactLocation("/etc/x".into())),
+            ("sibling artifact", |j| j.artifact_location = "../data-db-1/x".into(), PlanViolation::BadArtifactLocation("../data-db-1/x".into())),
             ("escaping artifact", |j| j.artifact_location = "a/../../x".into(), PlanViolation::BadArtifactLocation("a/../../x".into())),
         ];
         for (what, edit, want) in cases {
@@ -329,22 +328,17 @@ mod tests {
 
     #[test]
     fn snapshot_plans_need_valid_names() {
-        let plan = |name: &str, class: Option<&str>, label: (&str, &str)| {
+        let plan = |class: Option<&str>, label: (&str, &str)| {
             Plan::VolumeSnapshot(SnapshotPlan {
                 snapshot_class: class.map(Into::into),
-                name: name.into(),
                 labels: vec![KeyValue { name: label.0.into(), value: label.1.into() }],
             })
         };
         let p = PlanPolicy::default();
-        assert_eq!(check_plan(&plan("db-data-0-1", Some("csi.snap"), ("pvc", "data-0")), PlanPurpose::Backup, &p), Ok(()));
-        assert!(check_plan(&plan("Bad_Name", None, ("pvc", "x")), PlanPurpose::Backup, &p).is_err());
-        assert!(check_plan(&plan("ok", Some("UPPER"), ("pvc", "x")), PlanPurpose::Backup, &p).is_err());
-        assert!(check_plan(&plan("ok", None, ("pvc", "-x")), PlanPurpose::Backup, &p).is_err());
-        assert!(check_plan(&plan(&"a".repeat(64), None, ("pvc", "x")), PlanPurpose::Backup, &p).is_err());
-        assert_eq!(
-            check_plan(&plan("ok", None, ("pvc", "x")), PlanPurpose::Restore, &p),
-            Err(PlanViolation::SnapshotCannot("restore"))
-        );
+        assert_eq!(check_plan(&plan(Some("csi.snap"), ("team", "data-0")), PlanPurpose::Backup, &p), Ok(()));
+        assert!(check_plan(&plan(Some("UPPER"), ("team", "x")), PlanPurpose::Backup, &p).is_err());
+        assert!(check_plan(&plan(None, ("team", "-x")), PlanPurpose::Backup, &p).is_err());
+        assert!(check_plan(&plan(None, ("bad key!", "x")), PlanPurpose::Backup, &p).is_err());
+        assert_eq!(check_plan(&plan(None, ("team", "x")), PlanPurpose::Restore, &p), Err(PlanViolation::SnapshotCannot("restore")));
     }
 }

@@ -5,11 +5,16 @@
 //! - [`check`]: the host's check of every plan before it reaches the cluster.
 //! - [`builtin`]: the `tar` and `snapshot` strategies embedded in the operator.
 //! - [`source`]: where custom plugins come from (ConfigMaps, the plugin directory).
+//! - [`resolve`]: a policy's plugin, config and limits.
 
 pub mod bindings;
 pub mod builtin;
 pub mod check;
+pub mod resolve;
 pub mod runtime;
 pub mod source;
+
+/// The WIT package this host implements (`wit/strategy.wit`).
+pub const WIT_PACKAGE: &str = "backup:strategy@0.2.0";
 
 pub use runtime::{Plugin, PluginLimits, RuntimeConfig, StrategyRuntime};

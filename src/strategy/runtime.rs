@@ -232,18 +232,36 @@ impl StrategyRuntime {
             return Ok(Arc::new(renamed));
         }
         let component = self.compile(&id, bytes)?;
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| Error::PluginIncompatible { plugin: id.clone(), message: format!("{e:#}") })?;
-        let pre = BackupStrategyPre::new(instance_pre)
-            .map_err(|e| Error::PluginIncompatible { plugin: id.clone(), message: format!("{e:#}") })?;
+        let incompatible = |e: wasmtime::Error| Error::PluginIncompatible {
+            plugin: id.clone(),
+            found: self.contract_of(&component),
+            message: truncate(format!("{e:#}"), MAX_MESSAGE_BYTES),
+        };
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(incompatible)?;
+        let pre = BackupStrategyPre::new(instance_pre).map_err(incompatible)?;
         let limits = self.limits(None);
         let description = self.call_raw(&id, &pre, limits, |b, store| b.backup_strategy_strategy().call_describe(store))?;
         let plugin = Arc::new(Plugin { id, description, pre });
         self.remember(&digest, &plugin);
         Ok(plugin)
+    }
+
+    /// Which version of the contract a component was built for, from the names of what it
+    /// imports and exports (`backup:strategy/strategy@0.1.0`, say).
+    fn contract_of(&self, component: &Component) -> String {
+        let ty = component.component_type();
+        let names: Vec<String> = ty
+            .exports(&self.inner.engine)
+            .map(|(name, _)| name.to_owned())
+            .chain(ty.imports(&self.inner.engine).map(|(name, _)| name.to_owned()))
+            .collect();
+        names
+            .iter()
+            .find_map(|n| n.strip_prefix("backup:strategy/").and_then(|rest| rest.split_once('@')).map(|(_, v)| format!("backup:strategy@{v}")))
+            .unwrap_or_else(|| {
+                let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+                format!("another contract (exports and imports: {})", if shown.is_empty() { "none".into() } else { shown.join(", ") })
+            })
     }
 
     fn cached(&self, digest: &str) -> Option<Arc<Plugin>> {
@@ -347,6 +365,7 @@ impl StrategyRuntime {
                     super::bindings::types::Action::Backup => "backup",
                     super::bindings::types::Action::Restore => "restore",
                     super::bindings::types::Action::Prune => "prune",
+                    super::bindings::types::Action::Verify => "verify",
                 },
             },
         })
@@ -391,6 +410,10 @@ impl StrategyRuntime {
         self.plan_blocking(plugin, limits, PlanPurpose::Prune, |b, store| b.backup_strategy_strategy().call_plan_prune(store, request))
     }
 
+    pub fn plan_verify_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
+        self.plan_blocking(plugin, limits, PlanPurpose::Verify, |b, store| b.backup_strategy_strategy().call_plan_verify(store, request))
+    }
+
     pub async fn validate_config(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, config: String) -> Result<()> {
         let this = self.clone();
         self.run_blocking(move || this.validate_config_blocking(&plugin, limits.as_ref(), &config)).await
@@ -409,6 +432,11 @@ impl StrategyRuntime {
     pub async fn plan_prune(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: ArtifactRequest) -> Result<Plan> {
         let this = self.clone();
         self.run_blocking(move || this.plan_prune_blocking(&plugin, limits.as_ref(), &request)).await
+    }
+
+    pub async fn plan_verify(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: ArtifactRequest) -> Result<Plan> {
+        let this = self.clone();
+        self.run_blocking(move || this.plan_verify_blocking(&plugin, limits.as_ref(), &request)).await
     }
 
     /// Runs wasm off the async workers, at most `max_concurrency` calls at once.

@@ -9,6 +9,7 @@ pub fn policy(config: &str) -> PolicyInfo {
         namespace: "prod".into(),
         scheduled_time: "2026-11-29T01:00:00Z".into(),
         scheduled_stamp: "20261129t010000z".into(),
+        run_name: "db-backup-data-db-0-29401260".into(),
         backup_image: "busybox:latest".into(),
         storage_claim: "backup-storage".into(),
         retention_count: 7,

@@ -32,22 +32,26 @@ mod component {
 
         fn plan_backup(request: BackupRequest) -> Result<Plan, PlanError> {
             let config = crate::plan::parse_config(&request.policy.config).map_err(PlanError::InvalidConfig)?;
-            let p = crate::plan::plan_backup(&request.policy.name, &request.pvc.name, &request.policy.scheduled_stamp, &config);
+            let p = crate::plan::plan_backup(&config);
             Ok(Plan::VolumeSnapshot(SnapshotPlan {
                 snapshot_class: p.class,
-                name: p.name,
                 labels: p.labels.into_iter().map(|(name, value)| KeyValue { name, value }).collect(),
             }))
         }
 
-        // Restoring is a new PVC with the snapshot as its dataSource, and pruning deletes the
-        // VolumeSnapshot: neither is a plan this contract version can express yet.
+        // Restoring is a new PVC with the snapshot as its dataSource, and the host deletes the
+        // VolumeSnapshot itself when retention drops it: neither is a Job plan.
         fn plan_restore(_request: ArtifactRequest) -> Result<Plan, PlanError> {
             Err(PlanError::Unsupported(Action::Restore))
         }
 
         fn plan_prune(_request: ArtifactRequest) -> Result<Plan, PlanError> {
             Err(PlanError::Unsupported(Action::Prune))
+        }
+
+        // A snapshot is verified by the snapshotter's readyToUse; there is no file to re-read.
+        fn plan_verify(_request: ArtifactRequest) -> Result<Plan, PlanError> {
+            Err(PlanError::Unsupported(Action::Verify))
         }
     }
 

@@ -1,7 +1,7 @@
 //! The snapshot strategy's planning logic in plain Rust, free of the WIT glue.
 
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use serde::Deserialize;
@@ -46,52 +46,20 @@ pub fn parse_config(json: &str) -> Result<SnapshotConfig, String> {
     Ok(SnapshotConfig { snapshot_class: raw.snapshot_class })
 }
 
-/// 32-bit FNV-1a: a stable, dependency-free hash to keep shortened names unique.
-fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-}
-
-/// `<policy>-<pvc>-<stamp>`, shortened with a hash of the full name to fit 63 characters.
-pub fn snapshot_name(policy: &str, pvc: &str, stamp: &str) -> String {
-    const MAX: usize = 63;
-    let full = format!("{policy}-{pvc}-{stamp}");
-    if full.len() <= MAX {
-        return full;
-    }
-    let hash = format!("{:08x}", fnv1a(&full));
-    let keep = MAX - stamp.len() - hash.len() - 2;
-    let head: String = format!("{policy}-{pvc}").chars().take(keep).collect();
-    format!("{}-{hash}-{stamp}", head.trim_end_matches(['-', '.']))
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotPlan {
     pub class: Option<String>,
-    pub name: String,
+    /// Extra labels; the host adds the policy's own and names the snapshot after the run.
     pub labels: Vec<(String, String)>,
 }
 
-pub fn plan_backup(policy: &str, pvc: &str, stamp: &str, config: &SnapshotConfig) -> SnapshotPlan {
-    SnapshotPlan {
-        class: config.snapshot_class.clone(),
-        name: snapshot_name(policy, pvc, stamp),
-        labels: [("backup-policy", policy), ("pvc", pvc)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-    }
+pub fn plan_backup(config: &SnapshotConfig) -> SnapshotPlan {
+    SnapshotPlan { class: config.snapshot_class.clone(), labels: Vec::new() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_fit_and_stay_unique() {
-        assert_eq!(snapshot_name("db-backup", "data-db-0", "20261129t010000z"), "db-backup-data-db-0-20261129t010000z");
-        let long_a = snapshot_name(&"p".repeat(60), "data-db-0", "20261129t010000z");
-        let long_b = snapshot_name(&"p".repeat(60), "data-db-1", "20261129t010000z");
-        assert!(long_a.len() <= 63 && long_b.len() <= 63, "{long_a} {long_b}");
-        assert_ne!(long_a, long_b);
-        assert!(long_a.ends_with("-20261129t010000z"));
-    }
 
     #[test]
     fn config() {

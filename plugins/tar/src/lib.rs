@@ -6,7 +6,7 @@ pub mod plan;
 
 #[cfg(target_arch = "wasm32")]
 mod component {
-    use crate::plan::{self, Target};
+    use crate::plan::{self, ArtifactAction, Target};
 
     wit_bindgen::generate!({ path: "../../wit", world: "backup-strategy" });
 
@@ -18,8 +18,8 @@ mod component {
 
     struct Tar;
 
-    fn target<'a>(policy: &'a PolicyInfo, pvc: &'a PvcInfo) -> Target<'a> {
-        Target { namespace: &policy.namespace, policy: &policy.name, pvc: &pvc.name, image: &policy.backup_image }
+    fn target(policy: &PolicyInfo) -> Target<'_> {
+        Target { image: &policy.backup_image }
     }
 
     fn mount(volume: &str, path: &str, read_only: bool) -> Mount {
@@ -66,7 +66,7 @@ mod component {
                 name: "tar".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 summary: "tar archive of the PVC on the backup claim, checksummed and verified after writing".into(),
-                actions: vec![Action::Backup, Action::Restore, Action::Prune],
+                actions: vec![Action::Backup, Action::Restore, Action::Prune, Action::Verify],
                 config_schema: plan::CONFIG_SCHEMA.into(),
             }
         }
@@ -78,22 +78,24 @@ mod component {
         fn plan_backup(request: BackupRequest) -> Result<Plan, PlanError> {
             filesystem_only(&request.pvc)?;
             let config = plan::parse_config(&request.policy.config).map_err(PlanError::InvalidConfig)?;
-            let t = target(&request.policy, &request.pvc);
-            let job = plan::plan_backup(&t, &request.policy.scheduled_stamp, &config);
+            let job = plan::plan_backup(&target(&request.policy), &request.policy.scheduled_stamp, &config);
             Ok(job_plan(job, vec![mount("data", "/data", true), mount("backup", "/backup", false), mount("scratch", "/scratch", false)]))
         }
 
         fn plan_restore(request: ArtifactRequest) -> Result<Plan, PlanError> {
             filesystem_only(&request.pvc)?;
-            let t = target(&request.policy, &request.pvc);
-            let job = plan::plan_artifact_job(&t, &request.artifact, true).map_err(PlanError::Failed)?;
+            let job = plan::plan_artifact_job(&target(&request.policy), &request.artifact, ArtifactAction::Restore).map_err(PlanError::Failed)?;
             Ok(job_plan(job, vec![mount("data", "/data", false), mount("backup", "/backup", true)]))
         }
 
         fn plan_prune(request: ArtifactRequest) -> Result<Plan, PlanError> {
-            let t = target(&request.policy, &request.pvc);
-            let job = plan::plan_artifact_job(&t, &request.artifact, false).map_err(PlanError::Failed)?;
+            let job = plan::plan_artifact_job(&target(&request.policy), &request.artifact, ArtifactAction::Prune).map_err(PlanError::Failed)?;
             Ok(job_plan(job, vec![mount("backup", "/backup", false)]))
+        }
+
+        fn plan_verify(request: ArtifactRequest) -> Result<Plan, PlanError> {
+            let job = plan::plan_artifact_job(&target(&request.policy), &request.artifact, ArtifactAction::Verify).map_err(PlanError::Failed)?;
+            Ok(job_plan(job, vec![mount("backup", "/backup", true)]))
         }
     }
 

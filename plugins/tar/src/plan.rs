@@ -7,16 +7,15 @@ use alloc::vec::Vec;
 
 use serde::Deserialize;
 
-/// Backup: archive /data into a temporary name on /backup, verify the archive reads back whole,
-/// write its sha256, rename both into place, then check the renamed file against the checksum.
-/// Values arrive in the environment, never spliced into the script.
+/// Backup: archive /data into a temporary name on /backup (this PVC's own directory on the
+/// storage claim), verify the archive reads back whole, write its sha256, rename both into place,
+/// check the renamed file against the checksum, and report size and digest to the host through
+/// the termination message. Values arrive in the environment, never spliced into the script.
 pub const BACKUP_SCRIPT: &str = r#"set -eu
-dir="/backup/$BACKUP_DIR"
-final="$dir/$BACKUP_FILE"
-partial="$dir/.$BACKUP_FILE.partial"
+final="/backup/$BACKUP_FILE"
+partial="/backup/.$BACKUP_FILE.partial"
 sums="$final.sha256"
 trap 'rm -f "$partial" "$sums.partial"' EXIT
-mkdir -p "$dir"
 if [ -n "$BACKUP_EXCLUDES" ]; then
   printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
   tar -c${TAR_COMPRESS}f "$partial" -X /scratch/excludes -C /data .
@@ -31,8 +30,10 @@ sum=$(sha256sum "$partial" | cut -d' ' -f1)
 printf '%s  %s\n' "$sum" "$BACKUP_FILE" > "$sums.partial"
 mv "$partial" "$final"
 mv "$sums.partial" "$sums"
-cd "$dir" && sha256sum -c -s "$BACKUP_FILE.sha256"
-echo "backup verified: $final entries=$entries bytes=$(wc -c < "$final") sha256=$sum"
+cd /backup && sha256sum -c -s "$BACKUP_FILE.sha256"
+bytes=$(wc -c < "$final" | tr -d ' ')
+echo "backup verified: $BACKUP_FILE entries=$entries bytes=$bytes sha256=$sum"
+printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "$bytes" "$sum" > /dev/termination-log
 "#;
 
 /// Restore: verify the checksum and the archive's structure before touching /data, so that a
@@ -40,7 +41,7 @@ echo "backup verified: $final entries=$entries bytes=$(wc -c < "$final") sha256=
 pub const RESTORE_SCRIPT: &str = r#"set -eu
 artifact="/backup/$BACKUP_ARTIFACT"
 [ -f "$artifact" ] || { echo "artifact $BACKUP_ARTIFACT not found on the backup storage" >&2; exit 1; }
-cd "$(dirname "$artifact")" && sha256sum -c -s "$(basename "$artifact").sha256"
+cd /backup && sha256sum -c -s "$BACKUP_ARTIFACT.sha256"
 tar -t${TAR_COMPRESS}f "$artifact" > /dev/null
 tar -x${TAR_COMPRESS}f "$artifact" -C /data
 echo "restored $BACKUP_ARTIFACT into /data"
@@ -50,6 +51,22 @@ echo "restored $BACKUP_ARTIFACT into /data"
 pub const PRUNE_SCRIPT: &str = r#"set -eu
 rm -f "/backup/$BACKUP_ARTIFACT" "/backup/$BACKUP_ARTIFACT.sha256"
 echo "pruned $BACKUP_ARTIFACT"
+"#;
+
+/// Verify: the recorded checksum, then the archive's structure; any failure is reported as a
+/// corrupted artifact with the reason.
+pub const VERIFY_SCRIPT: &str = r#"set -u
+report() { printf '{"verified":%s,"message":"%s"}' "$1" "$2" > /dev/termination-log; }
+cd /backup || { report false "backup directory missing"; exit 1; }
+[ -f "$BACKUP_ARTIFACT" ] || { report false "artifact missing"; exit 1; }
+[ -f "$BACKUP_ARTIFACT.sha256" ] || { report false "checksum file missing"; exit 1; }
+sha256sum -c -s "$BACKUP_ARTIFACT.sha256" || { report false "sha256 does not match the recorded checksum"; exit 1; }
+if [ "$TAR_COMPRESS" = z ]; then gzip -t "$BACKUP_ARTIFACT" 2>/dev/null || { report false "gzip stream is damaged"; exit 1; }; fi
+tar -t${TAR_COMPRESS}f "$BACKUP_ARTIFACT" > /dev/null 2>&1 || { report false "tar listing failed"; exit 1; }
+sum=$(sha256sum "$BACKUP_ARTIFACT" | cut -d' ' -f1)
+bytes=$(wc -c < "$BACKUP_ARTIFACT" | tr -d ' ')
+echo "verified $BACKUP_ARTIFACT bytes=$bytes sha256=$sum"
+printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "$bytes" "$sum" > /dev/termination-log
 "#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,9 +148,6 @@ pub fn parse_config(json: &str) -> Result<TarConfig, String> {
 /// What a plan is for, as plain strings.
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
-    pub namespace: &'a str,
-    pub policy: &'a str,
-    pub pvc: &'a str,
     pub image: &'a str,
 }
 
@@ -142,7 +156,7 @@ pub struct TarJob {
     pub image: String,
     pub command: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// Path of the archive inside the backup volume.
+    /// Path of the archive inside the backup volume (the PVC's own directory).
     pub artifact: String,
     /// Path of its sha256 file inside the backup volume.
     pub checksum_file: String,
@@ -152,54 +166,53 @@ fn shell(script: &str) -> Vec<String> {
     ["/bin/sh", "-c", script].into_iter().map(ToString::to_string).collect()
 }
 
-/// The archive's directory inside the backup volume. Kubernetes names cannot contain '/', so
-/// namespace, policy and PVC can never collide; the stamp separates runs.
-pub fn artifact_dir(target: &Target<'_>) -> String {
-    format!("{}/{}/{}", target.namespace, target.policy, target.pvc)
-}
-
+/// The host mounts only this PVC's directory as /backup, so the archive needs no directory of its
+/// own: the stamp separates runs.
 pub fn plan_backup(target: &Target<'_>, stamp: &str, config: &TarConfig) -> TarJob {
-    let dir = artifact_dir(target);
     let file = format!("{stamp}.{}", config.compression.extension());
-    let artifact = format!("{dir}/{file}");
     TarJob {
         image: target.image.to_string(),
         command: shell(BACKUP_SCRIPT),
         env: vec_of(&[
-            ("BACKUP_DIR", &dir),
             ("BACKUP_FILE", &file),
             ("BACKUP_EXCLUDES", &config.exclude.join("\n")),
             ("TAR_COMPRESS", config.compression.tar_flag()),
         ]),
-        checksum_file: format!("{artifact}.sha256"),
-        artifact,
+        checksum_file: format!("{file}.sha256"),
+        artifact: file,
     }
 }
 
-/// Restores or prunes `artifact`, a path that an earlier backup plan returned. Pruning touches only
-/// this policy's and PVC's artifacts; a restore may read any artifact of the same namespace (into
-/// a clone, say), never another namespace's.
-pub fn plan_artifact_job(target: &Target<'_>, artifact: &str, restore: bool) -> Result<TarJob, String> {
-    let prefix = if restore { format!("{}/", target.namespace) } else { format!("{}/", artifact_dir(target)) };
-    let expected = if restore { format!("{}/<policy>/<pvc>/<stamp>.tar.gz", target.namespace) } else { format!("{prefix}<stamp>.tar.gz") };
-    let refuse = || format!("{artifact:?} is not a tar artifact this PVC may use (expected {expected})");
-    let rest = artifact.strip_prefix(&prefix).ok_or_else(refuse)?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    let depth = if restore { 3 } else { 1 };
-    if parts.len() != depth || parts.iter().any(|p| p.is_empty() || p.starts_with('.') || p.contains(['\n', '\0'])) {
+/// What an artifact job does with an earlier backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactAction {
+    Restore,
+    Prune,
+    Verify,
+}
+
+/// Restores, prunes or verifies `artifact`, a file name that an earlier backup plan returned,
+/// relative to the PVC's own directory.
+pub fn plan_artifact_job(target: &Target<'_>, artifact: &str, action: ArtifactAction) -> Result<TarJob, String> {
+    let refuse = || format!("{artifact:?} is not a tar artifact of this strategy (expected <stamp>.tar.gz or <stamp>.tar)");
+    if artifact.is_empty() || artifact.contains(['/', '\n', '\0', '"', '\\']) || artifact.starts_with('.') || artifact.len() > 255 {
         return Err(refuse());
     }
-    let name = parts[depth - 1];
-    let compression = if name.ends_with(".tar.gz") {
+    let compression = if artifact.ends_with(".tar.gz") {
         Compression::Gzip
-    } else if name.ends_with(".tar") {
+    } else if artifact.ends_with(".tar") {
         Compression::None
     } else {
         return Err(refuse());
     };
+    let script = match action {
+        ArtifactAction::Restore => RESTORE_SCRIPT,
+        ArtifactAction::Prune => PRUNE_SCRIPT,
+        ArtifactAction::Verify => VERIFY_SCRIPT,
+    };
     Ok(TarJob {
         image: target.image.to_string(),
-        command: shell(if restore { RESTORE_SCRIPT } else { PRUNE_SCRIPT }),
+        command: shell(script),
         env: vec_of(&[("BACKUP_ARTIFACT", artifact), ("TAR_COMPRESS", compression.tar_flag())]),
         checksum_file: format!("{artifact}.sha256"),
         artifact: artifact.to_string(),
@@ -215,7 +228,7 @@ mod tests {
     use super::*;
 
     fn target() -> Target<'static> {
-        Target { namespace: "prod", policy: "db-backup", pvc: "data-db-0", image: "busybox:latest" }
+        Target { image: "busybox:latest" }
     }
 
     #[test]
@@ -236,28 +249,27 @@ mod tests {
     }
 
     #[test]
-    fn backup_paths_separate_namespaces_policies_pvcs_and_runs() {
+    fn backups_are_named_by_their_stamp_inside_the_pvc_directory() {
         let job = plan_backup(&target(), "20261129t010000z", &TarConfig::default());
-        assert_eq!(job.artifact, "prod/db-backup/data-db-0/20261129t010000z.tar.gz");
-        assert_eq!(job.checksum_file, "prod/db-backup/data-db-0/20261129t010000z.tar.gz.sha256");
+        assert_eq!(job.artifact, "20261129t010000z.tar.gz");
+        assert_eq!(job.checksum_file, "20261129t010000z.tar.gz.sha256");
         assert!(job.env.contains(&("TAR_COMPRESS".into(), "z".into())));
+        assert!(job.command[2].contains("/dev/termination-log"), "the run reports size and digest");
         let other = plan_backup(&target(), "20261129t010100z", &TarConfig::default());
         assert_ne!(job.artifact, other.artifact);
     }
 
     #[test]
-    fn artifact_jobs_only_touch_this_pvcs_artifacts() {
+    fn artifact_jobs_only_take_a_plain_artifact_name() {
         let t = target();
-        let own = "prod/db-backup/data-db-0/20261129t010000z.tar.gz";
-        assert!(plan_artifact_job(&t, own, true).is_ok());
-        assert!(plan_artifact_job(&t, own, false).is_ok());
-        // A restore may clone another PVC's backup in the same namespace; a prune may not touch it.
-        let sibling = "prod/db-backup/data-db-1/20261129t010000z.tar.gz";
-        assert!(plan_artifact_job(&t, sibling, true).is_ok());
-        assert!(plan_artifact_job(&t, sibling, false).is_err());
-        for bad in ["staging/db-backup/data-db-0/x.tar.gz", "prod/db-backup/data-db-0/../../x.tar.gz", "prod/../x.tar.gz", "/etc/passwd", "", "prod/a/b/.x.tar.gz", "prod/a/b/x.zip"] {
-            assert!(plan_artifact_job(&t, bad, true).is_err(), "restore {bad}");
-            assert!(plan_artifact_job(&t, bad, false).is_err(), "prune {bad}");
+        for action in [ArtifactAction::Restore, ArtifactAction::Prune, ArtifactAction::Verify] {
+            assert!(plan_artifact_job(&t, "20261129t010000z.tar.gz", action).is_ok());
+            assert!(plan_artifact_job(&t, "20261129t010000z.tar", action).is_ok());
+            for bad in ["../x.tar.gz", "a/b.tar.gz", "/etc/passwd", "", ".x.tar.gz", "x.zip", "x\".tar"] {
+                assert!(plan_artifact_job(&t, bad, action).is_err(), "{action:?} {bad}");
+            }
         }
+        let verify = plan_artifact_job(&t, "a.tar.gz", ArtifactAction::Verify).unwrap();
+        assert!(verify.command[2].contains("sha256sum -c"));
     }
 }

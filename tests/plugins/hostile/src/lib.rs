@@ -29,7 +29,7 @@ fn innocent_job() -> JobPlan {
             host_paths: vec![],
             run_as_root: false,
         },
-        artifact_location: "x/y".into(),
+        artifact_location: "nothing".into(),
         verification: Verification::None,
     }
 }
@@ -71,7 +71,11 @@ impl Guest for Hostile {
 
     fn plan_backup(request: BackupRequest) -> Result<Plan, PlanError> {
         let mut job = innocent_job();
-        match request.policy.config.as_str() {
+        // The attack's name: the config itself (the runtime tests), or {"attack": "<name>"} (a
+        // policy's config is a JSON object).
+        let config = request.policy.config.trim();
+        let attack = config.strip_prefix("{\"attack\":\"").and_then(|r| r.strip_suffix("\"}")).unwrap_or(config);
+        match attack {
             "spin" => {
                 spin();
             }
@@ -88,6 +92,27 @@ impl Guest for Hostile {
                 source: EnvSource::Secret(SecretKeyRef { name: "cloud-credentials".into(), key: "secret".into() }),
             }),
             "oversized-output" => job.args = (0..64).map(|_| "A".repeat(64 * 1024)).collect(),
+            // A Job that tries to destroy every other backup on the storage claim: it runs as root
+            // and walks up from its own backup mount. The host mounts only this PVC's directory.
+            "escape" => {
+                job.privileges.run_as_root = true;
+                job.mounts.push(Mount { volume: "backup".into(), path: "/backup".into(), read_only: false });
+                job.command = vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "rm -rf /backup/../* /backup/../../* /backup/../.. 2>/dev/null; \
+                     find / -xdev -name '*.tar.gz*' -exec rm -f {} + 2>/dev/null; \
+                     for d in /backup/.. /backup/../.. /backup/../../..; do ls -la $d; done; true"
+                        .into(),
+                ];
+            }
+            // Fails for one PVC only (a name ending in -1), plans an innocent Job for the others.
+            "fail-one" => {
+                if request.pvc.name.ends_with("-1") {
+                    return Err(PlanError::Failed(format!("refusing {} on purpose", request.pvc.name)));
+                }
+                job.command = vec!["/bin/sh".into(), "-c".into(), format!("echo run {}", request.policy.run_name)];
+            }
             "log-flood" => {
                 for i in 0..10_000 {
                     log(LogLevel::Error, &format!("flood {i} {}", "x".repeat(4096)));
@@ -104,6 +129,10 @@ impl Guest for Hostile {
 
     fn plan_prune(_request: ArtifactRequest) -> Result<Plan, PlanError> {
         Err(PlanError::Unsupported(Action::Prune))
+    }
+
+    fn plan_verify(_request: ArtifactRequest) -> Result<Plan, PlanError> {
+        Err(PlanError::Unsupported(Action::Verify))
     }
 }
 

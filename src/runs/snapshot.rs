@@ -1,6 +1,6 @@
-//! Volume-snapshot plans as CSI `VolumeSnapshot` objects (snapshot.storage.k8s.io/v1), and the
-//! snapshots a policy made, observed as runs. The API comes from the CSI external-snapshotter's
-//! CRDs; a cluster without them gets a clear error instead of a Job.
+//! The VolumeSnapshot of a run (snapshot.storage.k8s.io/v1): named after the run by the host,
+//! observed as a run, deleted by retention (the CSI driver then frees its storage). The API comes
+//! from the CSI external-snapshotter's CRDs; a cluster without them gets a clear error instead.
 
 use std::collections::BTreeMap;
 
@@ -9,10 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
+use super::report::Report;
+use super::{
+    ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RESULT, ANNOTATION_RUN, ANNOTATION_SCHEDULED_TIME,
+    LABEL_PVC, RunKind, labels, selector,
+};
 use crate::api::RunStatus;
-use crate::decide::ObservedJob;
+use crate::decide::{ObservedRun, RunObject};
 use crate::error::{Error, Result};
-use crate::render::{ANNOTATION_PLUGIN, ANNOTATION_SCHEDULED_TIME, LABEL_POLICY, LABEL_PVC, policy_labels};
 use crate::strategy::bindings::types::SnapshotPlan;
 
 pub fn resource() -> ApiResource {
@@ -28,8 +32,8 @@ fn missing_api() -> Error {
 }
 
 /// The policy's snapshots, as runs; none when the cluster has no VolumeSnapshot API.
-pub async fn observe(client: &Client, namespace: &str, policy: &str, policy_uid: &str) -> Result<Vec<ObservedJob>> {
-    match api(client, namespace).list(&ListParams::default().labels(&format!("{LABEL_POLICY}={policy}"))).await {
+pub async fn observe(client: &Client, namespace: &str, policy_uid: &str) -> Result<Vec<ObservedRun>> {
+    match api(client, namespace).list(&ListParams::default().labels(&selector(policy_uid, RunKind::Backup))).await {
         Ok(list) => Ok(list
             .items
             .iter()
@@ -42,8 +46,8 @@ pub async fn observe(client: &Client, namespace: &str, policy: &str, policy_uid:
 }
 
 /// A snapshot as a run: Succeeded once the snapshotter reports `readyToUse`, Failed with its error.
-pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedJob> {
-    let pvc = snapshot.labels().get(LABEL_PVC)?.clone();
+pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
+    let pvc = snapshot.annotations().get(ANNOTATION_PVC).or_else(|| snapshot.labels().get(LABEL_PVC))?.clone();
     let parse = |s: &str| DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc));
     let scheduled = snapshot.annotations().get(ANNOTATION_SCHEDULED_TIME).and_then(|s| parse(s));
     let status = snapshot.data.get("status");
@@ -56,31 +60,44 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedJob> {
         (false, None) if status.is_some() => (RunStatus::Running, String::new()),
         (false, None) => (RunStatus::Pending, String::new()),
     };
-    Some(ObservedJob {
+    let restore_size = status.and_then(|s| s.get("restoreSize")).and_then(serde_json::Value::as_str).and_then(crate::quantity::parse_bytes);
+    Some(ObservedRun {
         name: snapshot.name_any(),
+        object: RunObject::Snapshot,
         pvc,
         scheduled,
         status: run_status,
         start: snapshot.metadata.creation_timestamp.as_ref().and_then(crate::api::from_time),
         completion: if ready { created.or(scheduled) } else { None },
-        message,
+        reason: (run_status == RunStatus::Failed).then(|| "SnapshotFailed".to_owned()),
+        message: super::report::bound(&message, super::report::MAX_MESSAGE_BYTES),
+        plugin: snapshot.annotations().get(ANNOTATION_PLUGIN).cloned(),
+        artifact: Some(snapshot.name_any()),
+        report: Some(Report { size_bytes: restore_size, verified: ready.then_some(true), ..Report::default() }),
+        recorded: snapshot.annotations().contains_key(ANNOTATION_RESULT),
+        verifies: true,
+        verify: None,
     })
 }
 
 pub struct SnapshotContext<'a> {
     pub namespace: &'a str,
     pub policy: &'a str,
+    pub policy_uid: &'a str,
+    /// The run's name, which the snapshot takes.
+    pub run: &'a str,
     pub pvc: &'a str,
     pub scheduled_time: &'a str,
     pub plugin: &'a str,
     pub owner: Option<OwnerReference>,
 }
 
-/// The VolumeSnapshot for a checked plan: the plan's name, class and labels, plus the policy's
-/// labels, the run's annotations and the owner reference, which the host sets.
+/// The VolumeSnapshot for a checked plan: named after the run, the plan's class and extra labels,
+/// plus the policy's labels, the run's annotations and the owner reference, which the host sets.
 pub fn render(ctx: &SnapshotContext<'_>, plan: &SnapshotPlan) -> serde_json::Value {
-    let mut labels: BTreeMap<String, String> = plan.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
-    labels.extend(policy_labels(ctx.policy, ctx.pvc));
+    let mut labels_: BTreeMap<String, String> = plan.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+    labels_.extend(labels(ctx.policy, ctx.policy_uid, Some(ctx.pvc), RunKind::Backup));
+    let labels = labels_;
     let mut spec = serde_json::json!({"source": {"persistentVolumeClaimName": ctx.pvc}});
     if let Some(class) = &plan.snapshot_class {
         spec["volumeSnapshotClassName"] = serde_json::json!(class);
@@ -89,10 +106,13 @@ pub fn render(ctx: &SnapshotContext<'_>, plan: &SnapshotPlan) -> serde_json::Val
         "apiVersion": "snapshot.storage.k8s.io/v1",
         "kind": "VolumeSnapshot",
         "metadata": {
-            "name": plan.name,
+            "name": ctx.run,
             "namespace": ctx.namespace,
             "labels": labels,
-            "annotations": {ANNOTATION_SCHEDULED_TIME: ctx.scheduled_time, ANNOTATION_PLUGIN: ctx.plugin},
+            "annotations": {
+                ANNOTATION_RUN: ctx.run, ANNOTATION_POLICY: ctx.policy, ANNOTATION_PVC: ctx.pvc,
+                ANNOTATION_SCHEDULED_TIME: ctx.scheduled_time, ANNOTATION_PLUGIN: ctx.plugin,
+            },
             "ownerReferences": ctx.owner.iter().collect::<Vec<_>>(),
         },
         "spec": spec,
@@ -103,6 +123,16 @@ pub async fn apply(client: &Client, namespace: &str, name: &str, snapshot: &serd
     match api(client, namespace).patch(name, &PatchParams::apply(field_manager), &Patch::Apply(snapshot)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Err(missing_api()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records a finished snapshot once (the host's own annotation, merged).
+pub async fn record(client: &Client, namespace: &str, name: &str) -> Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_RESULT: "{}"}}});
+    match api(client, namespace).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -135,7 +165,7 @@ mod tests {
     #[test]
     fn snapshot_states() {
         let cases = [
-            (serde_json::json!({"readyToUse": true, "creationTime": "2026-11-29T01:00:02Z"}), RunStatus::Succeeded),
+            (serde_json::json!({"readyToUse": true, "creationTime": "2026-11-29T01:00:02Z", "restoreSize": "1Gi"}), RunStatus::Succeeded),
             (serde_json::json!({"readyToUse": false, "error": {"message": "driver said no"}}), RunStatus::Failed),
             (serde_json::json!({"readyToUse": false}), RunStatus::Running),
             (serde_json::Value::Null, RunStatus::Pending),
@@ -151,13 +181,20 @@ mod tests {
         }
         let failed = observe_one(&snapshot(serde_json::json!({"error": {"message": "driver said no"}}))).expect("run");
         assert_eq!(failed.message, "driver said no");
+        let ready = observe_one(&snapshot(serde_json::json!({"readyToUse": true, "restoreSize": "1Gi"}))).expect("run");
+        assert_eq!(ready.report.and_then(|r| r.size_bytes), Some(1 << 30), "restoreSize is on the record");
     }
 
     #[test]
     fn rendering_adds_the_policy_labels_and_class() {
-        let ctx = SnapshotContext { namespace: "prod", policy: "p", pvc: "data-0", scheduled_time: "2026-11-29T01:00:00Z", plugin: "snapshot@x", owner: None };
-        let plan = SnapshotPlan { snapshot_class: Some("csi".into()), name: "p-data-0-x".into(), labels: vec![KeyValue { name: "team".into(), value: "db".into() }] };
+        let ctx = SnapshotContext {
+            namespace: "prod", policy: "p", policy_uid: "uid-1", run: "p-data-0-29401234", pvc: "data-0",
+            scheduled_time: "2026-11-29T01:00:00Z", plugin: "snapshot@x", owner: None,
+        };
+        let plan = SnapshotPlan { snapshot_class: Some("csi".into()), labels: vec![KeyValue { name: "team".into(), value: "db".into() }] };
         let v = render(&ctx, &plan);
+        assert_eq!(v["metadata"]["name"], "p-data-0-29401234", "the host names the snapshot after the run");
+        assert_eq!(v["metadata"]["labels"]["backup.example.com/policy-uid"], "uid-1");
         assert_eq!(v["spec"]["source"]["persistentVolumeClaimName"], "data-0");
         assert_eq!(v["spec"]["volumeSnapshotClassName"], "csi");
         assert_eq!(v["metadata"]["labels"]["backup-policy"], "p");

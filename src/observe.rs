@@ -1,0 +1,223 @@
+//! Observe: what the cluster says about one policy, as plain data for [`crate::decide`]. The only
+//! part of a reconcile that reads from the API server.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{BackupPolicy, RunStatus, from_time};
+use crate::decide::{self, Observed, ObservedPvc, ObservedRun, RunObject};
+use crate::error::{Error, Result};
+use crate::runs::{self, LABEL_KIND, LABEL_POLICY_UID, RunKind, backup_job, snapshot};
+use crate::strategy::bindings::types::{AccessMode, KeyValue, PvcInfo, VolumeMode};
+
+/// The finalizer that holds a policy with `deletionPolicy: Delete` until its backups are pruned.
+pub const FINALIZER: &str = "backup.example.com/prune-artifacts";
+
+/// What one reconcile sees: the plain data, and the PVC objects the planner describes.
+pub struct Observation {
+    pub observed: Observed,
+    pub pvcs: Vec<PersistentVolumeClaim>,
+}
+
+/// `matchLabels` and `matchExpressions` as a label selector query.
+pub fn selector_query(selector: &LabelSelector) -> Result<String> {
+    let mut parts: Vec<String> = selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            other => return Err(Error::InvalidSpec(format!("pvcSelector: unknown operator {other:?}"))),
+        });
+    }
+    Ok(parts.join(","))
+}
+
+fn access_modes(pvc: &PersistentVolumeClaim) -> Vec<String> {
+    pvc.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default()
+}
+
+/// A running pod (not one of the operator's own) that mounts the claim, and its node.
+fn mounted_by(pods: &[Pod], claim: &str) -> Option<(String, Option<String>)> {
+    pods.iter()
+        .filter(|p| !p.labels().contains_key(LABEL_KIND))
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .find(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.volumes.iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))
+            })
+        })
+        .map(|p| (p.name_any(), p.spec.as_ref().and_then(|s| s.node_name.clone())))
+}
+
+/// Runs recorded only in the status (their planning failed or they were refused).
+fn not_started(policy: &BackupPolicy) -> Vec<ObservedRun> {
+    let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().and_then(from_time);
+    policy
+        .status
+        .iter()
+        .flat_map(|s| &s.backup_history)
+        .filter(|r| r.not_started)
+        .map(|r| ObservedRun {
+            name: r.job_name.clone(),
+            object: RunObject::NotStarted,
+            pvc: r.pvc.clone(),
+            scheduled: time(&r.scheduled_time),
+            status: RunStatus::Failed,
+            start: time(&r.start_time),
+            completion: time(&r.completion_time),
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+            plugin: r.plugin.clone(),
+            recorded: true,
+            ..ObservedRun::default()
+        })
+        .collect()
+}
+
+pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool, now: DateTime<Utc>) -> Result<Observation> {
+    let ns = policy.namespace().ok_or_else(|| Error::InvalidSpec("BackupPolicy without a namespace".into()))?;
+    let name = policy.name_any();
+    let uid = policy.uid().unwrap_or_default();
+    let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+
+    let selector = selector_query(&policy.spec.pvc_selector)?;
+    let mut pvcs: Vec<PersistentVolumeClaim> = pvcs_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        .filter(|p| p.name_any() != policy.spec.backup_storage_claim)
+        .collect();
+    pvcs.sort_by_key(|p| p.name_any());
+    // A claim being deleted is as good as missing: a Job would keep it from ever going away.
+    let storage_claim_exists =
+        pvcs_api.get_opt(&policy.spec.backup_storage_claim).await?.is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+
+    let jobs: Vec<Job> = Api::<Job>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{LABEL_POLICY_UID}={uid}")))
+        .await?
+        .items
+        .into_iter()
+        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
+        .collect();
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let of_kind = |kind: RunKind| jobs.iter().filter(move |j| j.labels().get(LABEL_KIND).map(String::as_str) == Some(kind.label()));
+
+    let mut run_list: Vec<ObservedRun> = of_kind(RunKind::Backup).filter_map(backup_job::observe).collect();
+    backup_job::attach_pod_reports(&mut run_list, &pods);
+    if snapshots_api {
+        run_list.extend(snapshot::observe(client, &ns, &uid).await?);
+    }
+    let existing: Vec<String> = run_list.iter().map(|r| r.name.clone()).collect();
+    run_list.extend(not_started(policy).into_iter().filter(|r| !existing.contains(&r.name)));
+
+    let status = policy.status.clone().unwrap_or_default();
+    let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");
+    let resumed_at = decide::resumed_at(
+        suspended.and_then(|c| Some((c.status.as_str() == "True", from_time(&c.last_transition_time)?))),
+        policy.spec.suspend,
+        now,
+    );
+    let observed = Observed {
+        now,
+        namespace: ns,
+        policy: name,
+        spec: policy.spec.clone(),
+        created: policy.metadata.creation_timestamp.as_ref().and_then(from_time).unwrap_or(now),
+        last_schedule_time: status.last_schedule_time.as_ref().and_then(from_time),
+        last_verify_time: status.last_verify_time.as_ref().and_then(from_time),
+        resumed_at,
+        pvcs: pvcs
+            .iter()
+            .map(|p| {
+                let modes = access_modes(p);
+                ObservedPvc {
+                    name: p.name_any(),
+                    read_write_once: modes.iter().any(|m| m == "ReadWriteOnce"),
+                    read_write_once_pod: modes.iter().any(|m| m == "ReadWriteOncePod"),
+                    mounted_by: mounted_by(&pods, &p.name_any())
+                        .map(|(pod, node)| (pod, node.or_else(|| p.annotations().get("volume.kubernetes.io/selected-node").cloned()))),
+                }
+            })
+            .collect(),
+        storage_claim_exists,
+        runs: run_list,
+        prunes: of_kind(RunKind::Prune).map(|j| runs::observe_aux(j, &pods)).collect(),
+        verifies: of_kind(RunKind::Verify).map(|j| runs::observe_aux(j, &pods)).collect(),
+        cleanup: of_kind(RunKind::Cleanup).map(|j| runs::observe_aux(j, &pods)).next(),
+        deleting: policy.metadata.deletion_timestamp.is_some(),
+        has_finalizer: policy.finalizers().iter().any(|f| f == FINALIZER),
+    };
+    Ok(Observation { observed, pvcs })
+}
+
+/// A PVC as the planner sees it.
+pub fn pvc_info(pvc: &PersistentVolumeClaim) -> PvcInfo {
+    let spec = pvc.spec.clone().unwrap_or_default();
+    let status = pvc.status.clone().unwrap_or_default();
+    PvcInfo {
+        name: pvc.name_any(),
+        namespace: pvc.namespace().unwrap_or_default(),
+        labels: pvc.labels().iter().map(|(k, v)| KeyValue { name: k.clone(), value: v.clone() }).collect(),
+        storage_class: spec.storage_class_name.clone(),
+        capacity_bytes: status.capacity.as_ref().and_then(|c| c.get("storage")).and_then(|q| crate::quantity::parse_bytes(&q.0)),
+        access_modes: spec
+            .access_modes
+            .iter()
+            .flatten()
+            .filter_map(|m| match m.as_str() {
+                "ReadWriteOnce" => Some(AccessMode::ReadWriteOnce),
+                "ReadOnlyMany" => Some(AccessMode::ReadOnlyMany),
+                "ReadWriteMany" => Some(AccessMode::ReadWriteMany),
+                "ReadWriteOncePod" => Some(AccessMode::ReadWriteOncePod),
+                _ => None,
+            })
+            .collect(),
+        volume_mode: if spec.volume_mode.as_deref() == Some("Block") { VolumeMode::Block } else { VolumeMode::Filesystem },
+        node_name: pvc.annotations().get("volume.kubernetes.io/selected-node").cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_become_queries() {
+        let s: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"app": "db"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "skip", "operator": "DoesNotExist"}
+            ]
+        }))
+        .expect("selector");
+        assert_eq!(selector_query(&s).expect("query"), "app=db,tier in (a,b),!skip");
+        let bad: LabelSelector = serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "Near"}]})).expect("selector");
+        assert!(selector_query(&bad).is_err());
+    }
+
+    #[test]
+    fn a_running_pod_that_mounts_the_claim_is_found_with_its_node() {
+        let pod = |name: &str, phase: &str, claim: &str, ours: bool| -> Pod {
+            let labels = if ours { serde_json::json!({LABEL_KIND: "backup"}) } else { serde_json::json!({}) };
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"nodeName": "node-a", "containers": [], "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": claim}}]},
+                "status": {"phase": phase}
+            }))
+            .expect("pod")
+        };
+        let pods = vec![pod("done", "Succeeded", "data-0", false), pod("backup", "Running", "data-0", true), pod("db-0", "Running", "data-0", false)];
+        assert_eq!(mounted_by(&pods, "data-0"), Some(("db-0".into(), Some("node-a".into()))));
+        assert_eq!(mounted_by(&pods, "data-1"), None);
+    }
+}

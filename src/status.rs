@@ -1,0 +1,111 @@
+//! The policy's status: built from the decision and the runs as they stand after this reconcile
+//! (pure), and written through the status subresource with the operator's field manager.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{BackupPolicy, BackupPolicyStatus, to_time};
+use crate::decide::{self, ObservedRun, Readiness};
+use crate::error::{Classified, MAX_MESSAGE_BYTES};
+use crate::runs::report::bound;
+
+/// What the status says, as plain data.
+pub struct Summary<'a> {
+    pub namespace: &'a str,
+    pub policy: &'a str,
+    pub last_schedule_time: Option<DateTime<Utc>>,
+    pub last_verify_time: Option<DateTime<Utc>>,
+    pub next_schedule_time: Option<DateTime<Utc>>,
+    pub runs: &'a [ObservedRun],
+    pub readiness: Readiness,
+    /// A plugin or spec problem found outside any run (loading, config validation).
+    pub plugin_error: Option<Classified>,
+    pub suspended: bool,
+    pub generation: Option<i64>,
+    pub now: DateTime<Utc>,
+}
+
+/// Upserts a condition, keeping its transition time when its status does not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: bool, reason: &str, message: String, generation: Option<i64>, now: DateTime<Utc>) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let transition = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| to_time(now));
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message: bound(&message, MAX_MESSAGE_BYTES),
+        observed_generation: generation,
+        last_transition_time: transition,
+    });
+}
+
+/// The Ready condition: a problem with the plugin or the spec first, then what the runs say.
+pub fn ready(s: &Summary<'_>) -> (bool, String, String) {
+    if let Some(e) = &s.plugin_error {
+        return (false, e.reason.to_owned(), e.message.clone());
+    }
+    match s.readiness.not_ready {
+        Some(not_ready) => (false, s.readiness.reason.clone().unwrap_or_else(|| not_ready.reason().to_owned()), s.readiness.message.clone()),
+        None => (true, "Scheduled".to_owned(), s.readiness.message.clone()),
+    }
+}
+
+pub fn build(previous: &BackupPolicyStatus, s: &Summary<'_>) -> BackupPolicyStatus {
+    let mut conditions = previous.conditions.clone();
+    let (is_ready, reason, message) = ready(s);
+    set_condition(&mut conditions, "Ready", is_ready, &reason, message, s.generation, s.now);
+    let (suspended_reason, suspended_message) =
+        if s.suspended { ("Suspended", "spec.suspend is true: no new runs") } else { ("Active", "runs start on schedule") };
+    set_condition(&mut conditions, "Suspended", s.suspended, suspended_reason, suspended_message.into(), s.generation, s.now);
+    BackupPolicyStatus {
+        last_schedule_time: s.last_schedule_time.map(to_time),
+        last_successful_time: decide::last_success(s.runs).map(to_time),
+        next_schedule_time: s.next_schedule_time.map(to_time),
+        last_verify_time: s.last_verify_time.map(to_time),
+        backup_history: decide::history(s.namespace, s.policy, s.runs),
+        conditions,
+        observed_generation: s.generation,
+    }
+}
+
+/// Writes the status when it changed.
+pub async fn write(client: &Client, policy: &BackupPolicy, status: &BackupPolicyStatus) -> crate::Result<()> {
+    if Some(status) == policy.status.as_ref() {
+        return Ok(());
+    }
+    let api: Api<BackupPolicy> = Api::namespaced(client.clone(), &policy.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "backup.example.com/v1alpha1",
+        "kind": "BackupPolicy",
+        "status": status,
+    });
+    api.patch_status(&policy.name_any(), &PatchParams::apply(crate::controller::FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::from_time;
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_unchanged() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-29T00:00:00Z").expect("t").with_timezone(&Utc);
+        let t1 = t0 + chrono::Duration::minutes(5);
+        let mut c = Vec::new();
+        set_condition(&mut c, "Ready", true, "Scheduled", "ok".into(), Some(1), t0);
+        set_condition(&mut c, "Ready", true, "Scheduled", "still ok".into(), Some(2), t1);
+        assert_eq!((c.len(), from_time(&c[0].last_transition_time), c[0].message.as_str()), (1, Some(t0), "still ok"));
+        set_condition(&mut c, "Ready", false, "BackupFailed", "no".into(), Some(2), t1);
+        assert_eq!((c[0].status.as_str(), from_time(&c[0].last_transition_time)), ("False", Some(t1)));
+        set_condition(&mut c, "Ready", false, "BackupFailed", "x".repeat(5000), Some(2), t1);
+        assert!(c[0].message.len() <= MAX_MESSAGE_BYTES, "messages are bounded");
+    }
+}
