@@ -11,6 +11,7 @@ tests/cluster/cluster-up.sh
 export BACKUP_OPERATOR_REQUIRE_CLUSTER=1
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+export BACKUP_OPERATOR_MEASUREMENTS="$work/measurements"
 # The built-in planners' own unit tests, natively (their components are tested through the host).
 cargo test --locked --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1 | tee "$work/plugins.log"
 cargo test --locked --no-run --message-format=json-render-diagnostics "$@" > "$work/build.json"
@@ -38,6 +39,10 @@ for log in "$work"/test-*.log; do
   echo "=== ${log##*/test-}"
   cat "$log"
 done
+if [ -s "$work/measurements" ]; then
+  echo "=== measured by the tests"
+  cat "$work/measurements"
+fi
 # One closing line for all the test binaries above.
 cat "$work/plugins.log" "$work"/test-*.log | awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed\n", p, f}'
 exit "$failed"

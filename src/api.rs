@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
     shortname = "bp",
     namespaced,
     status = "BackupPolicyStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.backupStrategy"}"#,
     printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,
@@ -69,10 +71,20 @@ pub struct BackupPolicySpec {
     #[serde(default = "default_backoff_limit")]
     #[schemars(range(min = 0, max = 100))]
     pub backoff_limit: i32,
-    /// Seconds a backup Job may run before Kubernetes stops it and the run counts as failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds a backup Job may run before Kubernetes stops it and the run counts as failed
+    /// (default 6 hours), so that a hung run never blocks the next ones for good.
+    #[serde(default = "default_active_deadline_seconds", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 2592000))]
     pub active_deadline_seconds: Option<i64>,
+    /// Seconds a run may take to get its pod running (refused by admission, an image that cannot
+    /// be pulled, a pod that cannot be scheduled) before the operator fails it with that cause.
+    #[serde(default = "default_start_timeout_seconds")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub start_timeout_seconds: i64,
+    /// The user and groups a policy's Jobs run as, instead of the strategy's choice. With it the
+    /// Jobs run as that user with no added capabilities, which Pod Security `restricted` allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<RunAs>,
     /// The custom plugin (`backupStrategy: custom`), or config and limits for a built-in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginSpec>,
@@ -125,6 +137,29 @@ fn default_backup_storage_claim() -> String {
 }
 fn default_backoff_limit() -> i32 {
     1
+}
+fn default_active_deadline_seconds() -> Option<i64> {
+    Some(6 * 3600)
+}
+fn default_start_timeout_seconds() -> i64 {
+    600
+}
+
+/// Who a policy's Jobs run as.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunAs {
+    /// The user ID (not 0: this is for backups that do not need root).
+    #[schemars(range(min = 1, max = 2147483647))]
+    pub run_as_user: i64,
+    /// The primary group ID (default: the user ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_group: Option<i64>,
+    /// The supplemental group that owns the volumes (where the volume type supports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub fs_group: Option<i64>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Default)]
@@ -218,7 +253,7 @@ pub struct BackupPolicyStatus {
     pub conditions: Vec<Condition>,
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 9223372036854775807i64))]
+    #[schemars(range(min = 0, max = 9007199254740991i64))]
     pub observed_generation: Option<i64>,
 }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim};
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -53,17 +53,6 @@ impl Context {
         Context { client, runtime, plugin_dir, namespace, snapshots_api, recorder, failures: Mutex::default() }
     }
 
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        match &self.namespace {
-            Some(ns) => Api::namespaced(self.client.clone(), ns),
-            None => Api::all(self.client.clone()),
-        }
-    }
-
     /// A watch of only the objects' metadata, retried with backoff.
     fn metadata_watch<K>(&self, config: watcher::Config) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
     where
@@ -86,10 +75,17 @@ pub async fn has_snapshot_api(client: &Client) -> bool {
 /// Runs the controller until SIGTERM/SIGINT. Every trigger is a metadata watch with backoff: an
 /// API that goes away (a CRD deleted) is retried calmly, never in a hot loop.
 pub async fn run(ctx: Arc<Context>) {
-    let policies: Api<BackupPolicy> = ctx.api();
+    // Policies are watched untyped and parsed one by one in their reconcile: one object that does
+    // not parse (written under a looser CRD, say) gets a status of its own instead of failing the
+    // whole watch list, and every other policy keeps running.
+    let policy_type = ApiResource::erase::<BackupPolicy>(&());
+    let policies: Api<DynamicObject> = match &ctx.namespace {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &policy_type),
+        None => Api::all_with(ctx.client.clone(), &policy_type),
+    };
     let children = watcher::Config::default().labels(LABEL_POLICY_UID);
     let jobs = ctx.metadata_watch::<Job>(children.clone());
-    let mut controller = Controller::new(policies, watcher::Config::default()).owns_stream(jobs);
+    let mut controller = Controller::new_with(policies, watcher::Config::default(), policy_type.clone()).owns_stream(jobs);
     // Snapshot readiness shows on the policy at once, like a Job's completion.
     if ctx.snapshots_api {
         let resource = snapshot::resource();
@@ -106,25 +102,27 @@ pub async fn run(ctx: Arc<Context>) {
     }
     let store = controller.store();
     let pvc_store = store.clone();
+    let pvc_type = policy_type.clone();
     let pvcs = ctx.metadata_watch::<PersistentVolumeClaim>(watcher::Config::default());
     let config_maps = ctx.metadata_watch::<ConfigMap>(watcher::Config::default());
     controller
         // A PVC appearing, binding or going away changes what the namespace's policies back up.
         .watches_stream(pvcs, move |pvc| {
             let ns = pvc.namespace();
-            pvc_store.state().into_iter().filter(move |p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p))
+            let dyntype = pvc_type.clone();
+            pvc_store.state().into_iter().filter(move |p| p.namespace() == ns).map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
         })
         // A new plugin version in a ConfigMap is picked up at once.
         .watches_stream(config_maps, move |cm| {
             let (ns, name) = (cm.namespace(), cm.name_any());
+            let dyntype = policy_type.clone();
             store
                 .state()
                 .into_iter()
                 .filter(move |p| {
-                    p.namespace() == ns
-                        && p.spec.plugin.as_ref().and_then(|pl| pl.config_map_ref.as_ref()).is_some_and(|r| r.name == name)
+                    p.namespace() == ns && p.data.pointer("/spec/plugin/configMapRef/name").and_then(|v| v.as_str()) == Some(name.as_str())
                 })
-                .map(|p| ObjectRef::from_obj(&*p))
+                .map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -137,7 +135,7 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(policy: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
     let n = ctx.failures.lock().map(|mut f| {
         let n = f.entry(key).or_insert(0);
@@ -163,8 +161,16 @@ struct Target<'a> {
 
 impl Target<'_> {
     async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(bound(&note, MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
-        if let Err(e) = self.ctx.recorder.publish(&event, &self.reference).await {
+        let note = bound(&note, MAX_MESSAGE_BYTES);
+        // kube's recorder names an event `<object>.<nanos>`, too long for an object name near the
+        // 253-character limit: such events are written directly, with a shortened name.
+        let result = if self.name.len() > 200 {
+            long_name_event(self, type_, reason, &note).await
+        } else {
+            let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+            self.ctx.recorder.publish(&event, &self.reference).await
+        };
+        if let Err(e) = result {
             tracing::warn!(policy = %self.name, "publishing event {reason}: {e}");
         }
     }
@@ -185,7 +191,63 @@ impl Target<'_> {
     }
 }
 
-async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
+async fn long_name_event(t: &Target<'_>, type_: EventType, reason: &str, note: &str) -> std::result::Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    let now = Utc::now();
+    let event: K8sEvent = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{}.{:x}", runs::label_value(&t.name), now.timestamp_nanos_opt().unwrap_or_default()), "namespace": t.ns},
+        "eventTime": now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "reason": reason,
+        "note": note,
+        "action": "Reconcile",
+        "type": match type_ { EventType::Normal => "Normal", EventType::Warning => "Warning" },
+        "regarding": t.reference,
+        "reportingController": FIELD_MANAGER,
+        "reportingInstance": FIELD_MANAGER,
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<K8sEvent>::namespaced(t.ctx.client.clone(), &t.ns).create(&Default::default(), &event).await.map(|_| ())
+}
+
+/// Parses the policy, or says on the object itself why it cannot be read.
+async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
+    let parsed = serde_json::to_value(&*object).and_then(serde_json::from_value::<BackupPolicy>);
+    match parsed {
+        Ok(policy) => reconcile_policy(Arc::new(policy), ctx).await,
+        Err(e) => {
+            unreadable(&object, &ctx, &e.to_string()).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// A policy the operator cannot parse: `Ready=False InvalidSpec` with the parser's words, and a
+/// Warning event; nothing else is done for it until its spec changes.
+async fn unreadable(object: &DynamicObject, ctx: &Context, problem: &str) -> Result<()> {
+    let now = Utc::now();
+    let name = object.name_any();
+    let message = format!("the operator cannot read this policy's spec ({problem}); fix the spec (for example a number out of range)");
+    tracing::warn!(policy = %name, "{message}");
+    let mut conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> =
+        object.data.pointer("/status/conditions").and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default();
+    let generation = object.metadata.generation;
+    status::set_condition(&mut conditions, "Ready", false, "InvalidSpec", message.clone(), generation, now);
+    let resource = ApiResource::erase::<BackupPolicy>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &object.namespace().unwrap_or_default(), &resource);
+    let patch = serde_json::json!({
+        "apiVersion": resource.api_version, "kind": resource.kind,
+        "status": {"conditions": conditions, "observedGeneration": generation},
+    });
+    let reference = object.object_ref(&resource);
+    let event = Event { type_: EventType::Warning, reason: "InvalidSpec".into(), note: Some(bound(&message, MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(policy = %name, "publishing event InvalidSpec: {e}");
+    }
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    Ok(())
+}
+
+async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
     let now = Utc::now();
     let target = Target {
         policy: &policy,
@@ -372,6 +434,15 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
         t.event(EventType::Warning, "TooManyMissedRuns", format!("{} scheduled runs were missed; only the most recent one starts", d.missed)).await;
     }
 
+    for f in &d.fail_stuck {
+        match runs::fail_stuck_job(&t.ctx.client, &t.ns, &f.run, &f.cause, f.elapsed_seconds).await {
+            Ok(()) => {
+                let reason = f.cause.split(':').next().unwrap_or("RunStuck");
+                t.event(EventType::Warning, reason, format!("{}: run {} failed after {} s without starting: {}", f.pvc, f.run, f.elapsed_seconds, f.cause)).await;
+            }
+            Err(e) => out.transient(e),
+        }
+    }
     prune(t, observation, d, plugin.as_ref().ok(), &mut out).await;
     verify(t, observation, d, plugin.as_ref().ok(), &mut out).await;
     finalize(t, d, &mut out).await;
@@ -385,6 +456,7 @@ fn clone_error(e: &Error) -> Error {
         Error::PluginSource(m) => Error::PluginSource(m.clone()),
         Error::Runtime(m) => Error::Runtime(m.clone()),
         Error::InvalidSpec(m) => Error::InvalidSpec(m.clone()),
+        Error::InvalidSelector(m) => Error::InvalidSelector(m.clone()),
         Error::SnapshotApiMissing => Error::SnapshotApiMissing,
         Error::PluginTooLarge { plugin, size, max } => Error::PluginTooLarge { plugin: plugin.clone(), size: *size, max: *max },
         Error::PluginDigestMismatch { name, expected, actual } => {
@@ -489,6 +561,7 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                     backoff_limit: t.policy.spec.backoff_limit,
                     active_deadline_seconds: t.policy.spec.active_deadline_seconds,
                     node: new.node.clone(),
+                    run_as: t.policy.spec.pod_security_context.clone(),
                 },
                 &job_plan,
             );
@@ -569,6 +642,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                             plugin: &plugin_label,
                             storage_claim: &t.policy.spec.backup_storage_claim,
                             owner: t.policy.controller_owner_ref(&()),
+                            run_as: t.policy.spec.pod_security_context.clone(),
                         };
                         prune_job::apply(&t.ctx.client, &t.ns, &prune_job::render(&child, &plan)).await
                     }
@@ -626,6 +700,7 @@ async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin:
                     plugin: &plugin_label,
                     storage_claim: &t.policy.spec.backup_storage_claim,
                     owner: t.policy.controller_owner_ref(&()),
+                    run_as: t.policy.spec.pod_security_context.clone(),
                 };
                 verify_job::apply(&t.ctx.client, &t.ns, &verify_job::render(&child, &plan)).await
             }
@@ -671,6 +746,7 @@ async fn finalize(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
                 &t.policy.spec.backup_image,
                 &t.policy.spec.backup_storage_claim,
                 t.policy.controller_owner_ref(&()),
+                t.policy.spec.pod_security_context.clone(),
             );
             cleanup_job::apply(&t.ctx.client, &t.ns, &job).await
         }

@@ -56,6 +56,8 @@ pub struct ObservedRun {
     /// Whether the plan verifies what it wrote (a plan with `verification: none` does not).
     pub verifies: bool,
     pub verify: Option<VerifyRecord>,
+    /// Why a run that has not finished is not getting anywhere (its pods or Job events say).
+    pub stuck: Option<crate::runs::stuck::Stuck>,
 }
 
 impl ObservedRun {
@@ -104,6 +106,8 @@ pub struct Observed {
     pub resumed_at: Option<DateTime<Utc>>,
     pub pvcs: Vec<ObservedPvc>,
     pub storage_claim_exists: bool,
+    /// The storage claim exists but is being deleted (so it counts as missing).
+    pub storage_claim_deleting: bool,
     pub runs: Vec<ObservedRun>,
     pub prunes: Vec<ObservedAux>,
     pub verifies: Vec<ObservedAux>,
@@ -124,6 +128,8 @@ pub enum NotReady {
     BackupFailed,
     BackupCorrupted,
     PruneFailed,
+    /// A run cannot start; the readiness reason names why (PodRejected, ImageError, ...).
+    RunStuck,
 }
 
 impl NotReady {
@@ -136,6 +142,7 @@ impl NotReady {
             NotReady::BackupFailed => "BackupFailed",
             NotReady::BackupCorrupted => "BackupCorrupted",
             NotReady::PruneFailed => "PruneFailed",
+            NotReady::RunStuck => "RunStuck",
         }
     }
 }
@@ -178,6 +185,16 @@ pub struct VerifyStart {
     pub job: String,
 }
 
+/// A run that could not start within `startTimeoutSeconds`: the host fails it with its cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailStuck {
+    pub run: String,
+    pub pvc: String,
+    /// `<reason>: <message>`.
+    pub cause: String,
+    pub elapsed_seconds: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyDone {
     pub run: String,
@@ -212,6 +229,7 @@ pub struct Decision {
     pub prune_failed: Vec<(String, String)>,
     pub verify_start: Vec<VerifyStart>,
     pub verify_done: Vec<VerifyDone>,
+    pub fail_stuck: Vec<FailStuck>,
     pub last_verify_time: Option<DateTime<Utc>>,
     pub add_finalizer: bool,
     pub finalize: Option<Finalize>,
@@ -318,6 +336,9 @@ fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRun {
     };
     let message = match (&r.verify, r.status) {
         (Some(v), RunStatus::Succeeded) if !v.verified => format!("corrupted: {}", v.message),
+        (_, RunStatus::Pending | RunStatus::Running) if r.stuck.is_some() => {
+            r.stuck.as_ref().map(|st| format!("{}: {}", st.reason, st.message)).unwrap_or_default()
+        }
         (_, RunStatus::Succeeded) if r.object == RunObject::Job => match (verified, &artifact) {
             (Some(true), Some(a)) => format!("written and verified: {a}"),
             (_, Some(a)) => format!("written, unverified: {a}"),
@@ -332,7 +353,7 @@ fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRun {
         start_time: r.start.map(to_time),
         completion_time: r.completion.map(to_time),
         status: r.status,
-        reason: r.reason.clone(),
+        reason: r.reason.clone().or_else(|| r.stuck.as_ref().map(|st| st.reason.to_owned())),
         message,
         plugin: r.plugin.clone(),
         artifact: if succeeded { artifact } else { None },
@@ -377,6 +398,7 @@ fn empty(observed: &Observed) -> Decision {
         prune_failed: Vec::new(),
         verify_start: Vec::new(),
         verify_done: Vec::new(),
+        fail_stuck: Vec::new(),
         last_verify_time: observed.last_verify_time,
         add_finalizer: false,
         finalize: None,
@@ -568,24 +590,53 @@ pub fn decide(observed: &Observed) -> Decision {
     d.prune = steps;
     d.prune_failed = failed;
     let next_verify = verification(observed, &mut d);
+    let next_stuck = stuck_runs(observed, &mut d);
 
     let newest_run = observed.runs.iter().filter_map(|r| r.scheduled).max();
     d.last_schedule_time = observed.last_schedule_time.max(newest_run);
     d.next_schedule_time = if spec.suspend { None } else { when.next };
     d.missed = when.missed;
     d.skipped_past_deadline = when.skipped_past_deadline;
-    d.requeue_at = if spec.suspend { None } else { [when.next, next_verify].into_iter().flatten().min() };
+    d.requeue_at = match (spec.suspend, next_stuck) {
+        (true, stuck) => stuck,
+        (false, stuck) => [when.next, next_verify, stuck].into_iter().flatten().min(),
+    };
     d
+}
+
+/// Runs stuck past `startTimeoutSeconds` are failed with their cause; the earliest moment another
+/// one will be is when to look again.
+fn stuck_runs(observed: &Observed, d: &mut Decision) -> Option<DateTime<Utc>> {
+    let timeout = chrono::Duration::seconds(observed.spec.start_timeout_seconds.max(1));
+    let mut next: Option<DateTime<Utc>> = None;
+    for run in observed.runs.iter().filter(|r| matches!(r.status, RunStatus::Pending | RunStatus::Running)) {
+        let (Some(stuck), Some(start)) = (&run.stuck, run.start) else { continue };
+        let deadline = start + timeout;
+        if observed.now >= deadline {
+            d.fail_stuck.push(FailStuck {
+                run: run.name.clone(),
+                pvc: run.pvc.clone(),
+                cause: format!("{}: {}", stuck.reason, stuck.message),
+                elapsed_seconds: (observed.now - start).num_seconds(),
+            });
+        } else {
+            next = Some(next.map_or(deadline, |n| n.min(deadline)));
+        }
+    }
+    next
 }
 
 /// Whether backups are working, from the runs as they stand after this reconcile.
 pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(String, String)]) -> Readiness {
     let not_ready = |reason, message: String| Readiness { not_ready: Some(reason), reason: None, message };
     if !observed.storage_claim_exists {
-        return not_ready(
-            NotReady::BackupStorageMissing,
-            format!("PersistentVolumeClaim {:?} (spec.backupStorageClaim) does not exist in this namespace", observed.spec.backup_storage_claim),
-        );
+        let claim = &observed.spec.backup_storage_claim;
+        let message = if observed.storage_claim_deleting {
+            format!("PersistentVolumeClaim {claim:?} (spec.backupStorageClaim) is being deleted: no run starts against it, so that it can go; create it again or point spec.backupStorageClaim elsewhere")
+        } else {
+            format!("PersistentVolumeClaim {claim:?} (spec.backupStorageClaim) does not exist in this namespace")
+        };
+        return not_ready(NotReady::BackupStorageMissing, message);
     }
     if observed.pvcs.is_empty() {
         return not_ready(NotReady::NoMatchingPvcs, "no PersistentVolumeClaim in this namespace matches spec.pvcSelector".into());
@@ -604,6 +655,15 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
                 *entry = run;
             }
         }
+    }
+    // A run that cannot start says so at once, before its timeout fails it.
+    if let Some(run) = runs.iter().filter(|r| matches!(r.status, RunStatus::Pending | RunStatus::Running)).find(|r| r.stuck.is_some()) {
+        let stuck = run.stuck.clone().unwrap_or_else(|| crate::runs::stuck::Stuck { reason: "RunStuck", message: String::new() });
+        return Readiness {
+            not_ready: Some(NotReady::RunStuck),
+            reason: Some(stuck.reason.to_owned()),
+            message: format!("{} ({}) cannot start: {} (failed after spec.startTimeoutSeconds)", run.pvc, run.name, stuck.message),
+        };
     }
     let failed: Vec<&&ObservedRun> = latest.values().filter(|r| r.status == RunStatus::Failed).collect();
     if let Some(first) = failed.first() {
@@ -677,6 +737,7 @@ mod tests {
             resumed_at: None,
             pvcs: vec![pvc("data-db-0"), pvc("data-db-1")],
             storage_claim_exists: true,
+            storage_claim_deleting: false,
             runs: Vec::new(),
             prunes: Vec::new(),
             verifies: Vec::new(),
@@ -869,6 +930,9 @@ mod tests {
         let d = decide(&no_storage);
         assert_eq!((readiness(&no_storage, &[], &[]).not_ready, d.create.len(), d.due), (Some(NotReady::BackupStorageMissing), 0, None));
 
+        no_storage.storage_claim_deleting = true;
+        assert!(readiness(&no_storage, &[], &[]).message.contains("is being deleted"));
+
         let mut no_pvcs = observed("2026-11-29T00:01:05Z");
         no_pvcs.pvcs.clear();
         assert_eq!(readiness(&no_pvcs, &[], &[]).not_ready, Some(NotReady::NoMatchingPvcs));
@@ -947,6 +1011,25 @@ mod tests {
         o.runs = vec![run("a", "data-db-0", "2026-11-29T00:01:00Z", Succeeded)];
         let d = decide(&o);
         assert_eq!((d.finalize, d.prune.len()), (Some(Finalize::RemoveFinalizer), 0), "Retain keeps every backup");
+    }
+
+    #[test]
+    fn a_run_that_cannot_start_is_reported_then_failed_after_the_start_timeout() {
+        let mut o = observed("2026-11-29T00:01:30Z");
+        o.last_schedule_time = Some(t("2026-11-29T00:01:00Z"));
+        let stuck = crate::runs::stuck::Stuck { reason: "ImageError", message: "ErrImagePull: not found".into() };
+        o.runs = vec![ObservedRun { stuck: Some(stuck), recorded: false, ..run("r1", "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Pending) }];
+        let d = decide(&o);
+        assert!(d.fail_stuck.is_empty());
+        assert_eq!(d.requeue_at, Some(t("2026-11-29T00:02:00Z")));
+        let r = readiness(&o, &o.runs, &[]);
+        assert_eq!((r.not_ready, r.reason.as_deref()), (Some(NotReady::RunStuck), Some("ImageError")));
+        assert_eq!(history("prod", "db-backup", &o.runs)[0].reason.as_deref(), Some("ImageError"));
+
+        o.spec.start_timeout_seconds = 20;
+        let d = decide(&o);
+        assert_eq!(d.fail_stuck.len(), 1);
+        assert_eq!((d.fail_stuck[0].cause.as_str(), d.fail_stuck[0].elapsed_seconds), ("ImageError: ErrImagePull: not found", 30));
     }
 
     #[test]

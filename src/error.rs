@@ -66,6 +66,9 @@ pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
 
+    #[error("invalid spec.pvcSelector: {0}")]
+    InvalidSelector(String),
+
     #[error("the VolumeSnapshot API (snapshot.storage.k8s.io/v1) is not installed in this cluster: install the CSI external-snapshotter CRDs and a CSI driver with snapshot support, or use backupStrategy tar")]
     SnapshotApiMissing,
 
@@ -89,6 +92,7 @@ impl Error {
             | Error::PluginUnsupported { .. }
             | Error::PlanRefused { .. }
             | Error::InvalidSpec(_)
+            | Error::InvalidSelector(_)
             | Error::SnapshotApiMissing => true,
             Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
         }
@@ -109,6 +113,7 @@ impl Error {
             }
             Error::PlanRefused { .. } => "PlanRefused",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
             Error::PluginSource(_) => "PluginSource",
             Error::Runtime(_) => "Runtime",
@@ -135,6 +140,7 @@ impl Error {
             Error::PluginSource(_) => "PluginSource",
             Error::Runtime(_) => "Runtime",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
             Error::Kube(_) => "KubeApi",
         }
@@ -178,6 +184,7 @@ mod tests {
             (Error::PluginTrap { plugin: id(), message: "x".into() }, "PluginFailed", Retry::AwaitChange),
             (Error::PlanRefused { plugin: id(), violation: PlanViolation::Privileged }, "PlanRefused", Retry::AwaitChange),
             (Error::InvalidSpec("x".into()), "InvalidSpec", Retry::AwaitChange),
+            (Error::InvalidSelector("x".into()), "InvalidSelector", Retry::AwaitChange),
             (Error::SnapshotApiMissing, "SnapshotAPIMissing", Retry::AwaitChange),
             (Error::Runtime("x".into()), "Runtime", Retry::Backoff),
         ];

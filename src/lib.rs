@@ -13,6 +13,7 @@ pub mod quantity;
 pub mod render;
 pub mod runs;
 pub mod schedule;
+pub mod startup;
 pub mod status;
 pub mod strategy;
 

@@ -108,10 +108,10 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            // Without the CRD the watches could only fail and retry: say what is missing instead.
-            let policies: kube::Api<backup_operator::api::BackupPolicy> = kube::Api::all(client.clone());
-            if let Err(e) = policies.list(&kube::api::ListParams::default().limit(1)).await {
-                tracing::error!("cannot list BackupPolicies ({e}): is the CRD installed? `make install` or `kubectl apply -f config/crd/`");
+            // Without the CRD or the permission the watches could only fail and retry: say what is
+            // missing instead. An API server that is not up yet is waited for.
+            if let Err(e) = backup_operator::startup::check(&client, args.namespace.as_deref()).await {
+                tracing::error!("{e}");
                 return std::process::ExitCode::FAILURE;
             }
             let snapshots_api = controller::has_snapshot_api(&client).await;

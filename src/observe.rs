@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
@@ -11,8 +11,9 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::{BackupPolicy, RunStatus, from_time};
 use crate::decide::{self, Observed, ObservedPvc, ObservedRun, RunObject};
 use crate::error::{Error, Result};
-use crate::runs::{self, LABEL_KIND, LABEL_POLICY_UID, RunKind, backup_job, snapshot};
+use crate::runs::{self, LABEL_KIND, LABEL_POLICY_UID, RunKind, backup_job, snapshot, stuck};
 use crate::strategy::bindings::types::{AccessMode, KeyValue, PvcInfo, VolumeMode};
+use crate::strategy::check::{is_label_key, is_label_value};
 
 /// The finalizer that holds a policy with `deletionPolicy: Delete` until its backups are pruned.
 pub const FINALIZER: &str = "backup.example.com/prune-artifacts";
@@ -23,17 +24,37 @@ pub struct Observation {
     pub pvcs: Vec<PersistentVolumeClaim>,
 }
 
-/// `matchLabels` and `matchExpressions` as a label selector query.
+/// `matchLabels` and `matchExpressions` as a label selector query, checked as the API server
+/// checks a selector, so that a bad one is a condition on the policy rather than a failed list.
 pub fn selector_query(selector: &LabelSelector) -> Result<String> {
-    let mut parts: Vec<String> = selector.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    let bad = |m: String| Err(Error::InvalidSelector(crate::runs::report::bound(&m, 300)));
+    let mut parts = Vec::new();
+    for (k, v) in selector.match_labels.iter().flatten() {
+        if !is_label_key(k) {
+            return bad(format!("matchLabels key {k:?} is not a valid label key"));
+        }
+        if !is_label_value(v) {
+            return bad(format!("matchLabels value {v:?} of {k:?} is not a valid label value (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)"));
+        }
+        parts.push(format!("{k}={v}"));
+    }
     for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            "DoesNotExist" => format!("!{}", e.key),
-            other => return Err(Error::InvalidSpec(format!("pvcSelector: unknown operator {other:?}"))),
+        if !is_label_key(&e.key) {
+            return bad(format!("matchExpressions key {:?} is not a valid label key", e.key));
+        }
+        let values = e.values.clone().unwrap_or_default();
+        if let Some(v) = values.iter().find(|v| !is_label_value(v)) {
+            return bad(format!("matchExpressions value {v:?} of {:?} is not a valid label value", e.key));
+        }
+        let list = values.join(",");
+        parts.push(match (e.operator.as_str(), values.is_empty()) {
+            ("In", false) => format!("{} in ({list})", e.key),
+            ("NotIn", false) => format!("{} notin ({list})", e.key),
+            ("In" | "NotIn", true) => return bad(format!("operator {} on {:?} needs at least one value", e.operator, e.key)),
+            ("Exists", true) => e.key.clone(),
+            ("DoesNotExist", true) => format!("!{}", e.key),
+            ("Exists" | "DoesNotExist", false) => return bad(format!("operator {} on {:?} takes no values", e.operator, e.key)),
+            (other, _) => return bad(format!("unknown operator {other:?} on {:?} (In, NotIn, Exists, DoesNotExist)", e.key)),
         });
     }
     Ok(parts.join(","))
@@ -98,8 +119,9 @@ pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool
         .collect();
     pvcs.sort_by_key(|p| p.name_any());
     // A claim being deleted is as good as missing: a Job would keep it from ever going away.
-    let storage_claim_exists =
-        pvcs_api.get_opt(&policy.spec.backup_storage_claim).await?.is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+    let storage_claim = pvcs_api.get_opt(&policy.spec.backup_storage_claim).await?;
+    let storage_claim_deleting = storage_claim.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_some());
+    let storage_claim_exists = storage_claim.is_some() && !storage_claim_deleting;
 
     let jobs: Vec<Job> = Api::<Job>::namespaced(client.clone(), &ns)
         .list(&ListParams::default().labels(&format!("{LABEL_POLICY_UID}={uid}")))
@@ -113,6 +135,7 @@ pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool
 
     let mut run_list: Vec<ObservedRun> = of_kind(RunKind::Backup).filter_map(backup_job::observe).collect();
     backup_job::attach_pod_reports(&mut run_list, &pods);
+    attach_stuck_causes(client, &ns, &mut run_list, &pods).await?;
     if snapshots_api {
         run_list.extend(snapshot::observe(client, &ns, &uid).await?);
     }
@@ -149,6 +172,7 @@ pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool
             })
             .collect(),
         storage_claim_exists,
+        storage_claim_deleting,
         runs: run_list,
         prunes: of_kind(RunKind::Prune).map(|j| runs::observe_aux(j, &pods)).collect(),
         verifies: of_kind(RunKind::Verify).map(|j| runs::observe_aux(j, &pods)).collect(),
@@ -157,6 +181,23 @@ pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool
         has_finalizer: policy.finalizers().iter().any(|f| f == FINALIZER),
     };
     Ok(Observation { observed, pvcs })
+}
+
+/// Why unfinished runs are not getting anywhere. A run without pods has its Job's events read
+/// (admission refusals show only there); the others are judged by their pods.
+async fn attach_stuck_causes(client: &Client, ns: &str, runs: &mut [ObservedRun], pods: &[Pod]) -> Result<()> {
+    let events_api: Api<Event> = Api::namespaced(client.clone(), ns);
+    for run in runs.iter_mut().filter(|r| r.object == RunObject::Job && matches!(r.status, RunStatus::Pending | RunStatus::Running)) {
+        let has_pods = pods.iter().any(|p| p.labels().get("batch.kubernetes.io/job-name") == Some(&run.name));
+        let events = if has_pods {
+            Vec::new()
+        } else {
+            let fields = format!("involvedObject.kind=Job,involvedObject.name={}", run.name);
+            events_api.list(&ListParams::default().fields(&fields)).await?.items
+        };
+        run.stuck = stuck::cause(&run.name, pods, &events);
+    }
+    Ok(())
 }
 
 /// A PVC as the planner sees it.
@@ -201,8 +242,21 @@ mod tests {
         }))
         .expect("selector");
         assert_eq!(selector_query(&s).expect("query"), "app=db,tier in (a,b),!skip");
-        let bad: LabelSelector = serde_json::from_value(serde_json::json!({"matchExpressions": [{"key": "k", "operator": "Near"}]})).expect("selector");
-        assert!(selector_query(&bad).is_err());
+        let cases = [
+            (serde_json::json!({"matchExpressions": [{"key": "k", "operator": "Near"}]}), "unknown operator \"Near\""),
+            (serde_json::json!({"matchLabels": {"app": "my db"}}), "\"my db\" of \"app\" is not a valid label value"),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In"}]}), "needs at least one value"),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": []}]}), "needs at least one value"),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "Exists", "values": ["a"]}]}), "takes no values"),
+            (serde_json::json!({"matchLabels": {"bad key!": "x"}}), "not a valid label key"),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a,b"]}]}), "not a valid label value"),
+        ];
+        for (selector, want) in cases {
+            let s: LabelSelector = serde_json::from_value(selector.clone()).expect("selector");
+            let err = selector_query(&s).expect_err(&selector.to_string());
+            assert!(matches!(err, Error::InvalidSelector(_)), "{err}");
+            assert!(err.to_string().contains(want), "{selector}: {err}");
+        }
     }
 
     #[test]

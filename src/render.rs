@@ -17,8 +17,9 @@ use crate::strategy::bindings::types::{EnvSource, JobPlan, Verification};
 
 /// The user plugins run as when they do not need root: `nobody`.
 const NON_ROOT_UID: i64 = 65534;
-/// What root keeps when a plan needs it (reading and restoring files of every owner).
-const ROOT_CAPABILITIES: [&str; 4] = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER"];
+/// What root keeps when a plan needs it (reading and restoring files of every owner). All three
+/// are in Pod Security `baseline`'s allowed set (DAC_READ_SEARCH is not, and DAC_OVERRIDE covers it).
+const ROOT_CAPABILITIES: [&str; 3] = ["CHOWN", "DAC_OVERRIDE", "FOWNER"];
 const SCRATCH_SIZE: &str = "1Gi";
 /// Where a Job reports what it wrote (read by the host from the pod's status).
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
@@ -45,6 +46,8 @@ pub struct JobContext {
     pub data_writable: bool,
     /// Run on this node: a ReadWriteOnce claim is attached there.
     pub node: Option<String>,
+    /// The policy's `podSecurityContext`: run as this user, whatever the plan asks.
+    pub run_as: Option<crate::api::RunAs>,
 }
 
 fn verification_annotation(v: &Verification) -> String {
@@ -151,14 +154,20 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
         ..ResourceRequirements::default()
     });
 
-    let as_root = plan.privileges.run_as_root;
+    // The policy's user wins over the plan: a namespace that allows no root gets none.
+    let as_root = plan.privileges.run_as_root && ctx.run_as.is_none();
+    let (uid, gid, fs_group) = match &ctx.run_as {
+        Some(r) => (r.run_as_user, r.run_as_group.unwrap_or(r.run_as_user), r.fs_group),
+        None if as_root => (0, 0, None),
+        None => (NON_ROOT_UID, NON_ROOT_UID, Some(NON_ROOT_UID)),
+    };
     let container_security = SecurityContext {
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(!as_root),
-        run_as_user: Some(if as_root { 0 } else { NON_ROOT_UID }),
-        run_as_group: Some(if as_root { 0 } else { NON_ROOT_UID }),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".to_owned()]),
             add: as_root.then(|| ROOT_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
@@ -209,7 +218,7 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
                     host_pid: Some(false),
                     host_ipc: Some(false),
                     security_context: Some(PodSecurityContext {
-                        fs_group: (!as_root).then_some(NON_ROOT_UID),
+                        fs_group,
                         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
                         ..PodSecurityContext::default()
                     }),
@@ -244,6 +253,7 @@ mod tests {
             active_deadline_seconds: Some(3600),
             data_writable: false,
             node: None,
+            run_as: None,
         }
     }
 
@@ -325,6 +335,18 @@ mod tests {
         assert_eq!((sc.run_as_non_root, sc.run_as_user), (Some(false), Some(0)));
         assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_owned()]));
         assert_eq!(sc.capabilities.and_then(|c| c.add).map(|a| a.len()), Some(ROOT_CAPABILITIES.len()));
+    }
+
+    #[test]
+    fn the_policys_user_overrides_a_plan_that_asks_for_root() {
+        let run_as = crate::api::RunAs { run_as_user: 1000, run_as_group: None, fs_group: Some(2000) };
+        let job = render_job(&JobContext { run_as: Some(run_as), ..ctx() }, &plan(true, true));
+        let spec = pod(&job);
+        let sc = spec.containers[0].security_context.clone().expect("security context");
+        assert_eq!((sc.run_as_non_root, sc.run_as_user, sc.run_as_group), (Some(true), Some(1000), Some(1000)));
+        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.add.clone()), None, "no added capabilities: Pod Security restricted");
+        assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_owned()]));
+        assert_eq!(spec.security_context.as_ref().and_then(|s| s.fs_group), Some(2000));
     }
 
     #[test]

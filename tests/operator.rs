@@ -30,6 +30,8 @@ async fn wait_jobs(ns: &TestNamespace, policy: &str, n: usize) -> Vec<Job> {
 #[tokio::test]
 async fn the_api_server_rejects_invalid_specs() {
     let Some((_cluster, ns)) = setup("admission").await else { return };
+    // Nobody loosens the CRD while this test relies on its validation.
+    let _lock = crd_lock();
     let base = json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}});
     let with = |k: &str, v: serde_json::Value| {
         let mut s = base.clone();
@@ -43,6 +45,14 @@ async fn the_api_server_rejects_invalid_specs() {
         ("no schedule", json!({"pvcSelector": {"matchLabels": {"app": "db"}}})),
         ("no selector", json!({"schedule": "*/1 * * * *"})),
         ("bad sha256 pin", with("plugin", json!({"sha256": "abc"}))),
+        ("retention past u32", with("retentionCount", json!(4294967296u64))),
+        ("retention over the maximum", with("retentionCount", json!(1001))),
+        ("failed history over the maximum", with("failedJobsHistoryLimit", json!(4294967296u64))),
+        ("backoff limit past i32", with("backoffLimit", json!(4294967296u64))),
+        ("deadline over 30 days", with("activeDeadlineSeconds", json!(2592001))),
+        ("start timeout under 10 s", with("startTimeoutSeconds", json!(1))),
+        ("root as the policy's user", with("podSecurityContext", json!({"runAsUser": 0}))),
+        ("bad deletion policy", with("deletionPolicy", json!("Shred"))),
     ];
     for (i, (what, spec)) in cases.into_iter().enumerate() {
         match post_raw_policy(&ns, &format!("bad-{i}"), spec).await {

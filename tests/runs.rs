@@ -203,13 +203,22 @@ async fn retention_frees_archives_and_never_prunes_the_newest_success() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for dir in &dirs {
-        let files = listing(dir);
-        assert_eq!(files.len(), 4, "2 archives and their checksums per PVC after 5 runs: {files:?}");
-        assert_eq!(files.iter().filter(|f| f.ends_with(".sha256")).count(), 2, "{files:?}");
-    }
-    // History entries carry what was written: the same size and digest as on disk.
-    let recorded = wait_for_history_with_digests(&ns, "keep-two").await;
+    // A settled moment (between a prune finishing and the next run): what the history lists is what
+    // is on disk, 2 archives and their checksums per PVC.
+    let recorded = poll("history and disk agree", RUNS_LIMIT, || async {
+        let s = status(&ns, "keep-two").await;
+        let consistent = ["data-db-0", "data-db-1"].iter().zip(&dirs).all(|(pvc, dir)| {
+            let mut listed: Vec<String> = history(&s, pvc)
+                .iter()
+                .filter(|r| r.status == RunStatus::Succeeded && r.sha256.is_some())
+                .filter_map(|r| r.artifact.as_ref().and_then(|a| a.rsplit('/').next().map(str::to_owned)))
+                .collect();
+            listed.sort();
+            listed.len() == 2 && listed == archives(dir) && listing(dir).len() == 4
+        });
+        consistent.then_some(s)
+    })
+    .await;
     let lags: Vec<i64> = recorded
         .backup_history
         .iter()
@@ -228,7 +237,7 @@ async fn retention_frees_archives_and_never_prunes_the_newest_success() {
         .iter()
         .map(|p| (p.to_string(), history(&recorded, p).into_iter().find(|r| r.status == RunStatus::Succeeded).and_then(|r| r.artifact).expect("newest success")))
         .collect();
-    eprintln!("measured: scheduled minute -> verified history entry {lags:?} s; prune Jobs {prune_durations:?} s");
+    support::measured(&format!("scheduled minute -> verified history entry (s, per run): {lags:?}; prune Job durations (s): {prune_durations:?}"));
 
     // Now every run fails (busybox tar has no -X): three failures later the newest success is kept.
     ns.api::<BackupPolicy>()
@@ -256,15 +265,6 @@ async fn retention_frees_archives_and_never_prunes_the_newest_success() {
     let reasons = event_reasons(&cluster, &ns, "keep-two");
     assert!(reasons.contains("Pruned") && reasons.contains("RunSucceeded") && reasons.contains("RunFailed"), "{reasons}");
     ns.delete().await;
-}
-
-async fn wait_for_history_with_digests(ns: &TestNamespace, policy: &str) -> backup_operator::api::BackupPolicyStatus {
-    poll("history with sizes and digests", LIMIT, || async {
-        let s = status(ns, policy).await;
-        let ok = s.backup_history.iter().filter(|r| r.status == RunStatus::Succeeded).all(|r| r.sha256.is_some() && r.size_bytes.is_some());
-        ok.then_some(s)
-    })
-    .await
 }
 
 #[tokio::test]
@@ -301,7 +301,7 @@ async fn a_corrupted_archive_is_reported_by_the_next_verification() {
     assert!(entry.message.contains("sha256"), "the reason is on the entry: {entry:?}");
     assert!(event_reasons(&cluster, &ns, "checked").contains("BackupCorrupted"));
     let describe = support::kubectl(&cluster, &["-n", &ns.name, "describe", "bp", "checked"]);
-    eprintln!("kubectl describe bp checked:\n{describe}");
+    support::measured(&format!("kubectl describe bp for a corrupted archive:\n{describe}"));
     assert!(describe.contains("BackupCorrupted"), "{describe}");
     ns.delete().await;
 }

@@ -81,6 +81,7 @@ fn context(ns: &TestNamespace, name: &str, pvc: &str, data_writable: bool) -> Jo
         active_deadline_seconds: Some(300),
         data_writable,
         node: None,
+        run_as: None,
     }
 }
 

@@ -11,7 +11,8 @@ use kube::{Client, ResourceExt};
 use super::report;
 use super::{
     ANNOTATION_ARTIFACT, ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RESULT, ANNOTATION_RUN,
-    ANNOTATION_SCHEDULED_TIME, ANNOTATION_VERIFICATION, ANNOTATION_VERIFY_RESULT, LABEL_PVC, RunKind, job_state, parse_time,
+    ANNOTATION_SCHEDULED_TIME, ANNOTATION_STUCK, ANNOTATION_VERIFICATION, ANNOTATION_VERIFY_RESULT, LABEL_PVC, RunKind, job_state,
+    parse_time,
 };
 use crate::api::RunStatus;
 use crate::decide::{ObservedRun, RunObject, VerifyRecord};
@@ -23,7 +24,14 @@ use crate::strategy::bindings::types::JobPlan;
 pub fn observe(job: &Job) -> Option<ObservedRun> {
     let annotations = job.annotations();
     let pvc = annotations.get(ANNOTATION_PVC).or_else(|| job.labels().get(LABEL_PVC))?.clone();
-    let state = job_state(job);
+    let mut state = job_state(job);
+    // A run the host failed because it could not start: its cause, not DeadlineExceeded.
+    if state.status == RunStatus::Failed
+        && let Some((reason, message)) = annotations.get(ANNOTATION_STUCK).and_then(|s| s.split_once(": "))
+    {
+        state.reason = Some(reason.to_owned());
+        state.message = report::bound(&format!("{reason}: {message}"), report::MAX_MESSAGE_BYTES);
+    }
     let recorded = annotations.get(ANNOTATION_RESULT);
     Some(ObservedRun {
         name: job.name_any(),
@@ -41,6 +49,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         recorded: recorded.is_some(),
         verifies: annotations.get(ANNOTATION_VERIFICATION).is_some_and(|v| v != "none"),
         verify: annotations.get(ANNOTATION_VERIFY_RESULT).and_then(|v| verify_record_from_annotation(v)),
+        stuck: None,
     })
 }
 
@@ -74,6 +83,7 @@ pub struct BackupJob<'a> {
     pub backoff_limit: i32,
     pub active_deadline_seconds: Option<i64>,
     pub node: Option<String>,
+    pub run_as: Option<crate::api::RunAs>,
 }
 
 pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
@@ -96,6 +106,7 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
         active_deadline_seconds: b.active_deadline_seconds,
         data_writable: false,
         node: b.node.clone(),
+        run_as: b.run_as.clone(),
     };
     render_job(&ctx, plan)
 }

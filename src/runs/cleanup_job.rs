@@ -37,7 +37,15 @@ pub fn plan(image: &str, policy: &str) -> JobPlan {
 }
 
 /// The Job sees the namespace's directory of the storage claim, and removes only the policy's.
-pub fn render(namespace: &str, policy: &str, policy_uid: &str, image: &str, storage_claim: &str, owner: Option<OwnerReference>) -> Job {
+pub fn render(
+    namespace: &str,
+    policy: &str,
+    policy_uid: &str,
+    image: &str,
+    storage_claim: &str,
+    owner: Option<OwnerReference>,
+    run_as: Option<crate::api::RunAs>,
+) -> Job {
     let ctx = JobContext {
         name: name(policy),
         namespace: namespace.to_owned(),
@@ -51,6 +59,7 @@ pub fn render(namespace: &str, policy: &str, policy_uid: &str, image: &str, stor
         active_deadline_seconds: Some(600),
         data_writable: false,
         node: None,
+        run_as,
     };
     render_job(&ctx, &plan(image, policy))
 }
@@ -69,7 +78,7 @@ mod tests {
     fn the_cleanup_plan_passes_the_host_check_and_sees_only_the_namespace() {
         let plan = plan("busybox:latest", "db-backup");
         assert_eq!(check_plan(&Plan::Job(plan), PlanPurpose::Prune, &PlanPolicy::default()), Ok(()));
-        let job = render("prod", "db-backup", "uid", "busybox:latest", "backup-storage", None);
+        let job = render("prod", "db-backup", "uid", "busybox:latest", "backup-storage", None, None);
         let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
         let mount = &pod.containers[0].volume_mounts.as_ref().expect("mounts")[0];
         assert_eq!(mount.sub_path.as_deref(), Some("prod"));

@@ -9,6 +9,7 @@ pub mod cleanup_job;
 pub mod prune_job;
 pub mod report;
 pub mod snapshot;
+pub mod stuck;
 pub mod verify_job;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ pub const ANNOTATION_PLUGIN: &str = "backup.example.com/plugin";
 pub const ANNOTATION_RESULT: &str = "backup.example.com/result";
 /// The newest re-verification of the run's artifact (JSON, bounded).
 pub const ANNOTATION_VERIFY_RESULT: &str = "backup.example.com/verify-result";
+/// Why the host failed a run that could not start (`<reason>: <message>`).
+pub const ANNOTATION_STUCK: &str = "backup.example.com/stuck";
 
 /// Longest Kubernetes object name the host makes (a DNS-1123 label, as Job names need).
 pub const MAX_NAME: usize = 63;
@@ -213,6 +216,7 @@ pub struct RunChild<'a> {
     pub plugin: &'a str,
     pub storage_claim: &'a str,
     pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    pub run_as: Option<crate::api::RunAs>,
 }
 
 /// Prune and verify Jobs: one try, a short deadline, the same confined directory as the run.
@@ -237,6 +241,7 @@ pub fn render_child(c: &RunChild<'_>, plan: &crate::strategy::bindings::types::J
         active_deadline_seconds: Some(CHILD_DEADLINE_SECONDS),
         data_writable: false,
         node: None,
+        run_as: c.run_as.clone(),
     };
     crate::render::render_job(&ctx, plan)
 }
@@ -248,6 +253,20 @@ pub async fn apply_job(client: &Client, namespace: &str, job: &Job) -> Result<()
         .patch(&name, &PatchParams::apply(crate::controller::FIELD_MANAGER), &Patch::Apply(job))
         .await?;
     Ok(())
+}
+
+/// Fails a Job that cannot start: records why, and lowers its deadline to the time it has already
+/// had, so the Job controller ends it (reason DeadlineExceeded) and the next run may start.
+pub async fn fail_stuck_job(client: &Client, namespace: &str, name: &str, cause: &str, elapsed_seconds: i64) -> Result<()> {
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {ANNOTATION_STUCK: report::bound(cause, report::MAX_MESSAGE_BYTES)}},
+        "spec": {"activeDeadlineSeconds": elapsed_seconds.max(1)},
+    });
+    match Api::<Job>::namespaced(client.clone(), namespace).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Sets annotations on one of the host's Jobs (a merge patch: other fields stay as applied).

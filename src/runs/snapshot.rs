@@ -77,6 +77,7 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
         recorded: snapshot.annotations().contains_key(ANNOTATION_RESULT),
         verifies: true,
         verify: None,
+        stuck: None,
     })
 }
 

@@ -152,14 +152,24 @@ pub async fn wait_for<F: Future>(what: &str, limit: Duration, fut: F) -> F::Outp
     }
 }
 
-/// Waits until `cond` holds for the named object.
+/// Waits until `cond` holds for the named object. A watch that ends with an error (a CRD
+/// re-applied by another test expires every watch on its objects) is started again.
 pub async fn wait_condition<K>(api: Api<K>, name: &str, what: &str, limit: Duration, cond: impl Condition<K>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    wait_for(what, limit, await_condition(api, name, cond))
-        .await
-        .unwrap_or_else(|e| panic!("watching for {what}: {e}"));
+    wait_for(what, limit, async {
+        loop {
+            match await_condition(api.clone(), name, |o: Option<&K>| cond.matches_object(o)).await {
+                Ok(_) => return,
+                Err(e) => {
+                    eprintln!("watching for {what}: {e}; watching again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// Builds a workspace of test plugins with `scripts/build-plugins.sh` (once per test binary) and
@@ -190,4 +200,17 @@ pub fn kubectl(cluster: &TestCluster, args: &[&str]) -> String {
         .expect("run kubectl");
     assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Records a measured figure (a duration, a size) for the run's summary: printed, and appended to
+/// the file named by `BACKUP_OPERATOR_MEASUREMENTS` when set (`scripts/test.sh` prints it at the
+/// end, since the test harness captures the output of passing tests).
+pub fn measured(line: &str) {
+    eprintln!("measured: {line}");
+    if let Some(path) = std::env::var_os("BACKUP_OPERATOR_MEASUREMENTS") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }

@@ -70,7 +70,21 @@ impl Drop for Operator {
     }
 }
 
+/// Serializes changes of the cluster-wide CRD across test binaries (a test that loosens it, a test
+/// that relies on its validation, and every test that installs it).
+pub fn crd_lock() -> std::fs::File {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("backup-operator-tests-crd.lock"))
+        .expect("crd lock file");
+    file.lock().expect("crd lock");
+    file
+}
+
 pub async fn install_crd(cluster: &TestCluster) {
+    let _lock = crd_lock();
     let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuppolicies.yaml")).expect("crd yaml");
     let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
     let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
