@@ -454,6 +454,7 @@ fn clone_error(e: &Error) -> Error {
     match e {
         Error::Kube(k) => Error::Runtime(format!("Kubernetes API: {k}")),
         Error::PluginSource(m) => Error::PluginSource(m.clone()),
+        Error::PluginNotFound(m) => Error::PluginNotFound(m.clone()),
         Error::Runtime(m) => Error::Runtime(m.clone()),
         Error::InvalidSpec(m) => Error::InvalidSpec(m.clone()),
         Error::InvalidSelector(m) => Error::InvalidSelector(m.clone()),
@@ -658,7 +659,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                     Err(e) => out.transient(e),
                 }
             }
-            PruneStep::Finish { run, prune_job: job } => {
+            PruneStep::Finish { run, prune_job: job, seconds } => {
                 let result = match backup_job::delete(&t.ctx.client, &t.ns, run).await {
                     Ok(()) => prune_job::delete(&t.ctx.client, &t.ns, job).await,
                     Err(e) => Err(e),
@@ -666,7 +667,8 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                 match result {
                     Ok(()) => {
                         if out.runs.iter().any(|r| &r.name == run) {
-                            t.event(EventType::Normal, "Pruned", format!("run {run}: artifact deleted by retention ({job})")).await;
+                            let took = seconds.map(|s| format!(", {s} s")).unwrap_or_default();
+                            t.event(EventType::Normal, "Pruned", format!("run {run}: artifact deleted by retention ({job}{took})")).await;
                         }
                         out.runs.retain(|r| &r.name != run);
                     }

@@ -80,7 +80,15 @@ pub struct ObservedAux {
     pub status: RunStatus,
     pub message: String,
     pub report: Option<Report>,
+    pub start: Option<DateTime<Utc>>,
     pub completion: Option<DateTime<Utc>>,
+}
+
+impl ObservedAux {
+    /// How long the Job ran, once it finished.
+    pub fn seconds(&self) -> Option<i64> {
+        Some((self.completion? - self.start?).num_seconds())
+    }
 }
 
 /// A PVC the selector matches.
@@ -173,8 +181,8 @@ pub enum PruneStep {
     Delete { run: String, object: RunObject },
     /// Free the artifact first: plan and start the prune Job.
     Start { run: String, pvc: String, artifact: String, job: String },
-    /// The prune Job succeeded: delete the run's Job, then the prune Job.
-    Finish { run: String, prune_job: String },
+    /// The prune Job succeeded (in `seconds`): delete the run's Job, then the prune Job.
+    Finish { run: String, prune_job: String, seconds: Option<i64> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,7 +313,7 @@ pub fn prune_steps(dropped: &[String], runs: &[ObservedRun], prunes: &[ObservedA
                 job: child_name(&run.name, "prune"),
             }),
             Some(p) => match p.status {
-                RunStatus::Succeeded => steps.push(PruneStep::Finish { run: run.name.clone(), prune_job: p.name.clone() }),
+                RunStatus::Succeeded => steps.push(PruneStep::Finish { run: run.name.clone(), prune_job: p.name.clone(), seconds: p.seconds() }),
                 RunStatus::Failed => failed.push((run.name.clone(), format!("prune Job {} failed: {}", p.name, p.message))),
                 RunStatus::Pending | RunStatus::Running => {}
             },
@@ -314,7 +322,7 @@ pub fn prune_steps(dropped: &[String], runs: &[ObservedRun], prunes: &[ObservedA
     // A prune Job whose run is gone (deleted after the prune succeeded, before the prune Job).
     for p in prunes {
         if p.status == RunStatus::Succeeded && !runs.iter().any(|r| r.name == p.run) {
-            steps.push(PruneStep::Finish { run: p.run.clone(), prune_job: p.name.clone() });
+            steps.push(PruneStep::Finish { run: p.run.clone(), prune_job: p.name.clone(), seconds: p.seconds() });
         }
     }
     (steps, failed)
@@ -885,8 +893,8 @@ mod tests {
                 PruneStep::Delete { run: "bad".into(), object: RunObject::Job },
                 PruneStep::Delete { run: "snap".into(), object: RunObject::Snapshot },
                 PruneStep::Delete { run: "never".into(), object: RunObject::NotStarted },
-                PruneStep::Finish { run: "pruned".into(), prune_job: "p2".into() },
-                PruneStep::Finish { run: "gone".into(), prune_job: "p4".into() },
+                PruneStep::Finish { run: "pruned".into(), prune_job: "p2".into(), seconds: None },
+                PruneStep::Finish { run: "gone".into(), prune_job: "p4".into(), seconds: None },
             ]
         );
         assert_eq!(failed.len(), 1);

@@ -60,6 +60,9 @@ pub enum Error {
     #[error("plugin source: {0}")]
     PluginSource(String),
 
+    #[error("{0}")]
+    PluginNotFound(String),
+
     #[error("plugin runtime: {0}")]
     Runtime(String),
 
@@ -93,6 +96,7 @@ impl Error {
             | Error::PlanRefused { .. }
             | Error::InvalidSpec(_)
             | Error::InvalidSelector(_)
+            | Error::PluginNotFound(_)
             | Error::SnapshotApiMissing => true,
             Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
         }
@@ -116,6 +120,7 @@ impl Error {
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
             Error::PluginSource(_) => "PluginSource",
+            Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
             Error::Kube(_) => "KubeApi",
         };
@@ -138,6 +143,7 @@ impl Error {
             Error::PluginUnsupported { .. } => "PluginUnsupported",
             Error::PlanRefused { .. } => "PlanRefused",
             Error::PluginSource(_) => "PluginSource",
+            Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
@@ -187,6 +193,8 @@ mod tests {
             (Error::InvalidSelector("x".into()), "InvalidSelector", Retry::AwaitChange),
             (Error::SnapshotApiMissing, "SnapshotAPIMissing", Retry::AwaitChange),
             (Error::Runtime("x".into()), "Runtime", Retry::Backoff),
+            (Error::PluginNotFound("x".into()), "PluginNotFound", Retry::AwaitChange),
+            (Error::PluginSource("API timeout".into()), "PluginSource", Retry::Backoff),
         ];
         for (error, reason, retry) in cases {
             let c = error.classify();

@@ -116,7 +116,8 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
         .iter()
         .map(|m| VolumeMount {
             name: m.volume.clone(),
-            mount_path: m.path.clone(),
+            // The path the plan check judged, not the plugin's spelling of it.
+            mount_path: crate::strategy::check::normalize_path(&m.path),
             // The data volume is read-only unless this Job restores into it, whatever the plan says.
             read_only: Some(m.read_only || (m.volume == "data" && !ctx.data_writable)),
             // A run sees only its own directory of the storage claim (the kubelet creates it).

@@ -113,6 +113,26 @@ async fn escalating_plans_are_refused_each_with_its_violation() {
 }
 
 #[tokio::test]
+async fn plans_huge_in_items_or_resources_are_refused_by_count() {
+    let s = suite().await;
+    let cases: [(&str, fn(&PlanViolation) -> bool); 4] = [
+        ("env-flood", |v| matches!(v, PlanViolation::TooMany { what: "env vars", count: 20_000, .. })),
+        ("args-flood", |v| matches!(v, PlanViolation::TooMany { what: "command and args items", .. })),
+        ("huge-resources", |v| matches!(v, PlanViolation::BadResources(m) if m.contains("millicores"))),
+        ("root-mount", |v| matches!(v, PlanViolation::BadMountPath(p) if p == "//")),
+    ];
+    for (attack, want) in cases {
+        match s.attack(attack).await {
+            Error::PlanRefused { violation, .. } => assert!(want(&violation), "{attack}: {violation}"),
+            other => panic!("{attack}: expected a refused plan, got {other}"),
+        }
+        s.good_still_plans(attack).await;
+    }
+    // A log line with a newline is one escaped line, and the call completes.
+    s.runtime.plan_backup(s.hostile.clone(), None, backup_request("log-injection")).await.expect("log-injection plans an innocent job");
+}
+
+#[tokio::test]
 async fn oversized_output_is_refused() {
     let s = suite().await;
     let err = s.attack("oversized-output").await;

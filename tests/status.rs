@@ -259,3 +259,65 @@ async fn every_field_is_explained() {
     assert!(described.contains("VolumeSnapshot"), "{described}");
     ns.delete().await;
 }
+
+/// A kubeconfig like the test cluster's, with another server or another user.
+fn kubeconfig_variant(cluster: &support::TestCluster, edit: impl FnOnce(&mut serde_yaml::Value)) -> tempfile::NamedTempFile {
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig).expect("kubeconfig")).expect("yaml");
+    edit(&mut config);
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), serde_yaml::to_string(&config).expect("yaml")).expect("write kubeconfig");
+    file
+}
+
+fn operator_with(kubeconfig: &std::path::Path, namespace: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
+        .args(["run", "--namespace", namespace])
+        .env("KUBECONFIG", kubeconfig)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start backup-operator")
+}
+
+#[tokio::test]
+async fn start_up_waits_for_the_api_server_and_names_a_missing_permission() {
+    let Some((cluster, ns)) = setup("start-up").await else { return };
+    // Nothing listens on this port: the operator keeps waiting and says why, it does not exit.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let unreachable = kubeconfig_variant(&cluster, |c| {
+        c["clusters"][0]["cluster"]["server"] = serde_yaml::Value::from(format!("https://127.0.0.1:{port}"));
+    });
+    let mut waiting = operator_with(unreachable.path(), &ns.name);
+    let mut stdout = waiting.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !seen.contains("waiting for the API server") {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
+    let seen = support::wait_for("the waiting message", LIMIT, tokio::task::spawn_blocking(move || reader.join())).await.expect("join").expect("reader");
+    assert!(seen.contains("waiting for the API server") && seen.contains("not reachable"), "{seen}");
+    assert!(waiting.try_wait().expect("status").is_none(), "still running, still waiting");
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+
+    // A service account with no RBAC at all: the operator exits with what it may not do.
+    support::kubectl(&cluster, &["-n", &ns.name, "create", "serviceaccount", "nobody"]);
+    let token = support::kubectl(&cluster, &["-n", &ns.name, "create", "token", "nobody"]);
+    let forbidden = kubeconfig_variant(&cluster, |c| {
+        c["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim())).expect("user");
+    });
+    let denied = operator_with(forbidden.path(), &ns.name);
+    let out = support::wait_for("the operator to exit", LIMIT, tokio::task::spawn_blocking(move || denied.wait_with_output())).await.expect("join").expect("output");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("not allowed to") && text.contains("config/rbac"), "{text}");
+    ns.delete().await;
+}

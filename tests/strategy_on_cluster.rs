@@ -172,7 +172,15 @@ async fn custom_plugins_come_from_configmaps_and_new_versions_are_picked_up() {
     let location = PluginLocation::ConfigMap { namespace: ns.name.clone(), name: "my-strategy".into(), key: "plugin.wasm".into() };
 
     let missing = location.fetch(&ns.client).await.unwrap_err();
-    assert!(matches!(&missing, Error::PluginSource(m) if m.contains("kubectl") && m.contains("create configmap")), "{missing}");
+    assert!(matches!(&missing, Error::PluginNotFound(m) if m.contains("kubectl") && m.contains("create configmap")), "{missing}");
+    assert_eq!(missing.classify().reason, "PluginNotFound");
+
+    // The plugin as text under data (a common slip) is named, with the fix.
+    let text = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "my-strategy"}, "data": {"plugin.wasm": "not binary"}});
+    ns.api::<ConfigMap>().patch("my-strategy", &PatchParams::apply("backup-operator-test").force(), &Patch::Apply(text)).await.expect("apply");
+    let under_data = location.fetch(&ns.client).await.unwrap_err();
+    assert!(matches!(&under_data, Error::PluginNotFound(m) if m.contains("under data") && m.contains("binaryData")), "{under_data}");
+    ns.api::<ConfigMap>().delete("my-strategy", &Default::default()).await.expect("delete");
 
     let put = |bytes: &[u8]| {
         let cm = json!({

@@ -200,6 +200,7 @@ pub fn observe_aux(job: &Job, pods: &[Pod]) -> crate::decide::ObservedAux {
         status: state.status,
         message,
         report: termination.and_then(|(m, _)| report::parse(m)),
+        start: state.start,
         completion: state.completion,
     }
 }

@@ -17,12 +17,40 @@ pub struct PlanPolicy {
     pub max_command_bytes: usize,
     /// Bytes of every string in the plan together.
     pub max_plan_bytes: usize,
+    /// Items, counted, since a byte limit lets through a million empty ones.
+    pub max_env: usize,
+    pub max_args: usize,
+    pub max_mounts: usize,
+    pub max_labels: usize,
+    /// Largest CPU and memory request a plan may make (a Job that can never be scheduled would
+    /// only block its PVC's next runs).
+    pub max_cpu_millicores: u32,
+    pub max_memory_bytes: u64,
 }
 
 impl Default for PlanPolicy {
     fn default() -> Self {
-        PlanPolicy { allow_secret_env: false, image_allowlist: Vec::new(), max_command_bytes: 16 * 1024, max_plan_bytes: 64 * 1024 }
+        PlanPolicy {
+            allow_secret_env: false,
+            image_allowlist: Vec::new(),
+            max_command_bytes: 16 * 1024,
+            max_plan_bytes: 64 * 1024,
+            max_env: 128,
+            max_args: 256,
+            max_mounts: 8,
+            max_labels: 32,
+            max_cpu_millicores: 64_000,
+            max_memory_bytes: 256 << 30,
+        }
     }
+}
+
+/// A mount path as the kubelet will see it: `//`, `/.` and a trailing `/` removed. `..` is kept,
+/// to be refused.
+pub fn normalize_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let joined = format!("/{}", parts.join("/"));
+    if path.starts_with('/') { joined } else { joined[1..].to_owned() }
 }
 
 /// What a plan is for: the data volume must stay read-only except when restoring into it.
@@ -68,6 +96,12 @@ pub enum PlanViolation {
     BadArtifactLocation(String),
     #[error("{what} {value:?} is not a valid Kubernetes {kind}")]
     BadName { what: &'static str, value: String, kind: &'static str },
+    #[error("the plan has {count} {what}, over the limit of {max}")]
+    TooMany { what: &'static str, count: usize, max: usize },
+    #[error("env {0:?} is set twice")]
+    DuplicateEnv(String),
+    #[error("resources: {0}")]
+    BadResources(String),
     #[error("a volume-snapshot plan cannot {0}")]
     SnapshotCannot(&'static str),
 }
@@ -89,7 +123,43 @@ pub fn check_plan(plan: &Plan, purpose: PlanPurpose, policy: &PlanPolicy) -> Res
     }
 }
 
+fn check_counts(job: &JobPlan, policy: &PlanPolicy) -> Result<(), PlanViolation> {
+    let args = job.command.len() + job.args.len();
+    let counts = [
+        ("env vars", job.env.len(), policy.max_env),
+        ("command and args items", args, policy.max_args),
+        ("mounts", job.mounts.len(), policy.max_mounts),
+        ("added capabilities and host paths", job.privileges.add_capabilities.len() + job.privileges.host_paths.len(), policy.max_labels),
+    ];
+    for (what, count, max) in counts {
+        if count > max {
+            return Err(PlanViolation::TooMany { what, count, max });
+        }
+    }
+    let mut names: Vec<&str> = job.env.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(PlanViolation::DuplicateEnv(w[0].to_owned()));
+    }
+    match job.resources.cpu_millicores {
+        Some(0) => return Err(PlanViolation::BadResources("a CPU request of 0 millicores; leave it unset for the namespace default".into())),
+        Some(cpu) if cpu > policy.max_cpu_millicores => {
+            return Err(PlanViolation::BadResources(format!("{cpu} millicores of CPU, over the operator's maximum of {}", policy.max_cpu_millicores)));
+        }
+        _ => {}
+    }
+    match job.resources.memory_bytes {
+        Some(0) => return Err(PlanViolation::BadResources("a memory request of 0 bytes; leave it unset for the namespace default".into())),
+        Some(memory) if memory > policy.max_memory_bytes => {
+            return Err(PlanViolation::BadResources(format!("{memory} bytes of memory, over the operator's maximum of {}", policy.max_memory_bytes)));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn check_job(job: &JobPlan, purpose: PlanPurpose, policy: &PlanPolicy) -> Result<(), PlanViolation> {
+    check_counts(job, policy)?;
     let p = &job.privileges;
     if p.privileged {
         return Err(PlanViolation::Privileged);
@@ -131,7 +201,7 @@ fn check_job(job: &JobPlan, purpose: PlanPurpose, policy: &PlanPolicy) -> Result
             EnvSource::Secret(_) => return Err(PlanViolation::SecretEnv(env.name.clone())),
         }
     }
-    let mut paths: Vec<&str> = Vec::with_capacity(job.mounts.len());
+    let mut paths: Vec<String> = Vec::with_capacity(job.mounts.len());
     for mount in &job.mounts {
         if !LOGICAL_VOLUMES.contains(&mount.volume.as_str()) {
             return Err(PlanViolation::UnknownVolume(mount.volume.clone()));
@@ -139,8 +209,8 @@ fn check_job(job: &JobPlan, purpose: PlanPurpose, policy: &PlanPolicy) -> Result
         if mount.volume == "data" && !mount.read_only && purpose != PlanPurpose::Restore {
             return Err(PlanViolation::DataWritable);
         }
-        let path = mount.path.as_str();
-        if !path.starts_with('/') || path.split('/').any(|c| c == "..") || path == "/" || paths.contains(&path) {
+        let path = normalize_path(&mount.path);
+        if !mount.path.starts_with('/') || path.split('/').any(|c| c == "..") || path == "/" || paths.contains(&path) {
             return Err(PlanViolation::BadMountPath(mount.path.clone()));
         }
         paths.push(path);
@@ -287,6 +357,18 @@ mod tests {
             ("relative mount", |j| j.mounts[1].path = "backup".into(), PlanViolation::BadMountPath("backup".into())),
             ("dotdot mount", |j| j.mounts[1].path = "/x/../etc".into(), PlanViolation::BadMountPath("/x/../etc".into())),
             ("same path twice", |j| j.mounts[1].path = "/data".into(), PlanViolation::BadMountPath("/data".into())),
+            ("same path, spelled otherwise", |j| j.mounts[1].path = "//data/./".into(), PlanViolation::BadMountPath("//data/./".into())),
+            ("the root, spelled otherwise", |j| j.mounts[1].path = "//".into(), PlanViolation::BadMountPath("//".into())),
+            ("the root as /.", |j| j.mounts[1].path = "/.".into(), PlanViolation::BadMountPath("/.".into())),
+            ("tens of thousands of env vars", |j| j.env = (0..20_000).map(|_| EnvVar { name: "A".into(), source: EnvSource::Value(String::new()) }).collect(),
+                PlanViolation::TooMany { what: "env vars", count: 20_000, max: 128 }),
+            ("a million empty args", |j| j.args = vec![String::new(); 1_000_000], PlanViolation::TooMany { what: "command and args items", count: 1_000_003, max: 256 }),
+            ("duplicate env", |j| j.env.push(EnvVar { name: "BACKUP_DIR".into(), source: EnvSource::Value("x".into()) }), PlanViolation::DuplicateEnv("BACKUP_DIR".into())),
+            ("zero cpu", |j| j.resources.cpu_millicores = Some(0), PlanViolation::BadResources("a CPU request of 0 millicores; leave it unset for the namespace default".into())),
+            ("u32::MAX cpu", |j| j.resources.cpu_millicores = Some(u32::MAX),
+                PlanViolation::BadResources(format!("{} millicores of CPU, over the operator's maximum of 64000", u32::MAX))),
+            ("u64::MAX memory", |j| j.resources.memory_bytes = Some(u64::MAX),
+                PlanViolation::BadResources(format!("{} bytes of memory, over the operator's maximum of {}", u64::MAX, 256u64 << 30))),
             ("no image", |j| j.image = " ".into(), PlanViolation::Missing("image")),
             ("no command", |j| j.command.clear(), PlanViolation::Missing("command")),
             ("huge command", |j| j.args = vec!["x".repeat(20_000)], PlanViolation::CommandTooLarge { size: 20_000 + "/bin/sh".len() + "-c".len() + "true".len(), max: 16 * 1024 }),
@@ -299,6 +381,13 @@ mod tests {
             let mut job = good_job();
             edit(&mut job);
             assert_eq!(check(job), Err(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn mount_paths_are_normalized() {
+        for (path, want) in [("/data", "/data"), ("//data/./", "/data"), ("/a//b/", "/a/b"), ("/.", "/"), ("//", "/"), ("/a/../b", "/a/../b")] {
+            assert_eq!(normalize_path(path), want, "{path}");
         }
     }
 

@@ -111,7 +111,7 @@ impl host::Host for HostState {
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        let message = truncate(message, MAX_LOG_BYTES);
+        let message = escape_log(&truncate(message, MAX_LOG_BYTES));
         let plugin = self.plugin.as_str();
         match level {
             host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -124,6 +124,12 @@ impl host::Host for HostState {
 }
 
 impl super::bindings::types::Host for HostState {}
+
+/// A plugin's newline or control character must not forge an operator log line (in the human
+/// format, a newline starts one): control characters are written as escapes (`\n`).
+pub fn escape_log(message: &str) -> String {
+    message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
 
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
@@ -471,4 +477,18 @@ fn spawn_epoch_ticker(engine: &Engine) -> Result<()> {
         })
         .map(|_| ())
         .map_err(|e| Error::Runtime(format!("epoch ticker: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_log_lines_cannot_forge_operator_lines() {
+        let forged = "innocent\n2026-11-29T00:00:00Z  INFO backup_operator: forged\r\u{1b}[31m";
+        let escaped = escape_log(forged);
+        assert!(!escaped.contains('\n') && !escaped.contains('\r') && !escaped.contains('\u{1b}'), "{escaped}");
+        assert!(escaped.starts_with("innocent\\n2026"), "{escaped}");
+        assert_eq!(escape_log("ünïcode stays"), "ünïcode stays");
+    }
 }

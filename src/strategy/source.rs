@@ -39,34 +39,65 @@ impl PluginLocation {
 
 async fn fetch_configmap(client: &Client, namespace: &str, name: &str, key: &str) -> Result<Arc<[u8]>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    // Reading can fail for a while (the API server); a ConfigMap that is not there, or holds the
+    // plugin in the wrong place, needs the user: that is a permanent error with the fix in it.
     let cm = api
         .get_opt(name)
         .await
         .map_err(|e| Error::PluginSource(format!("reading ConfigMap {namespace}/{name}: {e}")))?
         .ok_or_else(|| {
-            Error::PluginSource(format!(
+            Error::PluginNotFound(format!(
                 "ConfigMap {namespace}/{name} not found: create it with `kubectl -n {namespace} create configmap {name} --from-file={key}=plugin.wasm`"
             ))
         })?;
-    match cm.binary_data.as_ref().and_then(|d| d.get(key)) {
-        Some(bytes) => Ok(Arc::from(bytes.0.as_slice())),
-        None => Err(Error::PluginSource(format!(
-            "ConfigMap {namespace}/{name} has no binaryData key {key:?} (keys: {})",
-            cm.binary_data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
-        ))),
+    if let Some(bytes) = cm.binary_data.as_ref().and_then(|d| d.get(key)) {
+        return Ok(Arc::from(bytes.0.as_slice()));
     }
+    if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
+        return Err(Error::PluginNotFound(format!(
+            "ConfigMap {namespace}/{name} has {key:?} under data (text), not binaryData: a component is binary; recreate it with `kubectl -n {namespace} create configmap {name} --from-file={key}=plugin.wasm`"
+        )));
+    }
+    let keys: Vec<String> = cm.binary_data.iter().flatten().map(|(k, _)| k.clone()).chain(cm.data.iter().flatten().map(|(k, _)| k.clone())).collect();
+    Err(Error::PluginNotFound(format!(
+        "ConfigMap {namespace}/{name} has no binaryData key {key:?} (its keys: {}): fix spec.plugin.configMapRef.key",
+        if keys.is_empty() { "none".to_owned() } else { keys.join(", ") }
+    )))
 }
+
+/// Largest plugin file read (a ConfigMap holds at most 1 MiB).
+const MAX_PLUGIN_FILE_BYTES: u64 = 1024 * 1024;
 
 async fn read_plugin_file(dir: &Path, file: &str) -> Result<Arc<[u8]>> {
     // A plain file name only: a policy cannot read outside the plugin directory.
     if file.is_empty() || file.contains('/') || file.starts_with('.') {
-        return Err(Error::PluginSource(format!("plugin file {file:?} must be a plain file name in the plugin directory")));
+        return Err(Error::PluginNotFound(format!("plugin file {file:?} must be a plain file name in the plugin directory")));
     }
     let path = dir.join(file);
-    tokio::fs::read(&path)
-        .await
-        .map(Arc::from)
-        .map_err(|e| Error::PluginSource(format!("reading {}: {e}", path.display())))
+    // A mounted ConfigMap's files are symlinks into a `..data` directory of the same mount; any
+    // other link, a FIFO (which would block the read) or a directory is refused before reading.
+    let link = tokio::fs::symlink_metadata(&path).await;
+    let meta = match link {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::PluginNotFound(format!("plugin file {file:?} is not in the plugin directory {}", dir.display())));
+        }
+        Err(e) => return Err(Error::PluginSource(format!("reading {}: {e}", path.display()))),
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = tokio::fs::read_link(&path).await.unwrap_or_default();
+            if target.is_absolute() || !target.starts_with("..data") {
+                return Err(Error::PluginNotFound(format!("plugin file {file:?} is a symbolic link to {}, which is refused", target.display())));
+            }
+            tokio::fs::metadata(&path).await.map_err(|e| Error::PluginNotFound(format!("plugin file {file:?}: {e}")))?
+        }
+        Ok(m) => m,
+    };
+    if !meta.is_file() {
+        return Err(Error::PluginNotFound(format!("plugin file {file:?} is not a regular file")));
+    }
+    if meta.len() > MAX_PLUGIN_FILE_BYTES {
+        return Err(Error::PluginNotFound(format!("plugin file {file:?} is {} bytes, over the 1 MiB limit for a plugin", meta.len())));
+    }
+    tokio::fs::read(&path).await.map(Arc::from).map_err(|e| Error::PluginSource(format!("reading {}: {e}", path.display())))
 }
 
 /// A fingerprint of the plugin directory's files (name, size, modification time), to notice a new
@@ -126,7 +157,21 @@ mod tests {
         for bad in ["../etc/passwd", "sub/p.wasm", ".hidden", ""] {
             assert!(read_plugin_file(dir.path(), bad).await.is_err(), "{bad}");
         }
-        let missing = read_plugin_file(dir.path(), "nope.wasm").await.unwrap_err().to_string();
-        assert!(missing.contains("nope.wasm"), "{missing}");
+        let missing = read_plugin_file(dir.path(), "nope.wasm").await.unwrap_err();
+        assert!(matches!(&missing, Error::PluginNotFound(m) if m.contains("nope.wasm")), "{missing}");
+        // Not regular files, links out of the directory, and oversized files are refused before reading.
+        std::fs::create_dir(dir.path().join("a-dir")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link.wasm")).expect("symlink");
+        assert!(std::process::Command::new("mkfifo").arg(dir.path().join("fifo.wasm")).status().expect("mkfifo").success());
+        std::fs::write(dir.path().join("huge.wasm"), vec![0u8; 1024 * 1024 + 1]).expect("write");
+        for (bad, want) in [("a-dir", "not a regular file"), ("link.wasm", "symbolic link"), ("fifo.wasm", "not a regular file"), ("huge.wasm", "1 MiB")] {
+            let err = read_plugin_file(dir.path(), bad).await.unwrap_err();
+            assert!(matches!(&err, Error::PluginNotFound(m) if m.contains(want)), "{bad}: {err}");
+        }
+        // A mounted ConfigMap's own links are followed.
+        std::fs::create_dir(dir.path().join("..data")).expect("mkdir");
+        std::fs::write(dir.path().join("..data/cm.wasm"), b"cm bytes").expect("write");
+        std::os::unix::fs::symlink("..data/cm.wasm", dir.path().join("cm.wasm")).expect("symlink");
+        assert_eq!(&*read_plugin_file(dir.path(), "cm.wasm").await.expect("read"), b"cm bytes");
     }
 }

@@ -113,6 +113,18 @@ impl Guest for Hostile {
                 }
                 job.command = vec!["/bin/sh".into(), "-c".into(), format!("echo run {}", request.policy.run_name)];
             }
+            // Counted, not just measured in bytes: each is small in bytes, huge in items.
+            "env-flood" => {
+                job.env = (0..20_000).map(|_| EnvVar { name: "A".into(), source: EnvSource::Value(String::new()) }).collect()
+            }
+            "args-flood" => job.args = vec![String::new(); 200_000],
+            "huge-resources" => {
+                job.resources = Resources { cpu_millicores: Some(u32::MAX), memory_bytes: Some(u64::MAX) };
+            }
+            "root-mount" => job.mounts.push(Mount { volume: "scratch".into(), path: "//".into(), read_only: false }),
+            "log-injection" => {
+                log(LogLevel::Warn, "innocent\n2026-11-29T00:00:00Z  INFO backup_operator: forged line");
+            }
             "log-flood" => {
                 for i in 0..10_000 {
                     log(LogLevel::Error, &format!("flood {i} {}", "x".repeat(4096)));
