@@ -376,7 +376,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     if check_only {
         let checked = match &plugin {
             Ok(p) => t.ctx.runtime.validate_config(p.clone(), resolve::limits(t.policy), resolve::config(t.policy)).await,
-            Err(e) => Err(clone_error(e)),
+            Err(e) => Err(e.duplicate()),
         };
         match checked {
             Ok(()) => {}
@@ -393,7 +393,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     for new in &d.create {
         let result = match &plugin {
             Ok(p) => create_run(t, observation, p, new).await,
-            Err(e) => Err(clone_error(e)),
+            Err(e) => Err(e.duplicate()),
         };
         match result {
             Ok(plugin_label) => {
@@ -447,34 +447,6 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     verify(t, observation, d, plugin.as_ref().ok(), &mut out).await;
     finalize(t, d, &mut out).await;
     out
-}
-
-/// Errors are not `Clone` (kube's are not); a plugin error reused for several PVCs is rebuilt.
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Kube(k) => Error::Runtime(format!("Kubernetes API: {k}")),
-        Error::PluginSource(m) => Error::PluginSource(m.clone()),
-        Error::PluginNotFound(m) => Error::PluginNotFound(m.clone()),
-        Error::Runtime(m) => Error::Runtime(m.clone()),
-        Error::InvalidSpec(m) => Error::InvalidSpec(m.clone()),
-        Error::InvalidSelector(m) => Error::InvalidSelector(m.clone()),
-        Error::SnapshotApiMissing => Error::SnapshotApiMissing,
-        Error::PluginTooLarge { plugin, size, max } => Error::PluginTooLarge { plugin: plugin.clone(), size: *size, max: *max },
-        Error::PluginDigestMismatch { name, expected, actual } => {
-            Error::PluginDigestMismatch { name: name.clone(), expected: expected.clone(), actual: actual.clone() }
-        }
-        Error::PluginInvalid { plugin, message } => Error::PluginInvalid { plugin: plugin.clone(), message: message.clone() },
-        Error::PluginIncompatible { plugin, found, message } => {
-            Error::PluginIncompatible { plugin: plugin.clone(), found: found.clone(), message: message.clone() }
-        }
-        Error::PluginTimeout { plugin, limit_ms } => Error::PluginTimeout { plugin: plugin.clone(), limit_ms: *limit_ms },
-        Error::PluginMemoryLimit { plugin, limit_bytes } => Error::PluginMemoryLimit { plugin: plugin.clone(), limit_bytes: *limit_bytes },
-        Error::PluginTrap { plugin, message } => Error::PluginTrap { plugin: plugin.clone(), message: message.clone() },
-        Error::PluginConfigInvalid { plugin, message } => Error::PluginConfigInvalid { plugin: plugin.clone(), message: message.clone() },
-        Error::PluginPlanFailed { plugin, message } => Error::PluginPlanFailed { plugin: plugin.clone(), message: message.clone() },
-        Error::PluginUnsupported { plugin, action } => Error::PluginUnsupported { plugin: plugin.clone(), action },
-        Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
-    }
 }
 
 /// Finished runs, recorded once on their object, with an event.

@@ -33,6 +33,9 @@ pub enum Error {
     #[error("{plugin}: not a valid WebAssembly component: {message}")]
     PluginInvalid { plugin: PluginId, message: String },
 
+    #[error("{plugin}: refused before compiling: {message} (see the README's plugin limits)")]
+    PluginTooComplex { plugin: PluginId, message: String },
+
     #[error("{plugin}: built for {found}, but this operator needs {WIT_PACKAGE}: rebuild it against wit/ of this release ({message})")]
     PluginIncompatible { plugin: PluginId, found: String, message: String },
 
@@ -86,6 +89,7 @@ impl Error {
             Error::PluginTooLarge { .. }
             | Error::PluginDigestMismatch { .. }
             | Error::PluginInvalid { .. }
+            | Error::PluginTooComplex { .. }
             | Error::PluginIncompatible { .. }
             | Error::PluginTimeout { .. }
             | Error::PluginMemoryLimit { .. }
@@ -107,9 +111,11 @@ impl Error {
     /// message, bounded.
     pub fn classify(&self) -> Classified {
         let reason = match self {
-            Error::PluginTooLarge { .. } | Error::PluginDigestMismatch { .. } | Error::PluginInvalid { .. } | Error::PluginConfigInvalid { .. } => {
-                "PluginInvalid"
-            }
+            Error::PluginTooLarge { .. }
+            | Error::PluginDigestMismatch { .. }
+            | Error::PluginInvalid { .. }
+            | Error::PluginTooComplex { .. }
+            | Error::PluginConfigInvalid { .. } => "PluginInvalid",
             Error::PluginIncompatible { .. } => "PluginIncompatible",
             Error::PluginTimeout { .. } => "PluginTimeout",
             Error::PluginMemoryLimit { .. } | Error::PluginTrap { .. } | Error::PluginPlanFailed { .. } | Error::PluginUnsupported { .. } => {
@@ -134,6 +140,7 @@ impl Error {
             Error::PluginTooLarge { .. } => "PluginTooLarge",
             Error::PluginDigestMismatch { .. } => "PluginDigestMismatch",
             Error::PluginInvalid { .. } => "PluginInvalid",
+            Error::PluginTooComplex { .. } => "PluginTooComplex",
             Error::PluginIncompatible { .. } => "PluginIncompatible",
             Error::PluginTimeout { .. } => "PluginTimeout",
             Error::PluginMemoryLimit { .. } => "PluginMemoryLimit",
@@ -149,6 +156,38 @@ impl Error {
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
             Error::Kube(_) => "KubeApi",
+        }
+    }
+}
+
+impl Error {
+    /// The same error again (errors are not `Clone`: kube's are not): for an error that applies to
+    /// several PVCs, or a failed digest remembered.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Kube(k) => Error::Runtime(format!("Kubernetes API: {k}")),
+            Error::PluginSource(m) => Error::PluginSource(m.clone()),
+            Error::PluginNotFound(m) => Error::PluginNotFound(m.clone()),
+            Error::Runtime(m) => Error::Runtime(m.clone()),
+            Error::InvalidSpec(m) => Error::InvalidSpec(m.clone()),
+            Error::InvalidSelector(m) => Error::InvalidSelector(m.clone()),
+            Error::SnapshotApiMissing => Error::SnapshotApiMissing,
+            Error::PluginTooLarge { plugin, size, max } => Error::PluginTooLarge { plugin: plugin.clone(), size: *size, max: *max },
+            Error::PluginDigestMismatch { name, expected, actual } => {
+                Error::PluginDigestMismatch { name: name.clone(), expected: expected.clone(), actual: actual.clone() }
+            }
+            Error::PluginInvalid { plugin, message } => Error::PluginInvalid { plugin: plugin.clone(), message: message.clone() },
+            Error::PluginTooComplex { plugin, message } => Error::PluginTooComplex { plugin: plugin.clone(), message: message.clone() },
+            Error::PluginIncompatible { plugin, found, message } => {
+                Error::PluginIncompatible { plugin: plugin.clone(), found: found.clone(), message: message.clone() }
+            }
+            Error::PluginTimeout { plugin, limit_ms } => Error::PluginTimeout { plugin: plugin.clone(), limit_ms: *limit_ms },
+            Error::PluginMemoryLimit { plugin, limit_bytes } => Error::PluginMemoryLimit { plugin: plugin.clone(), limit_bytes: *limit_bytes },
+            Error::PluginTrap { plugin, message } => Error::PluginTrap { plugin: plugin.clone(), message: message.clone() },
+            Error::PluginConfigInvalid { plugin, message } => Error::PluginConfigInvalid { plugin: plugin.clone(), message: message.clone() },
+            Error::PluginPlanFailed { plugin, message } => Error::PluginPlanFailed { plugin: plugin.clone(), message: message.clone() },
+            Error::PluginUnsupported { plugin, action } => Error::PluginUnsupported { plugin: plugin.clone(), action },
+            Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
         }
     }
 }

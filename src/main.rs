@@ -22,6 +22,10 @@ enum Command {
     Run(RunArgs),
     /// Print the BackupPolicy CRD as YAML.
     Crd,
+    /// Internal: compile the component on stdin for this operator's engine (run by the operator
+    /// in a child process, within limits).
+    #[command(hide = true)]
+    CompilePlugin,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,6 +51,21 @@ struct RunArgs {
     /// Plugin calls running at once.
     #[arg(long, default_value_t = 4)]
     plugin_concurrency: usize,
+    /// Plugin compilations running at once (apart from the calls).
+    #[arg(long, default_value_t = 1)]
+    plugin_compile_concurrency: usize,
+    /// Bytes of compiled plugins kept in memory (least recently used go first).
+    #[arg(long, default_value_t = 256 << 20)]
+    plugin_cache_memory_bytes: u64,
+    /// Bytes of compiled plugins kept in --plugin-cache-dir (least recently used go first).
+    #[arg(long, default_value_t = 512 << 20)]
+    plugin_cache_disk_bytes: u64,
+    /// Address space of the child process that compiles a plugin.
+    #[arg(long, default_value_t = 1 << 30)]
+    plugin_compile_memory_bytes: u64,
+    /// Time a plugin's compilation may take.
+    #[arg(long, default_value_t = 20_000)]
+    plugin_compile_timeout_ms: u64,
     /// Image prefixes plans may use (comma-separated); empty allows all.
     #[arg(long, value_delimiter = ',')]
     image_allowlist: Vec<String>,
@@ -84,13 +103,29 @@ async fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::CompilePlugin => backup_operator::strategy::compile::compile_child_main(),
         Command::Run(args) => {
             init_logging(args.log_format);
+            let compiler = match std::env::current_exe() {
+                Ok(exe) => backup_operator::strategy::compile::Compiler {
+                    exe,
+                    memory_bytes: args.plugin_compile_memory_bytes,
+                    timeout: Duration::from_millis(args.plugin_compile_timeout_ms),
+                },
+                Err(e) => {
+                    tracing::error!("finding the operator binary (it compiles plugins in a child process): {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
             let runtime = StrategyRuntime::new(RuntimeConfig {
                 memory_limit_bytes: args.plugin_memory_limit_bytes,
                 deadline: Duration::from_millis(args.plugin_timeout_ms),
                 max_concurrency: args.plugin_concurrency,
                 cache_dir: args.plugin_cache_dir,
+                compile_concurrency: args.plugin_compile_concurrency,
+                cache_memory_bytes: args.plugin_cache_memory_bytes,
+                cache_disk_bytes: args.plugin_cache_disk_bytes,
+                compiler: Some(compiler),
                 plan_policy: PlanPolicy { allow_secret_env: args.allow_secret_env, image_allowlist: args.image_allowlist, ..PlanPolicy::default() },
                 ..RuntimeConfig::default()
             });
@@ -112,6 +147,11 @@ async fn main() -> std::process::ExitCode {
             // missing instead. An API server that is not up yet is waited for.
             if let Err(e) = backup_operator::startup::check(&client, args.namespace.as_deref()).await {
                 tracing::error!("{e}");
+                return std::process::ExitCode::FAILURE;
+            }
+            // The built-ins are compiled before serving, never queued behind a custom plugin.
+            if let Err(e) = runtime.preload_builtins().await {
+                tracing::error!("compiling the built-in strategies: {e}");
                 return std::process::ExitCode::FAILURE;
             }
             let snapshots_api = controller::has_snapshot_api(&client).await;

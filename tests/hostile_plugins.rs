@@ -221,3 +221,143 @@ async fn attacks_running_together_do_not_stop_a_good_plugin() {
         assert!(call.await.expect("join").is_err());
     }
 }
+
+#[tokio::test]
+async fn components_are_measured_before_compiling_and_failures_are_remembered() {
+    use backup_operator::strategy::compile::{ShapeLimits, check_shape};
+    // The built-ins, measured: the documented limits leave them plenty of room.
+    for builtin in [BuiltinStrategy::Tar, BuiltinStrategy::Snapshot] {
+        let shape = check_shape(builtin.wasm(), &ShapeLimits::default()).expect("a built-in fits the limits");
+        assert!(shape.functions > 10 && shape.code_bytes > 1000, "{shape:?}");
+        eprintln!("{}: {shape:?}", builtin.name());
+    }
+    // Lower limits refuse the same component before Cranelift sees it, with the measure named.
+    let tight = ShapeLimits { max_function_bytes: 64, ..ShapeLimits::default() };
+    let runtime = StrategyRuntime::new(RuntimeConfig { shape_limits: tight, ..RuntimeConfig::default() }).expect("runtime");
+    let err = runtime.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
+    assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("over the limit of 64")), "{err}");
+    assert_eq!(err.classify().reason, "PluginInvalid");
+    // The same bytes again: the remembered failure, not another attempt.
+    let again = runtime.load("tar-again", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
+    assert!(matches!(again, Error::PluginTooComplex { .. }), "{again}");
+}
+
+#[tokio::test]
+async fn one_compilation_per_digest_and_caches_bounded_in_bytes() {
+    // How big one compiled tar plugin is on disk.
+    let probe = tempfile::tempdir().expect("tempdir");
+    StrategyRuntime::new(RuntimeConfig { cache_dir: Some(probe.path().to_path_buf()), ..RuntimeConfig::default() })
+        .expect("runtime")
+        .load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None)
+        .await
+        .expect("load");
+    let one = backup_operator::strategy::compile::dir_bytes(probe.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Room for one compiled plugin in memory, and one and a half on disk.
+    let runtime = StrategyRuntime::new(RuntimeConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        cache_memory_bytes: 1,
+        cache_disk_bytes: one + one / 2,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
+    // Eight loads of the same bytes at once: one compilation, one artefact, no temporary left.
+    let loads: Vec<_> = (0..8)
+        .map(|i| {
+            let rt = runtime.clone();
+            tokio::spawn(async move { rt.load(&format!("tar-{i}"), Arc::from(BuiltinStrategy::Tar.wasm()), None).await })
+        })
+        .collect();
+    for load in loads {
+        load.await.expect("join").expect("load");
+    }
+    let files: Vec<String> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("e").file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    // Twenty versions later (each a different digest), memory and disk hold one version.
+    let snapshot = runtime.load("snapshot", Arc::from(BuiltinStrategy::Snapshot.wasm()), None).await.expect("load");
+    let mut versions = Vec::new();
+    for i in 0..20u8 {
+        // The same component with a custom section appended: valid, and a new digest each time.
+        let mut bytes = BuiltinStrategy::Tar.wasm().to_vec();
+        bytes.extend_from_slice(&[0, 3, 1, b'v', i]);
+        versions.push(runtime.load(&format!("v{i}"), Arc::from(bytes), None).await.expect("version loads"));
+    }
+    let (count, bytes) = runtime.cache_stats();
+    assert_eq!(count, 1, "one compiled plugin in memory ({bytes} bytes)");
+    let on_disk = backup_operator::strategy::compile::dir_bytes(dir.path());
+    let files = std::fs::read_dir(dir.path()).expect("ls").count();
+    assert!(on_disk <= one + one / 2 && files == 1, "the disk cache stays within its bytes: {files} files, {on_disk} bytes");
+    support::measured(&format!("20 plugin versions: {count} compiled plugin in memory ({bytes} bytes), {files} on disk ({on_disk} bytes, bound {})", one + one / 2));
+    drop((snapshot, versions));
+}
+
+fn compiler(memory_bytes: u64, timeout: Duration) -> backup_operator::strategy::compile::Compiler {
+    backup_operator::strategy::compile::Compiler { exe: env!("CARGO_BIN_EXE_backup-operator").into(), memory_bytes, timeout }
+}
+
+#[tokio::test]
+async fn compiling_happens_in_a_child_process_within_a_deadline_and_a_memory_limit() {
+    // The artefact the child makes loads into the operator's pooled engine, and plans.
+    let runtime = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(1 << 30, Duration::from_secs(60))), ..RuntimeConfig::default() })
+        .expect("runtime");
+    let tar = runtime.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.expect("compiled by the child");
+    runtime.plan_backup(tar, None, backup_request("{}")).await.expect("plans");
+
+    let hasty = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(1 << 30, Duration::from_millis(1))), ..RuntimeConfig::default() })
+        .expect("runtime");
+    let err = hasty.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
+    assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("longer than 1 ms")), "{err}");
+
+    let starved = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(32 << 20, Duration::from_secs(60))), ..RuntimeConfig::default() })
+        .expect("runtime");
+    let err = starved.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
+    assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("the compiler stopped")), "{err}");
+}
+
+#[tokio::test]
+async fn a_component_made_to_be_slow_to_compile_is_refused_before_compiling() {
+    // 100,000 locals in one function: under 1 KiB, and the kind of input whose compilation grows
+    // with size times locals.
+    let bomb = support::components::component(1, 100_000, 64);
+    assert!(bomb.len() < 1024, "{}", bomb.len());
+    let runtime = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(1 << 30, Duration::from_secs(60))), ..RuntimeConfig::default() })
+        .expect("runtime");
+    let started = std::time::Instant::now();
+    let err = runtime.load("bomb", Arc::from(bomb), None).await.unwrap_err();
+    assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("more than 4096 locals")), "{err}");
+    support::measured(&format!("a 100,000-local component refused in {:?}", started.elapsed()));
+    // The largest component the limits accept (7 functions of ~128 KiB, 4,096 locals each):
+    // compiled in the child, or stopped by its deadline; measured either way.
+    let largest = support::components::component(7, 4096, 26_000);
+    let shape = backup_operator::strategy::compile::check_shape(&largest, &Default::default()).expect("within the limits");
+    // The compiler child on its own, timed, with its own peak memory (wait4's rusage).
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
+        .arg("compile-plugin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("compiler child");
+    {
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(&largest).expect("write");
+    }
+    // SAFETY: wait4 writes the exit status and the resource usage into the values it is given.
+    let (status, peak_kib) = unsafe {
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
+        (status, usage.ru_maxrss)
+    };
+    support::measured(&format!(
+        "largest accepted component ({} bytes, {shape:?}): compiled by the child in {:?} (exit status {status}), peak RSS {} MiB",
+        largest.len(),
+        started.elapsed(),
+        peak_kib / 1024
+    ));
+    let result = runtime.load("largest", Arc::from(largest.clone()), None).await;
+    match result {
+        Ok(_) | Err(Error::PluginTooComplex { .. } | Error::PluginIncompatible { .. }) => {}
+        Err(other) => panic!("the largest component: {other}"),
+    }
+}

@@ -10,6 +10,7 @@
 pub mod bindings;
 pub mod builtin;
 pub mod check;
+pub mod compile;
 pub mod resolve;
 pub mod runtime;
 pub mod source;

@@ -2,6 +2,11 @@
 //! its sha256 (in memory, and on disk so a restart does not recompile) and pre-instantiated once.
 //! Every call gets a fresh `Store` with a memory cap and an epoch deadline and runs on a blocking
 //! thread, at most `max_concurrency` at a time. Plugins import nothing but a log.
+//!
+//! Compiling is kept apart from calling: a component's shape is checked first
+//! ([`super::compile`]), compilations queue for their own slots (never a call slot), one per
+//! digest at a time, and a component that failed is remembered by digest until its bytes change.
+//! Caches are bounded in bytes.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -21,8 +26,13 @@ use crate::error::{Error, PluginId, Result};
 
 /// How often the epoch advances: the granularity of plugin deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
-/// Compiled plugins kept in memory; the least recently loaded digest goes first.
-const MAX_CACHED_PLUGINS: usize = 64;
+/// Failed digests remembered (each entry is an error message).
+const MAX_FAILED_DIGESTS: usize = 256;
+/// What a plugin may say about itself (`describe`), kept in memory per version.
+const MAX_DESCRIPTION_NAME: usize = 63;
+const MAX_DESCRIPTION_VERSION: usize = 64;
+const MAX_DESCRIPTION_SUMMARY: usize = 1024;
+const MAX_DESCRIPTION_SCHEMA: usize = 16 * 1024;
 /// Plugin log lines kept per call, and bytes per line: a plugin cannot flood the operator's log.
 const MAX_LOG_LINES: usize = 64;
 const MAX_LOG_BYTES: usize = 1024;
@@ -42,6 +52,15 @@ pub struct RuntimeConfig {
     /// Where compiled plugins are kept across restarts; `None` compiles in memory only.
     pub cache_dir: Option<PathBuf>,
     pub plan_policy: PlanPolicy,
+    /// Compilations at once, apart from the call slots.
+    pub compile_concurrency: usize,
+    /// Bytes of compiled plugins kept in memory, and on disk.
+    pub cache_memory_bytes: u64,
+    pub cache_disk_bytes: u64,
+    pub shape_limits: super::compile::ShapeLimits,
+    /// Compile in a child process within limits (the operator binary); `None` compiles in this
+    /// process (tests and benchmarks).
+    pub compiler: Option<super::compile::Compiler>,
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +72,11 @@ impl Default for RuntimeConfig {
             max_plugin_bytes: 1024 * 1024,
             cache_dir: None,
             plan_policy: PlanPolicy::default(),
+            compile_concurrency: 1,
+            cache_memory_bytes: 256 << 20,
+            cache_disk_bytes: 512 << 20,
+            shape_limits: super::compile::ShapeLimits::default(),
+            compiler: None,
         }
     }
 }
@@ -151,17 +175,93 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
-    /// Distinguishes on-disk artefacts of engines with different settings or versions.
-    engine_key: u64,
     config: RuntimeConfig,
+    disk: Option<super::compile::DiskCache>,
     plugins: Mutex<PluginCache>,
     permits: Arc<Semaphore>,
+    compile_permits: Arc<Semaphore>,
+    /// One compilation per digest at a time: later loads of the same bytes wait for it.
+    compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    ticker: Arc<EpochTicker>,
 }
 
+/// Compiled plugins by digest, least recently used first out once over `max_bytes`, and the
+/// digests that failed to load.
 #[derive(Default)]
 struct PluginCache {
-    by_digest: HashMap<String, (u64, Arc<Plugin>)>,
-    loads: u64,
+    by_digest: HashMap<String, (u64, Arc<Plugin>, u64)>,
+    bytes: u64,
+    failed: HashMap<String, (u64, Error)>,
+    uses: u64,
+}
+
+impl PluginCache {
+    fn get(&mut self, digest: &str) -> Option<Arc<Plugin>> {
+        self.uses += 1;
+        let stamp = self.uses;
+        self.by_digest.get_mut(digest).map(|(s, p, _)| {
+            *s = stamp;
+            p.clone()
+        })
+    }
+
+    fn insert(&mut self, digest: &str, plugin: Arc<Plugin>, size: u64, max_bytes: u64) {
+        self.uses += 1;
+        if let Some((_, _, old)) = self.by_digest.insert(digest.to_owned(), (self.uses, plugin, size)) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+        while self.bytes > max_bytes && self.by_digest.len() > 1 {
+            let Some(oldest) = self.by_digest.iter().filter(|(d, _)| *d != digest).min_by_key(|(_, (s, _, _))| *s).map(|(d, _)| d.clone()) else { break };
+            if let Some((_, _, size)) = self.by_digest.remove(&oldest) {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    fn fail(&mut self, digest: &str, error: &Error) {
+        self.uses += 1;
+        self.failed.insert(digest.to_owned(), (self.uses, error.duplicate()));
+        if self.failed.len() > MAX_FAILED_DIGESTS
+            && let Some(oldest) = self.failed.iter().min_by_key(|(_, (s, _))| *s).map(|(d, _)| d.clone())
+        {
+            self.failed.remove(&oldest);
+        }
+    }
+}
+
+/// Advances the engine's epoch, but only while a call is in flight: an idle operator does not wake
+/// every tick.
+#[derive(Default)]
+struct EpochTicker {
+    in_flight: std::sync::atomic::AtomicUsize,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// A call in flight, for as long as it lives.
+struct InFlight<'a>(&'a EpochTicker);
+
+impl EpochTicker {
+    fn enter(&self) -> InFlight<'_> {
+        if self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+        InFlight(self)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// What loading found before compiling.
+enum Known {
+    Ready(Arc<Plugin>),
+    Compile(PluginId),
 }
 
 /// The strategy plugin host. Cheap to clone; clones share the engine and caches.
@@ -172,8 +272,7 @@ pub struct StrategyRuntime {
 
 impl StrategyRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self> {
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true).epoch_interruption(true);
+        let mut wasm: Config = super::compile::engine_config();
         // A pool of instance slots, reused call after call: a fresh store per call then costs
         // microseconds instead of mapping and unmapping linear memory each time. Calls are bounded
         // by the semaphore, so the pool (with headroom for loads) is never exhausted.
@@ -195,14 +294,46 @@ impl StrategyRuntime {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hasher.finish();
-        spawn_epoch_ticker(&engine)?;
-        if let Some(dir) = &config.cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Runtime(format!("plugin cache {}: {e}", dir.display())))?;
-        }
+        let ticker = Arc::new(EpochTicker::default());
+        spawn_epoch_ticker(&engine, ticker.clone())?;
+        let disk = match &config.cache_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| Error::Runtime(format!("plugin cache {}: {e}", dir.display())))?;
+                let disk = super::compile::DiskCache { dir: dir.clone(), engine_key, max_bytes: config.cache_disk_bytes };
+                disk.prune();
+                Some(disk)
+            }
+            None => None,
+        };
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
+        let compile_permits = Arc::new(Semaphore::new(config.compile_concurrency.max(1)));
         Ok(StrategyRuntime {
-            inner: Arc::new(Inner { engine, linker, engine_key, config, plugins: Mutex::default(), permits }),
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                disk,
+                plugins: Mutex::default(),
+                permits,
+                compile_permits,
+                compiling: Mutex::default(),
+                ticker,
+            }),
         })
+    }
+
+    /// Compiles the built-in strategies before the operator serves, so that they never wait
+    /// behind a custom plugin's compilation.
+    pub async fn preload_builtins(&self) -> Result<()> {
+        for builtin in super::builtin::BuiltinStrategy::ALL {
+            self.load(builtin.name(), Arc::from(builtin.wasm()), None).await?;
+        }
+        Ok(())
+    }
+
+    /// Compiled plugins held in memory, and their bytes.
+    pub fn cache_stats(&self) -> (usize, u64) {
+        self.inner.plugins.lock().map(|c| (c.by_digest.len(), c.bytes)).unwrap_or_default()
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -210,45 +341,109 @@ impl StrategyRuntime {
     }
 
     /// Compiles (or finds) the component in `bytes`, pre-instantiates it and asks it to describe
-    /// itself. `pinned_sha256`, when given, must match the bytes exactly.
+    /// itself. `pinned_sha256`, when given, must match the bytes exactly. Compiling waits for a
+    /// compile slot, never a call slot; the same bytes are compiled once even when loaded by many.
     pub async fn load(&self, name: &str, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
-        let this = self.clone();
-        let name = name.to_owned();
         let pinned = pinned_sha256.map(str::to_ascii_lowercase);
-        self.run_blocking(move || this.load_blocking(&name, &bytes, pinned.as_deref())).await
+        let (this, owned_name, hashed) = (self.clone(), name.to_owned(), bytes.clone());
+        let id = match spawn_blocking(move || this.known(&owned_name, &hashed, pinned.as_deref())).await? {
+            Known::Ready(plugin) => return Ok(plugin),
+            Known::Compile(id) => id,
+        };
+        let gate = self.gate(&id.digest);
+        let _one_at_a_time = gate.lock().await;
+        if let Some(known) = self.lookup(&id) {
+            return known;
+        }
+        let permit = self.inner.compile_permits.clone().acquire_owned().await.map_err(|e| Error::Runtime(format!("compile slots closed: {e}")))?;
+        let (this, compile_id) = (self.clone(), id.clone());
+        let compiled = spawn_blocking(move || {
+            let _permit = permit;
+            this.compile(&compile_id, &bytes)
+        })
+        .await;
+        let result = match compiled {
+            Ok((component, size)) => {
+                let (this, finish_id) = (self.clone(), id.clone());
+                self.run_blocking(move || this.finish(finish_id, &component, size)).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result
+            && e.is_permanent()
+            && let Ok(mut cache) = self.inner.plugins.lock()
+        {
+            cache.fail(&id.digest, e);
+        }
+        result
     }
 
     /// [`load`](Self::load) on the calling thread; for benchmarks and blocking contexts.
     pub fn load_blocking(&self, name: &str, bytes: &[u8], pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
+        match self.known(name, bytes, pinned_sha256)? {
+            Known::Ready(plugin) => Ok(plugin),
+            Known::Compile(id) => {
+                let (component, size) = self.compile(&id, bytes)?;
+                self.finish(id, &component, size)
+            }
+        }
+    }
+
+    /// Hashes the bytes, checks the pin and size, and finds a compiled plugin or a remembered
+    /// failure for them.
+    fn known(&self, name: &str, bytes: &[u8], pinned_sha256: Option<&str>) -> Result<Known> {
         let digest = sha256_hex(bytes);
         if let Some(expected) = pinned_sha256
             && !expected.eq_ignore_ascii_case(&digest)
         {
             return Err(Error::PluginDigestMismatch { name: name.to_owned(), expected: expected.to_owned(), actual: digest });
         }
-        let id = PluginId { name: name.to_owned(), digest: digest.clone() };
+        let id = PluginId { name: name.to_owned(), digest };
         if bytes.len() > self.inner.config.max_plugin_bytes {
             return Err(Error::PluginTooLarge { plugin: id, size: bytes.len(), max: self.inner.config.max_plugin_bytes });
         }
-        if let Some(cached) = self.cached(&digest) {
-            if cached.id.name == name {
-                return Ok(cached);
-            }
-            let renamed = Plugin { id, description: cached.description.clone(), pre: cached.pre.clone() };
-            return Ok(Arc::new(renamed));
+        match self.lookup(&id) {
+            Some(known) => known.map(Known::Ready),
+            None => Ok(Known::Compile(id)),
         }
-        let component = self.compile(&id, bytes)?;
+    }
+
+    /// A compiled plugin (under this name), or the error these bytes failed with before.
+    fn lookup(&self, id: &PluginId) -> Option<Result<Arc<Plugin>>> {
+        let mut cache = self.inner.plugins.lock().ok()?;
+        if let Some(cached) = cache.get(&id.digest) {
+            if cached.id.name == id.name {
+                return Some(Ok(cached));
+            }
+            return Some(Ok(Arc::new(Plugin { id: id.clone(), description: cached.description.clone(), pre: cached.pre.clone() })));
+        }
+        cache.failed.get(&id.digest).map(|(_, e)| Err(e.duplicate()))
+    }
+
+    fn gate(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut compiling) = self.inner.compiling.lock() else { return Arc::default() };
+        // Gates nobody waits on any more go, so the map stays small.
+        compiling.retain(|_, g| Arc::strong_count(g) > 1);
+        compiling.entry(digest.to_owned()).or_default().clone()
+    }
+
+    /// Pre-instantiates a compiled component and asks it to describe itself (a call slot).
+    fn finish(&self, id: PluginId, component: &Component, size: u64) -> Result<Arc<Plugin>> {
         let incompatible = |e: wasmtime::Error| Error::PluginIncompatible {
             plugin: id.clone(),
-            found: self.contract_of(&component),
+            found: self.contract_of(component),
             message: truncate(format!("{e:#}"), MAX_MESSAGE_BYTES),
         };
-        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(incompatible)?;
+        let instance_pre = self.inner.linker.instantiate_pre(component).map_err(incompatible)?;
         let pre = BackupStrategyPre::new(instance_pre).map_err(incompatible)?;
         let limits = self.limits(None);
         let description = self.call_raw(&id, &pre, limits, |b, store| b.backup_strategy_strategy().call_describe(store))?;
+        let description = bounded(description);
+        let digest = id.digest.clone();
         let plugin = Arc::new(Plugin { id, description, pre });
-        self.remember(&digest, &plugin);
+        if let Ok(mut cache) = self.inner.plugins.lock() {
+            cache.insert(&digest, plugin.clone(), size, self.inner.config.cache_memory_bytes);
+        }
         Ok(plugin)
     }
 
@@ -270,52 +465,54 @@ impl StrategyRuntime {
             })
     }
 
-    fn cached(&self, digest: &str) -> Option<Arc<Plugin>> {
-        let cache = self.inner.plugins.lock().ok()?;
-        cache.by_digest.get(digest).map(|(_, p)| p.clone())
-    }
-
-    fn remember(&self, digest: &str, plugin: &Arc<Plugin>) {
-        let Ok(mut cache) = self.inner.plugins.lock() else { return };
-        cache.loads += 1;
-        let stamp = cache.loads;
-        cache.by_digest.insert(digest.to_owned(), (stamp, plugin.clone()));
-        if cache.by_digest.len() > MAX_CACHED_PLUGINS
-            && let Some(oldest) = cache.by_digest.iter().min_by_key(|(_, (s, _))| *s).map(|(d, _)| d.clone())
-        {
-            cache.by_digest.remove(&oldest);
-        }
-    }
-
-    /// Compiles a component, or loads its precompiled form from the on-disk cache.
-    fn compile(&self, id: &PluginId, bytes: &[u8]) -> Result<Component> {
-        let invalid = |e: wasmtime::Error| Error::PluginInvalid { plugin: id.clone(), message: format!("{e:#}") };
-        let Some(dir) = &self.inner.config.cache_dir else {
-            return Component::from_binary(&self.inner.engine, bytes).map_err(invalid);
-        };
-        let path = dir.join(format!("{}-{:016x}.cwasm", id.digest, self.inner.engine_key));
+    /// Compiles a component (after checking its shape), or loads its precompiled form from the
+    /// on-disk cache. Returns it with the size of its compiled form.
+    fn compile(&self, id: &PluginId, bytes: &[u8]) -> Result<(Component, u64)> {
+        let invalid = |e: wasmtime::Error| Error::PluginInvalid { plugin: id.clone(), message: truncate(format!("{e:#}"), MAX_MESSAGE_BYTES) };
+        let disk = self.inner.disk.as_ref();
         // Read into memory rather than `deserialize_file`: a mapped file truncated by anyone
         // while in use would bring the process down with SIGBUS.
-        if let Ok(cached) = std::fs::read(&path) {
+        if let Some(cached) = disk.and_then(|d| d.read(&id.digest)) {
             // SAFETY: the file was written by `precompile_component` of an engine with the same
             // compatibility hash (it is in the name), in the operator's own cache directory;
             // wasmtime also checks its header before use.
             match unsafe { Component::deserialize(&self.inner.engine, &cached) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => return Ok((component, cached.len() as u64)),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "discarding unusable cached plugin: {e:#}");
-                    let _ = std::fs::remove_file(&path);
+                    tracing::warn!(plugin = %id, "discarding unusable cached plugin: {e:#}");
+                    if let Some(d) = disk {
+                        d.remove(&id.digest);
+                    }
                 }
             }
         }
-        let compiled = self.inner.engine.precompile_component(bytes).map_err(invalid)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path)) {
-            tracing::warn!(path = %path.display(), "could not cache compiled plugin: {e}");
-            let _ = std::fs::remove_file(&tmp);
+        super::compile::check_shape(bytes, &self.inner.config.shape_limits).map_err(|e| match e {
+            super::compile::ShapeError::Invalid(message) => Error::PluginInvalid { plugin: id.clone(), message: truncate(message, MAX_MESSAGE_BYTES) },
+            super::compile::ShapeError::TooComplex(message) => Error::PluginTooComplex { plugin: id.clone(), message },
+        })?;
+        let compiled = match &self.inner.config.compiler {
+            None => self.inner.engine.precompile_component(bytes).map_err(invalid)?,
+            Some(compiler) => compiler.compile(bytes).map_err(|failure| match failure {
+                super::compile::CompileFailure::Invalid(message) => Error::PluginInvalid { plugin: id.clone(), message: truncate(message, MAX_MESSAGE_BYTES) },
+                super::compile::CompileFailure::TimedOut(after) => Error::PluginTooComplex {
+                    plugin: id.clone(),
+                    message: format!("compiling took longer than {} ms (--plugin-compile-timeout-ms)", after.as_millis()),
+                },
+                super::compile::CompileFailure::Died(how) => Error::PluginTooComplex {
+                    plugin: id.clone(),
+                    message: truncate(
+                        format!("the compiler stopped ({how}), most likely past its {} bytes of memory (--plugin-compile-memory-bytes)", compiler.memory_bytes),
+                        MAX_MESSAGE_BYTES,
+                    ),
+                },
+            })?,
+        };
+        if let Some(d) = disk {
+            d.write(&id.digest, &compiled);
         }
         // SAFETY: `compiled` was produced just now by this engine's `precompile_component`.
-        unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)
+        let component = unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)?;
+        Ok((component, compiled.len() as u64))
     }
 
     fn limits(&self, overrides: Option<&PluginLimits>) -> CallLimits {
@@ -341,6 +538,7 @@ impl StrategyRuntime {
             memory_denied: false,
             log_lines: 0,
         };
+        let _in_flight = self.inner.ticker.enter();
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| s);
         let ticks = limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
@@ -463,20 +661,45 @@ impl StrategyRuntime {
     }
 }
 
-/// Advances the engine's epoch every tick. Holds only a weak reference, so it ends with the engine.
-fn spawn_epoch_ticker(engine: &Engine) -> Result<()> {
+/// Advances the engine's epoch every tick while a call is in flight, and sleeps otherwise. Holds
+/// only a weak reference, so it ends with the engine.
+fn spawn_epoch_ticker(engine: &Engine, ticker: Arc<EpochTicker>) -> Result<()> {
     let weak = engine.weak();
-    std::thread::Builder::new()
+    let state = ticker.clone();
+    let handle = std::thread::Builder::new()
         .name("wasm-epoch".into())
         .spawn(move || {
             while let Some(engine) = weak.upgrade() {
+                if state.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    drop(engine);
+                    // Woken by the next call; the timeout only notices a dropped engine.
+                    std::thread::park_timeout(Duration::from_secs(5));
+                    continue;
+                }
                 engine.increment_epoch();
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
             }
         })
-        .map(|_| ())
-        .map_err(|e| Error::Runtime(format!("epoch ticker: {e}")))
+        .map_err(|e| Error::Runtime(format!("epoch ticker: {e}")))?;
+    let _ = ticker.thread.set(handle.thread().clone());
+    Ok(())
+}
+
+/// A blocking task, its panic turned into an error.
+async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Runtime(format!("plugin thread: {e}")))?
+}
+
+/// What a plugin says about itself, cut to documented sizes: it is kept in memory per version.
+fn bounded(d: Description) -> Description {
+    Description {
+        name: truncate(d.name, MAX_DESCRIPTION_NAME),
+        version: truncate(d.version, MAX_DESCRIPTION_VERSION),
+        summary: truncate(d.summary, MAX_DESCRIPTION_SUMMARY),
+        actions: d.actions.into_iter().take(8).collect(),
+        config_schema: truncate(d.config_schema, MAX_DESCRIPTION_SCHEMA),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! failure, so CI never skips silently.
 #![allow(dead_code)]
 
+pub mod components;
 pub mod operator;
 pub mod requests;
 

@@ -121,6 +121,8 @@ impl Guest for Hostile {
             "huge-resources" => {
                 job.resources = Resources { cpu_millicores: Some(u32::MAX), memory_bytes: Some(u64::MAX) };
             }
+            // Within the host's maxima, but more CPU than the test node has: a pod that never fits.
+            "greedy" => job.resources = Resources { cpu_millicores: Some(60_000), memory_bytes: None },
             "root-mount" => job.mounts.push(Mount { volume: "scratch".into(), path: "//".into(), read_only: false }),
             "log-injection" => {
                 log(LogLevel::Warn, "innocent\n2026-11-29T00:00:00Z  INFO backup_operator: forged line");
