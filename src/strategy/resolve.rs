@@ -15,9 +15,11 @@ use crate::error::{Error, Result};
 /// Loads (or finds, by digest) the policy's plugin.
 pub async fn plugin(policy: &BackupPolicy, client: &Client, runtime: &StrategyRuntime, plugin_dir: Option<&Path>) -> Result<Arc<Plugin>> {
     let pinned = policy.spec.plugin.as_ref().and_then(|p| p.sha256.as_deref());
-    let (name, bytes) = match policy.spec.backup_strategy {
-        BackupStrategyKind::Tar => (BuiltinStrategy::Tar.name().to_owned(), Arc::from(BuiltinStrategy::Tar.wasm())),
-        BackupStrategyKind::Snapshot => (BuiltinStrategy::Snapshot.name().to_owned(), Arc::from(BuiltinStrategy::Snapshot.wasm())),
+    // The built-ins' bytes never change: their version is the operator's own.
+    let builtin = |b: BuiltinStrategy| (b.name().to_owned(), Arc::from(b.wasm()), env!("CARGO_PKG_VERSION").to_owned());
+    let (name, bytes, version) = match policy.spec.backup_strategy {
+        BackupStrategyKind::Tar => builtin(BuiltinStrategy::Tar),
+        BackupStrategyKind::Snapshot => builtin(BuiltinStrategy::Snapshot),
         BackupStrategyKind::Custom => {
             let spec = policy.spec.plugin.as_ref().ok_or_else(|| {
                 Error::InvalidSpec("backupStrategy custom needs spec.plugin.configMapRef or spec.plugin.file".into())
@@ -28,10 +30,11 @@ pub async fn plugin(policy: &BackupPolicy, client: &Client, runtime: &StrategyRu
                 (None, Some(_), None) => return Err(Error::InvalidSpec("spec.plugin.file needs the operator to run with --plugin-dir".into())),
                 _ => return Err(Error::InvalidSpec("spec.plugin needs exactly one of configMapRef and file".into())),
             };
-            (location.display_name(), location.fetch(client).await?)
+            let (bytes, version) = location.fetch_versioned(client).await?;
+            (location.display_name(), bytes, version)
         }
     };
-    runtime.load(&name, bytes, pinned).await
+    runtime.load_versioned(&name, &version, bytes, pinned).await
 }
 
 /// The policy's opaque plugin config as JSON ("{}" when unset).

@@ -182,6 +182,8 @@ struct Inner {
     compile_permits: Arc<Semaphore>,
     /// One compilation per digest at a time: later loads of the same bytes wait for it.
     compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The digest of each source's latest version, so that unchanged bytes are not hashed again.
+    versions: Mutex<HashMap<String, (String, String)>>,
     ticker: Arc<EpochTicker>,
 }
 
@@ -317,6 +319,7 @@ impl StrategyRuntime {
                 permits,
                 compile_permits,
                 compiling: Mutex::default(),
+                versions: Mutex::default(),
                 ticker,
             }),
         })
@@ -344,9 +347,32 @@ impl StrategyRuntime {
     /// itself. `pinned_sha256`, when given, must match the bytes exactly. Compiling waits for a
     /// compile slot, never a call slot; the same bytes are compiled once even when loaded by many.
     pub async fn load(&self, name: &str, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
+        self.load_with_digest(name, None, bytes, pinned_sha256).await
+    }
+
+    /// [`load`](Self::load) for a source whose `version` says whether its bytes changed: the
+    /// bytes of a version seen before are not hashed again.
+    pub async fn load_versioned(&self, name: &str, version: &str, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
+        let known = self.inner.versions.lock().ok().and_then(|v| v.get(name).filter(|(seen, _)| seen == version).map(|(_, d)| d.clone()));
+        let plugin = self.load_with_digest(name, known, bytes, pinned_sha256).await?;
+        if let Ok(mut versions) = self.inner.versions.lock() {
+            // Bounded like the sources it mirrors: a policy names one source.
+            if versions.len() > 4096 {
+                versions.clear();
+            }
+            versions.insert(name.to_owned(), (version.to_owned(), plugin.id.digest.clone()));
+        }
+        Ok(plugin)
+    }
+
+    async fn load_with_digest(&self, name: &str, digest: Option<String>, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
         let pinned = pinned_sha256.map(str::to_ascii_lowercase);
         let (this, owned_name, hashed) = (self.clone(), name.to_owned(), bytes.clone());
-        let id = match spawn_blocking(move || this.known(&owned_name, &hashed, pinned.as_deref())).await? {
+        let known = match digest {
+            Some(digest) => self.known_digest(name, digest, bytes.len(), pinned.as_deref())?,
+            None => spawn_blocking(move || this.known(&owned_name, &hashed, pinned.as_deref())).await?,
+        };
+        let id = match known {
             Known::Ready(plugin) => return Ok(plugin),
             Known::Compile(id) => id,
         };
@@ -392,15 +418,18 @@ impl StrategyRuntime {
     /// Hashes the bytes, checks the pin and size, and finds a compiled plugin or a remembered
     /// failure for them.
     fn known(&self, name: &str, bytes: &[u8], pinned_sha256: Option<&str>) -> Result<Known> {
-        let digest = sha256_hex(bytes);
+        self.known_digest(name, sha256_hex(bytes), bytes.len(), pinned_sha256)
+    }
+
+    fn known_digest(&self, name: &str, digest: String, len: usize, pinned_sha256: Option<&str>) -> Result<Known> {
         if let Some(expected) = pinned_sha256
             && !expected.eq_ignore_ascii_case(&digest)
         {
             return Err(Error::PluginDigestMismatch { name: name.to_owned(), expected: expected.to_owned(), actual: digest });
         }
         let id = PluginId { name: name.to_owned(), digest };
-        if bytes.len() > self.inner.config.max_plugin_bytes {
-            return Err(Error::PluginTooLarge { plugin: id, size: bytes.len(), max: self.inner.config.max_plugin_bytes });
+        if len > self.inner.config.max_plugin_bytes {
+            return Err(Error::PluginTooLarge { plugin: id, size: len, max: self.inner.config.max_plugin_bytes });
         }
         match self.lookup(&id) {
             Some(known) => known.map(Known::Ready),

@@ -30,14 +30,26 @@ impl PluginLocation {
     }
 
     pub async fn fetch(&self, client: &Client) -> Result<Arc<[u8]>> {
+        self.fetch_versioned(client).await.map(|(bytes, _)| bytes)
+    }
+
+    /// The bytes and a version of them (the ConfigMap's resourceVersion, the file's size and
+    /// modification time): the same version is the same bytes, which need no hashing again.
+    pub async fn fetch_versioned(&self, client: &Client) -> Result<(Arc<[u8]>, String)> {
         match self {
             PluginLocation::ConfigMap { namespace, name, key } => fetch_configmap(client, namespace, name, key).await,
-            PluginLocation::File { dir, file } => read_plugin_file(dir, file).await,
+            PluginLocation::File { dir, file } => {
+                let bytes = read_plugin_file(dir, file).await?;
+                let modified = std::fs::metadata(dir.join(file)).ok().and_then(|m| m.modified().ok());
+                let nanos = modified.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+                let version = format!("{}:{nanos}", bytes.len());
+                Ok((bytes, version))
+            }
         }
     }
 }
 
-async fn fetch_configmap(client: &Client, namespace: &str, name: &str, key: &str) -> Result<Arc<[u8]>> {
+async fn fetch_configmap(client: &Client, namespace: &str, name: &str, key: &str) -> Result<(Arc<[u8]>, String)> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     // Reading can fail for a while (the API server); a ConfigMap that is not there, or holds the
     // plugin in the wrong place, needs the user: that is a permanent error with the fix in it.
@@ -51,7 +63,8 @@ async fn fetch_configmap(client: &Client, namespace: &str, name: &str, key: &str
             ))
         })?;
     if let Some(bytes) = cm.binary_data.as_ref().and_then(|d| d.get(key)) {
-        return Ok(Arc::from(bytes.0.as_slice()));
+        let version = cm.metadata.resource_version.clone().unwrap_or_default();
+        return Ok((Arc::from(bytes.0.as_slice()), version));
     }
     if cm.data.as_ref().is_some_and(|d| d.contains_key(key)) {
         return Err(Error::PluginNotFound(format!(
