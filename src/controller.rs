@@ -579,6 +579,42 @@ async fn child_plan(t: &Target<'_>, plugin: Option<&Arc<Plugin>>, kind: RunKind,
     }
 }
 
+/// Plans a prune or verify Job for an existing run's artifact through the strategy, and creates it.
+#[allow(clippy::too_many_arguments)]
+async fn start_child(
+    t: &Target<'_>,
+    observation: &Observation,
+    plugin: Option<&Arc<Plugin>>,
+    kind: RunKind,
+    run: &str,
+    pvc: &str,
+    artifact: &str,
+    job: &str,
+) -> Result<()> {
+    let request = artifact_request(t, observation, run, pvc, artifact);
+    let plan = child_plan(t, plugin, kind, request).await?;
+    let plugin_label = plugin.map(|p| resolve::label(p)).unwrap_or_default();
+    let child = RunChild {
+        kind,
+        name: job,
+        namespace: &t.ns,
+        policy: &t.name,
+        policy_uid: &t.uid,
+        run,
+        pvc,
+        plugin: &plugin_label,
+        storage_claim: &t.policy.spec.backup_storage_claim,
+        owner: t.policy.controller_owner_ref(&()),
+        run_as: t.policy.spec.pod_security_context.clone(),
+    };
+    let rendered = match kind {
+        RunKind::Prune => prune_job::render(&child, &plan),
+        RunKind::Verify => verify_job::render(&child, &plan),
+        RunKind::Backup | RunKind::Cleanup => return Err(Error::Runtime("not a run's child Job".into())),
+    };
+    runs::apply_job(&t.ctx.client, &t.ns, &rendered).await
+}
+
 /// Retention: free the artifacts of dropped runs through the strategy, then delete their records.
 async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: Option<&Arc<Plugin>>, out: &mut Outcome) {
     for step in &d.prune {
@@ -599,38 +635,15 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                     Err(e) => out.transient(e),
                 }
             }
-            PruneStep::Start { run, pvc, artifact, job } => {
-                let request = artifact_request(t, observation, run, pvc, artifact);
-                let plugin_label = plugin.map(|p| resolve::label(p)).unwrap_or_default();
-                let result = match child_plan(t, plugin, RunKind::Prune, request).await {
-                    Ok(plan) => {
-                        let child = RunChild {
-                            kind: RunKind::Prune,
-                            name: job,
-                            namespace: &t.ns,
-                            policy: &t.name,
-                            policy_uid: &t.uid,
-                            run,
-                            pvc,
-                            plugin: &plugin_label,
-                            storage_claim: &t.policy.spec.backup_storage_claim,
-                            owner: t.policy.controller_owner_ref(&()),
-                            run_as: t.policy.spec.pod_security_context.clone(),
-                        };
-                        prune_job::apply(&t.ctx.client, &t.ns, &prune_job::render(&child, &plan)).await
-                    }
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => tracing::info!(policy = %t.name, run = %run, job = %job, "started prune job"),
-                    Err(e) if e.is_permanent() => {
-                        let message = format!("run {run}: cannot plan pruning {artifact}: {}", e.classify().message);
-                        t.event(EventType::Warning, "PruneFailed", message.clone()).await;
-                        out.prune_failed.push((run.clone(), message));
-                    }
-                    Err(e) => out.transient(e),
+            PruneStep::Start { run, pvc, artifact, job } => match start_child(t, observation, plugin, RunKind::Prune, run, pvc, artifact, job).await {
+                Ok(()) => tracing::info!(policy = %t.name, run = %run, job = %job, "started prune job"),
+                Err(e) if e.is_permanent() => {
+                    let message = format!("run {run}: cannot plan pruning {artifact}: {}", e.classify().message);
+                    t.event(EventType::Warning, "PruneFailed", message.clone()).await;
+                    out.prune_failed.push((run.clone(), message));
                 }
-            }
+                Err(e) => out.transient(e),
+            },
             PruneStep::Finish { run, prune_job: job, seconds } => {
                 let result = match backup_job::delete(&t.ctx.client, &t.ns, run).await {
                     Ok(()) => prune_job::delete(&t.ctx.client, &t.ns, job).await,
@@ -659,27 +672,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
 /// Re-verification: start the due verify Jobs, record the finished ones on their runs.
 async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: Option<&Arc<Plugin>>, out: &mut Outcome) {
     for start in &d.verify_start {
-        let request = artifact_request(t, observation, &start.run, &start.pvc, &start.artifact);
-        let plugin_label = plugin.map(|p| resolve::label(p)).unwrap_or_default();
-        let result = match child_plan(t, plugin, RunKind::Verify, request).await {
-            Ok(plan) => {
-                let child = RunChild {
-                    kind: RunKind::Verify,
-                    name: &start.job,
-                    namespace: &t.ns,
-                    policy: &t.name,
-                    policy_uid: &t.uid,
-                    run: &start.run,
-                    pvc: &start.pvc,
-                    plugin: &plugin_label,
-                    storage_claim: &t.policy.spec.backup_storage_claim,
-                    owner: t.policy.controller_owner_ref(&()),
-                    run_as: t.policy.spec.pod_security_context.clone(),
-                };
-                verify_job::apply(&t.ctx.client, &t.ns, &verify_job::render(&child, &plan)).await
-            }
-            Err(e) => Err(e),
-        };
+        let result = start_child(t, observation, plugin, RunKind::Verify, &start.run, &start.pvc, &start.artifact, &start.job).await;
         match result {
             Ok(()) => tracing::info!(policy = %t.name, run = %start.run, job = %start.job, "started verify job"),
             Err(e) if e.is_permanent() => {

@@ -14,10 +14,6 @@ pub fn render(child: &RunChild<'_>, plan: &JobPlan) -> Job {
     render_child(child, plan)
 }
 
-pub async fn apply(client: &Client, namespace: &str, job: &Job) -> Result<()> {
-    super::apply_job(client, namespace, job).await
-}
-
 pub async fn delete(client: &Client, namespace: &str, name: &str) -> Result<()> {
     super::delete_job(client, namespace, name).await
 }
