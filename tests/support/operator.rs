@@ -34,8 +34,14 @@ impl Operator {
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log_path = std::env::temp_dir().join(format!("backup-operator-test-{}-{n}.log", ns.name));
         let log = std::fs::File::create(&log_path).expect("operator log file");
+        // One compile cache for every test operator (a debug build compiles slowly, and dozens of
+        // operators start at once), and a compile deadline for that build on a busy machine.
+        let cache = std::env::temp_dir().join("backup-operator-test-plugin-cache");
         let child = Command::new(env!("CARGO_BIN_EXE_backup-operator"))
             .args(["run", "--namespace", &ns.name])
+            .arg("--plugin-cache-dir")
+            .arg(&cache)
+            .args(["--plugin-compile-timeout-ms", "300000"])
             .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info")
