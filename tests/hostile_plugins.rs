@@ -297,20 +297,27 @@ fn compiler(memory_bytes: u64, timeout: Duration) -> backup_operator::strategy::
 
 #[tokio::test]
 async fn compiling_happens_in_a_child_process_within_a_deadline_and_a_memory_limit() {
+    // A custom plugin: the tar component with a custom section appended (the built-ins' own
+    // digests compile in process).
+    let mut custom = BuiltinStrategy::Tar.wasm().to_vec();
+    custom.extend_from_slice(&[0, 3, 1, b'c', 1]);
+    let custom: Arc<[u8]> = Arc::from(custom);
     // The artefact the child makes loads into the operator's pooled engine, and plans.
-    let runtime = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(1 << 30, Duration::from_secs(60))), ..RuntimeConfig::default() })
+    let runtime = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(1 << 30, Duration::from_secs(120))), ..RuntimeConfig::default() })
         .expect("runtime");
-    let tar = runtime.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.expect("compiled by the child");
+    let tar = runtime.load("custom", custom.clone(), None).await.expect("compiled by the child");
     runtime.plan_backup(tar, None, backup_request("{}")).await.expect("plans");
 
     let hasty = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(1 << 30, Duration::from_millis(1))), ..RuntimeConfig::default() })
         .expect("runtime");
-    let err = hasty.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
+    let err = hasty.load("custom", custom.clone(), None).await.unwrap_err();
     assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("longer than 1 ms")), "{err}");
+    // The built-in itself is trusted: compiled in process whatever the child's limits.
+    hasty.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.expect("built-in");
 
     let starved = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(32 << 20, Duration::from_secs(60))), ..RuntimeConfig::default() })
         .expect("runtime");
-    let err = starved.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
+    let err = starved.load("custom", custom, None).await.unwrap_err();
     assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("the compiler stopped")), "{err}");
 }
 
