@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -93,7 +93,7 @@ pub async fn run(ctx: Arc<Context>) {
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
             None => Api::all_with(ctx.client.clone(), &resource),
         };
-        let snapshots = watcher(api, children).default_backoff().touched_objects();
+        let snapshots = watcher(api, children.clone()).default_backoff().touched_objects();
         controller = controller.owns_stream_with(snapshots, resource);
     }
     // A new plugin version in --plugin-dir: look at every policy again.
@@ -103,9 +103,23 @@ pub async fn run(ctx: Arc<Context>) {
     let store = controller.store();
     let pvc_store = store.clone();
     let pvc_type = policy_type.clone();
+    let pod_store = store.clone();
+    let pod_type = policy_type.clone();
+    // A run's pod that cannot start (an image error, a refusal, no node) changes only the pod, not
+    // its Job: watch the runs' pods too, so the cause shows on the policy at once.
+    let pods = ctx.metadata_watch::<Pod>(children.clone());
     let pvcs = ctx.metadata_watch::<PersistentVolumeClaim>(watcher::Config::default());
     let config_maps = ctx.metadata_watch::<ConfigMap>(watcher::Config::default());
     controller
+        .watches_stream(pods, move |pod| {
+            let uid = pod.labels().get(LABEL_POLICY_UID).cloned();
+            let dyntype = pod_type.clone();
+            pod_store
+                .state()
+                .into_iter()
+                .filter(move |p| uid.is_some() && p.metadata.uid == uid)
+                .map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
+        })
         // A PVC appearing, binding or going away changes what the namespace's policies back up.
         .watches_stream(pvcs, move |pvc| {
             let ns = pvc.namespace();

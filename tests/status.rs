@@ -131,7 +131,18 @@ async fn a_run_that_cannot_start_is_named_then_failed_and_the_next_run_starts() 
     }))
     .await
     .expect("policy");
+    // Once, at the next full minute: its next run is an hour away, so only the run's pod changing
+    // can tell the operator that the image is bad.
+    let now = chrono::Utc::now();
+    let at = if chrono::Timelike::second(&now) < 45 { now + chrono::Duration::minutes(1) } else { now + chrono::Duration::minutes(2) };
+    create_policy(&ns, "bad-image-once", json!({
+        "schedule": format!("{} * * * *", chrono::Timelike::minute(&at)), "pvcSelector": {"matchLabels": {"app": "db"}},
+        "backupImage": "INVALID_image_name!", "concurrencyPolicy": "Allow"
+    }))
+    .await
+    .expect("policy");
     let _operator = Operator::start(&cluster, &ns);
+    wait_policy(&ns, "bad-image-once", "Ready=False ImageError, seen through the run's pod", condition_is("Ready", "False", "ImageError")).await;
     wait_policy(&ns, "bad-image", "Ready=False ImageError", condition_is("Ready", "False", "ImageError")).await;
     let first = status(&ns, "bad-image").await.backup_history.remove(0);
     assert!(first.message.contains("InvalidImageName"), "{first:?}");
@@ -142,7 +153,7 @@ async fn a_run_that_cannot_start_is_named_then_failed_and_the_next_run_starts() 
     .await;
     assert_eq!(failed.reason.as_deref(), Some("ImageError"), "{failed:?}");
     let next = poll("the next run", LIMIT + Duration::from_secs(60), || async {
-        all_jobs(&ns).await.into_iter().find(|j| j.name_any() != first.job_name)
+        all_jobs(&ns).await.into_iter().find(|j| j.name_any() != first.job_name && j.labels()["backup-policy"] == "bad-image")
     })
     .await;
     assert!(next.annotations()["backup.example.com/scheduled-time"] > first.scheduled_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default());
