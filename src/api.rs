@@ -230,6 +230,7 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// What the operator observed: the schedule's progress, recent runs, and whether backups work.
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicyStatus {
@@ -321,7 +322,43 @@ pub enum RunStatus {
 /// The CRD as YAML, generated from these types (`backup-operator crd`).
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&BackupPolicy::crd())
+    let mut crd = serde_json::to_value(BackupPolicy::crd()).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    if let Some(versions) = crd.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
+        for version in versions {
+            if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {
+                complete_schema(schema, "");
+            }
+        }
+    }
+    serde_yaml::to_string(&crd)
+}
+
+/// Fills in what Kubernetes' own types leave out of the schema (the label selector's value items,
+/// a condition's `observedGeneration`): every field described, every integer bounded to what JSON
+/// numbers hold exactly.
+fn complete_schema(node: &mut serde_json::Value, field: &str) {
+    let Some(object) = node.as_object_mut() else { return };
+    if object.get("type").and_then(|t| t.as_str()) == Some("integer") && !object.contains_key("maximum") {
+        let max = if object.get("format").and_then(|f| f.as_str()) == Some("int32") { 2_147_483_647.0 } else { 9_007_199_254_740_991.0 };
+        object.insert("maximum".into(), serde_json::json!(max));
+    }
+    if !object.contains_key("description") && !field.is_empty() {
+        object.insert("description".into(), serde_json::json!(format!("The {field} (see the README).")));
+    }
+    if let Some(properties) = object.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        for (name, child) in properties.iter_mut() {
+            complete_schema(child, name);
+        }
+    }
+    if let Some(items) = object.get_mut("items") {
+        let described = field.to_owned();
+        if let Some(items) = items.as_object_mut()
+            && !items.contains_key("description")
+        {
+            items.insert("description".into(), serde_json::json!(format!("One {described} entry.")));
+        }
+        complete_schema(items, "");
+    }
 }
 
 /// A chrono time as a Kubernetes `Time` (k8s-openapi uses jiff). Times outside jiff's range
