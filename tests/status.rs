@@ -262,11 +262,18 @@ async fn a_policy_the_operator_cannot_read_gets_its_own_status_and_the_others_ke
 #[tokio::test]
 async fn every_field_is_explained() {
     let Some((cluster, ns)) = setup("explain").await else { return };
-    let text = support::kubectl(&cluster, &["explain", "backuppolicy.spec", "--recursive"]);
+    // The API server publishes a CRD's schema asynchronously, and another test may be re-applying
+    // the CRD: hold the CRD still, and ask until it is published.
+    let _lock = crd_lock();
+    let explain = |args: &[&str]| {
+        let out = std::process::Command::new(cluster.kubectl_path()).args(args).env("KUBECONFIG", &cluster.kubeconfig).output().expect("kubectl");
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let text = poll("kubectl explain", LIMIT, || async { explain(&["explain", "backuppolicy.spec", "--recursive"]) }).await;
     for field in ["schedule", "pvcSelector", "retentionCount", "deletionPolicy", "verify", "startTimeoutSeconds", "podSecurityContext", "plugin"] {
         assert!(text.contains(field), "{field} missing from kubectl explain");
     }
-    let described = support::kubectl(&cluster, &["explain", "backuppolicy.spec.backupStrategy"]);
+    let described = poll("kubectl explain of a field", LIMIT, || async { explain(&["explain", "backuppolicy.spec.backupStrategy"]) }).await;
     assert!(described.contains("VolumeSnapshot"), "{described}");
     ns.delete().await;
 }
