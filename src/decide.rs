@@ -634,6 +634,18 @@ fn stuck_runs(observed: &Observed, d: &mut Decision) -> Option<DateTime<Utc>> {
     next
 }
 
+/// The newest of `runs` for each PVC.
+fn newest_per_pvc<'a>(runs: impl Iterator<Item = &'a ObservedRun>) -> BTreeMap<&'a str, &'a ObservedRun> {
+    let mut newest: BTreeMap<&str, &ObservedRun> = BTreeMap::new();
+    for run in runs {
+        let entry = newest.entry(run.pvc.as_str()).or_insert(run);
+        if newest_first(run, entry).is_lt() {
+            *entry = run;
+        }
+    }
+    newest
+}
+
 /// Whether backups are working, from the runs as they stand after this reconcile.
 pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(String, String)]) -> Readiness {
     let not_ready = |reason, message: String| Readiness { not_ready: Some(reason), reason: None, message };
@@ -650,20 +662,8 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
         return not_ready(NotReady::NoMatchingPvcs, "no PersistentVolumeClaim in this namespace matches spec.pvcSelector".into());
     }
     // The latest finished run of each PVC decides whether backups are working.
-    let mut latest: BTreeMap<&str, &ObservedRun> = BTreeMap::new();
-    let mut newest_success: BTreeMap<&str, &ObservedRun> = BTreeMap::new();
-    for run in runs.iter().filter(|r| r.finished()) {
-        let entry = latest.entry(run.pvc.as_str()).or_insert(run);
-        if newest_first(run, entry).is_lt() {
-            *entry = run;
-        }
-        if run.status == RunStatus::Succeeded {
-            let entry = newest_success.entry(run.pvc.as_str()).or_insert(run);
-            if newest_first(run, entry).is_lt() {
-                *entry = run;
-            }
-        }
-    }
+    let latest = newest_per_pvc(runs.iter().filter(|r| r.finished()));
+    let newest_success = newest_per_pvc(runs.iter().filter(|r| r.status == RunStatus::Succeeded));
     // A run that cannot start says so at once, before its timeout fails it.
     if let Some(run) = runs.iter().filter(|r| matches!(r.status, RunStatus::Pending | RunStatus::Running)).find(|r| r.stuck.is_some()) {
         let stuck = run.stuck.clone().unwrap_or_else(|| crate::runs::stuck::Stuck { reason: "RunStuck", message: String::new() });

@@ -31,6 +31,9 @@ pub struct Compiler {
     pub timeout: Duration,
 }
 
+/// Largest compiled artefact taken from the compiler child (a 1 MiB component compiles to a few MiB).
+const MAX_ARTEFACT_BYTES: u64 = 64 << 20;
+
 /// Why the compiler child did not produce an artefact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompileFailure {
@@ -87,10 +90,11 @@ impl Compiler {
         let mut stdin = child.stdin.take().ok_or_else(|| CompileFailure::Died("no stdin".into()))?;
         let input = bytes.to_vec();
         let writer = std::thread::spawn(move || stdin.write_all(&input));
-        let mut stdout = child.stdout.take().ok_or_else(|| CompileFailure::Died("no stdout".into()))?;
+        let stdout = child.stdout.take().ok_or_else(|| CompileFailure::Died("no stdout".into()))?;
+        // The artefact is read with a cap too: what a component compiles to is its author's choice.
         let reader = std::thread::spawn(move || {
             let mut out = Vec::new();
-            stdout.read_to_end(&mut out).map(|_| out)
+            stdout.take(MAX_ARTEFACT_BYTES + 1).read_to_end(&mut out).map(|_| out)
         });
         let mut stderr = child.stderr.take().ok_or_else(|| CompileFailure::Died("no stderr".into()))?;
         let errors = std::thread::spawn(move || {
@@ -115,6 +119,9 @@ impl Compiler {
         let artefact = reader.join().ok().and_then(|r| r.ok()).unwrap_or_default();
         let message = errors.join().unwrap_or_default();
         match status.code() {
+            Some(0) if artefact.len() as u64 > MAX_ARTEFACT_BYTES => {
+                Err(CompileFailure::Died(format!("the compiled plugin is over {MAX_ARTEFACT_BYTES} bytes")))
+            }
             Some(0) => Ok(artefact),
             Some(2) => Err(CompileFailure::Invalid(message.trim().to_owned())),
             _ => Err(CompileFailure::Died(format!("{status}: {}", message.trim()))),
