@@ -37,6 +37,7 @@ uninstall: ## delete the CRD (and every BackupPolicy) from the current cluster
 
 crd: ## regenerate config/crd/ from the Rust types
 	cargo run --locked --bin backup-operator -- crd > config/crd/backup.example.com_backuppolicies.yaml
+	cargo run --locked --bin backup-operator -- crd --kind backuprestore > config/crd/backup.example.com_backuprestores.yaml
 
 plugins: ## build the built-in strategy plugins (WebAssembly components)
 	scripts/build-plugins.sh plugins

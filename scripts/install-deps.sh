@@ -5,6 +5,8 @@ set -euo pipefail
 packages=(
   # test cluster node: container runtime, CNI plugins (/usr/lib/cni), the busybox image's contents
   containerd runc containernetworking-plugins busybox-static iproute2 openssl gcc libc6-dev
+  # the test cluster's postgres:15 image (server, client and their shared libraries)
+  postgresql-15 postgresql-client-15
   # WebAssembly guests: rustc/cargo 1.96 with std sources for -Zbuild-std, wasm-component-ld, lld
   rustc-web cargo-web rust-web-src rust-web-llvm lld-22
 )

@@ -53,8 +53,16 @@ impl Context {
         Context { client, runtime, plugin_dir, namespace, snapshots_api, recorder, failures: Mutex::default() }
     }
 
+    /// Publishes an event about an object (bounded note); a failure to publish is only logged.
+    pub async fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(bound(&note, MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(object = ?reference.name, "publishing event {reason}: {e}");
+        }
+    }
+
     /// A watch of only the objects' metadata, retried with backoff.
-    fn metadata_watch<K>(&self, config: watcher::Config) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    pub fn metadata_watch<K>(&self, config: watcher::Config) -> impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
         K::DynamicType: Default + Clone + Eq + std::hash::Hash + Send + Sync,
@@ -78,6 +86,7 @@ pub async fn run(ctx: Arc<Context>) {
     // Policies are watched untyped and parsed one by one in their reconcile: one object that does
     // not parse (written under a looser CRD, say) gets a status of its own instead of failing the
     // whole watch list, and every other policy keeps running.
+    let ctx_restores = ctx.clone();
     let policy_type = ApiResource::erase::<BackupPolicy>(&());
     let policies: Api<DynamicObject> = match &ctx.namespace {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &policy_type),
@@ -110,7 +119,7 @@ pub async fn run(ctx: Arc<Context>) {
     let pods = ctx.metadata_watch::<Pod>(children.clone());
     let pvcs = ctx.metadata_watch::<PersistentVolumeClaim>(watcher::Config::default());
     let config_maps = ctx.metadata_watch::<ConfigMap>(watcher::Config::default());
-    controller
+    let policies = controller
         .watches_stream(pods, move |pod| {
             let uid = pod.labels().get(LABEL_POLICY_UID).cloned();
             let dyntype = pod_type.clone();
@@ -139,14 +148,14 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => tracing::debug!(policy = %obj, "reconciled"),
                 Err(e) => tracing::warn!("reconcile: {e}"),
             }
-        })
-        .await;
+        });
+    futures::join!(policies, crate::restore::run(ctx_restores));
 }
 
 fn error_policy(policy: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -190,18 +199,23 @@ impl Target<'_> {
     }
 
     fn policy_info(&self, run: &str, scheduled: Option<DateTime<Utc>>) -> PolicyInfo {
-        let scheduled = scheduled.unwrap_or_else(Utc::now);
-        PolicyInfo {
-            name: self.name.clone(),
-            namespace: self.ns.clone(),
-            scheduled_time: scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            scheduled_stamp: scheduled.format("%Y%m%dt%H%M%Sz").to_string(),
-            run_name: run.to_owned(),
-            backup_image: self.policy.spec.backup_image.clone(),
-            storage_claim: self.policy.spec.backup_storage_claim.clone(),
-            retention_count: self.policy.spec.retention_count,
-            config: resolve::config(self.policy),
-        }
+        policy_info(self.policy, run, scheduled)
+    }
+}
+
+/// The policy as a planner sees it, for one run (or a restore) of it.
+pub fn policy_info(policy: &BackupPolicy, run: &str, scheduled: Option<DateTime<Utc>>) -> PolicyInfo {
+    let scheduled = scheduled.unwrap_or_else(Utc::now);
+    PolicyInfo {
+        name: policy.name_any(),
+        namespace: policy.namespace().unwrap_or_default(),
+        scheduled_time: scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        scheduled_stamp: scheduled.format("%Y%m%dt%H%M%Sz").to_string(),
+        run_name: run.to_owned(),
+        backup_image: policy.spec.backup_image.clone(),
+        storage_claim: policy.spec.backup_storage_claim.clone(),
+        retention_count: policy.spec.retention_count,
+        config: resolve::config(policy),
     }
 }
 
@@ -438,6 +452,9 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
         t.event(EventType::Warning, "RunRefused", format!("{}: {}", refused.pvc, refused.message)).await;
         out.runs.push(refused.clone());
     }
+    for (pvc, restore) in &d.skipped_restoring {
+        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: BackupRestore {restore} is restoring into it")).await;
+    }
     for pvc in &d.skipped_active {
         t.event(EventType::Normal, "RunSkipped", format!("{pvc}: the previous backup is still running (concurrencyPolicy Forbid)")).await;
     }
@@ -585,7 +602,7 @@ async fn child_plan(t: &Target<'_>, plugin: Option<&Arc<Plugin>>, kind: RunKind,
     let plan = match kind {
         RunKind::Prune => t.ctx.runtime.plan_prune(plugin.clone(), limits, request).await?,
         RunKind::Verify => t.ctx.runtime.plan_verify(plugin.clone(), limits, request).await?,
-        RunKind::Backup | RunKind::Cleanup => return Err(Error::Runtime("not a child plan".into())),
+        RunKind::Backup | RunKind::Cleanup | RunKind::Restore => return Err(Error::Runtime("not a child plan".into())),
     };
     match plan {
         Plan::Job(job) => Ok(job),
@@ -624,7 +641,7 @@ async fn start_child(
     let rendered = match kind {
         RunKind::Prune => prune_job::render(&child, &plan),
         RunKind::Verify => verify_job::render(&child, &plan),
-        RunKind::Backup | RunKind::Cleanup => return Err(Error::Runtime("not a run's child Job".into())),
+        RunKind::Backup | RunKind::Cleanup | RunKind::Restore => return Err(Error::Runtime("not a run's child Job".into())),
     };
     runs::apply_job(&t.ctx.client, &t.ns, &rendered).await
 }

@@ -2,7 +2,7 @@
 //! which are recorded, pruned or verified, and what the status says. Nothing here talks to the
 //! cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -124,6 +124,11 @@ pub struct Observed {
     pub deleting: bool,
     /// The policy carries the operator's finalizer.
     pub has_finalizer: bool,
+    /// Runs an unfinished BackupRestore reads: retention keeps them until it finishes.
+    pub held: BTreeSet<String>,
+    /// PVCs an unfinished BackupRestore writes (PVC → restore): not backed up meanwhile, so that
+    /// a half-restored volume never becomes a backup that retention prefers to the good ones.
+    pub restoring: BTreeMap<String, String>,
 }
 
 /// Why the policy is not Ready; the reason strings are a public contract.
@@ -230,6 +235,8 @@ pub struct Decision {
     pub replace: Vec<String>,
     /// PVCs whose run was skipped because their previous backup is still active (Forbid).
     pub skipped_active: Vec<String>,
+    /// PVCs whose run was skipped because a restore is writing them: (PVC, restore).
+    pub skipped_restoring: Vec<(String, String)>,
     /// Finished runs to record once (result annotation and event).
     pub record: Vec<String>,
     pub prune: Vec<PruneStep>,
@@ -328,7 +335,8 @@ pub fn prune_steps(dropped: &[String], runs: &[ObservedRun], prunes: &[ObservedA
     (steps, failed)
 }
 
-fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRun {
+/// One run as the policy's history shows it (also how a restore judges a backup).
+pub fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRun {
     let report = r.report.clone().unwrap_or_default();
     let artifact = r.artifact.as_ref().map(|a| match r.object {
         RunObject::Job => format!("{}/{a}", storage_dir(namespace, policy, &r.pvc)),
@@ -401,6 +409,7 @@ fn empty(observed: &Observed) -> Decision {
         refused: Vec::new(),
         replace: Vec::new(),
         skipped_active: Vec::new(),
+        skipped_restoring: Vec::new(),
         record: Vec::new(),
         prune: Vec::new(),
         prune_failed: Vec::new(),
@@ -455,7 +464,8 @@ fn finalize(observed: &Observed, d: &mut Decision) {
         d.finalize = Some(Finalize::RemoveFinalizer);
         return;
     }
-    let all: Vec<String> = observed.runs.iter().filter(|r| r.finished()).map(|r| r.name.clone()).collect();
+    // A run a restore reads stays (and so the policy waits) until the restore finishes.
+    let all: Vec<String> = observed.runs.iter().filter(|r| r.finished() && !observed.held.contains(&r.name)).map(|r| r.name.clone()).collect();
     let (steps, failed) = prune_steps(&all, &observed.runs, &observed.prunes);
     d.prune = steps;
     d.prune_failed = failed;
@@ -550,6 +560,10 @@ pub fn decide(observed: &Observed) -> Decision {
             if observed.runs.iter().any(|r| r.name == name) {
                 continue;
             }
+            if let Some(restore) = observed.restoring.get(&pvc.name) {
+                d.skipped_restoring.push((pvc.name.clone(), restore.clone()));
+                continue;
+            }
             let active: Vec<&ObservedRun> = observed
                 .runs
                 .iter()
@@ -592,7 +606,7 @@ pub fn decide(observed: &Observed) -> Decision {
     }
     let dropped: Vec<String> = retention(&observed.runs, spec.retention_count, spec.failed_jobs_history_limit)
         .into_iter()
-        .filter(|n| !d.replace.contains(n))
+        .filter(|n| !d.replace.contains(n) && !observed.held.contains(n))
         .collect();
     let (steps, failed) = prune_steps(&dropped, &observed.runs, &observed.prunes);
     d.prune = steps;
@@ -752,6 +766,8 @@ mod tests {
             cleanup: None,
             deleting: false,
             has_finalizer: false,
+            held: BTreeSet::new(),
+            restoring: BTreeMap::new(),
         }
     }
 
@@ -868,6 +884,37 @@ mod tests {
             run("b1", "data-db-1", "2026-11-29T00:03:00Z", Succeeded),
         ];
         assert_eq!(retention(&runs, 1, 0), ["a1"], "per PVC, not across PVCs");
+    }
+
+    #[test]
+    fn restores_hold_their_backup_and_their_target() {
+        use RunStatus::*;
+        let mut o = observed("2026-11-29T00:04:05Z");
+        o.spec.retention_count = 1;
+        o.last_schedule_time = Some(t("2026-11-29T00:03:00Z"));
+        o.runs = vec![
+            run("old", "data-db-0", "2026-11-29T00:01:00Z", Succeeded),
+            run("mid", "data-db-0", "2026-11-29T00:02:00Z", Succeeded),
+            run("new", "data-db-0", "2026-11-29T00:03:00Z", Succeeded),
+        ];
+        let pruned = |d: &Decision| -> Vec<String> {
+            let mut runs: Vec<String> = d.prune.iter().filter_map(|s| match s { PruneStep::Start { run, .. } => Some(run.clone()), _ => None }).collect();
+            runs.sort();
+            runs
+        };
+        assert_eq!(pruned(&decide(&o)), ["mid", "old"]);
+        o.held = BTreeSet::from(["old".to_owned()]);
+        o.restoring = BTreeMap::from([("data-db-0".to_owned(), "restore-db".to_owned())]);
+        let d = decide(&o);
+        assert_eq!(pruned(&d), ["mid"], "the backup a restore reads is kept");
+        assert_eq!(d.create.iter().map(|n| n.pvc.as_str()).collect::<Vec<_>>(), ["data-db-1"], "the PVC being restored is not backed up");
+        assert_eq!(d.skipped_restoring, [("data-db-0".to_owned(), "restore-db".to_owned())]);
+        o.spec.deletion_policy = DeletionPolicy::Delete;
+        o.deleting = true;
+        o.has_finalizer = true;
+        let d = decide(&o);
+        assert_eq!(pruned(&d), ["mid", "new"]);
+        assert_eq!(d.finalize, Some(Finalize::Wait), "deleting waits for the restore");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! strategies as sandboxed WebAssembly components.
 //!
 //! observe ([`observe`]) → decide ([`decide`], [`schedule`]: pure) → plan ([`strategy`]) → render
-//! ([`render`], [`runs`]) → apply ([`controller`], [`runs`]) → status ([`status`]).
+//! ([`render`], [`runs`]) → apply ([`controller`], [`runs`]) → status ([`status`]). Restores
+//! ([`restore`]) follow the same shape.
 
 pub mod api;
 pub mod controller;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod observe;
 pub mod quantity;
 pub mod render;
+pub mod restore;
 pub mod runs;
 pub mod schedule;
 pub mod startup;

@@ -20,12 +20,21 @@ struct Cli {
 enum Command {
     /// Run the controller against the current kubeconfig or the in-cluster config.
     Run(RunArgs),
-    /// Print the BackupPolicy CRD as YAML.
-    Crd,
+    /// Print a CRD as YAML (the BackupPolicy's by default).
+    Crd {
+        #[arg(long, value_enum, default_value = "backuppolicy")]
+        kind: CrdKind,
+    },
     /// Internal: compile the component on stdin for this operator's engine (run by the operator
     /// in a child process, within limits).
     #[command(hide = true)]
     CompilePlugin,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CrdKind {
+    Backuppolicy,
+    Backuprestore,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,7 +102,10 @@ fn init_logging(format: LogFormat) {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run(RunArgs::parse_from(["backup-operator"]))) {
-        Command::Crd => match backup_operator::api::crd_yaml() {
+        Command::Crd { kind } => match match kind {
+            CrdKind::Backuppolicy => backup_operator::api::crd_yaml(),
+            CrdKind::Backuprestore => backup_operator::api::restore_crd_yaml(),
+        } {
             Ok(yaml) => {
                 print!("{yaml}");
                 std::process::ExitCode::SUCCESS

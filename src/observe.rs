@@ -142,6 +142,8 @@ pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool
     let existing: Vec<String> = run_list.iter().map(|r| r.name.clone()).collect();
     run_list.extend(not_started(policy).into_iter().filter(|r| !existing.contains(&r.name)));
 
+    let holds = crate::restore::observe_holds(client, &ns).await?;
+    let held = holds.runs.iter().filter(|(p, _)| *p == name).map(|(_, run)| run.clone()).collect();
     let status = policy.status.clone().unwrap_or_default();
     let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");
     let resumed_at = decide::resumed_at(
@@ -179,6 +181,8 @@ pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool
         cleanup: of_kind(RunKind::Cleanup).map(|j| runs::observe_aux(j, &pods)).next(),
         deleting: policy.metadata.deletion_timestamp.is_some(),
         has_finalizer: policy.finalizers().iter().any(|f| f == FINALIZER),
+        held,
+        restoring: holds.targets,
     };
     Ok(Observation { observed, pvcs })
 }

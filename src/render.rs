@@ -44,6 +44,9 @@ pub struct JobContext {
     pub active_deadline_seconds: Option<i64>,
     /// Whether the data volume may be written (restores only).
     pub data_writable: bool,
+    /// Whether the backup volume may be written (not for restores: a restore never changes a
+    /// backup).
+    pub backup_writable: bool,
     /// Run on this node: a ReadWriteOnce claim is attached there.
     pub node: Option<String>,
     /// The policy's `podSecurityContext`: run as this user, whatever the plan asks.
@@ -99,7 +102,7 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
             "backup" => Volume {
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                     claim_name: ctx.storage_claim.clone(),
-                    read_only: None,
+                    read_only: (!ctx.backup_writable).then_some(true),
                 }),
                 ..Volume::default()
             },
@@ -119,7 +122,7 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
             // The path the plan check judged, not the plugin's spelling of it.
             mount_path: crate::strategy::check::normalize_path(&m.path),
             // The data volume is read-only unless this Job restores into it, whatever the plan says.
-            read_only: Some(m.read_only || (m.volume == "data" && !ctx.data_writable)),
+            read_only: Some(m.read_only || (m.volume == "data" && !ctx.data_writable) || (m.volume == "backup" && !ctx.backup_writable)),
             // A run sees only its own directory of the storage claim (the kubelet creates it).
             sub_path: (m.volume == "backup").then(|| ctx.backup_sub_path.clone()),
             ..VolumeMount::default()
@@ -253,6 +256,7 @@ mod tests {
             backoff_limit: 2,
             active_deadline_seconds: Some(3600),
             data_writable: false,
+            backup_writable: true,
             node: None,
             run_as: None,
         }

@@ -80,6 +80,7 @@ fn context(ns: &TestNamespace, name: &str, pvc: &str, data_writable: bool) -> Jo
         backoff_limit: 0,
         active_deadline_seconds: Some(300),
         data_writable,
+        backup_writable: !data_writable,
         node: None,
         run_as: None,
     }

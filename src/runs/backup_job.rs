@@ -105,6 +105,7 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
         backoff_limit: b.backoff_limit,
         active_deadline_seconds: b.active_deadline_seconds,
         data_writable: false,
+        backup_writable: true,
         node: b.node.clone(),
         run_as: b.run_as.clone(),
     };

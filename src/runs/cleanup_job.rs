@@ -58,6 +58,7 @@ pub fn render(
         backoff_limit: 1,
         active_deadline_seconds: Some(600),
         data_writable: false,
+        backup_writable: true,
         node: None,
         run_as,
     };

@@ -30,7 +30,7 @@ pub const LABEL_POLICY: &str = "backup-policy";
 pub const LABEL_PVC: &str = "pvc";
 /// The owning policy's UID: how the host finds a policy's objects, whatever its name's length.
 pub const LABEL_POLICY_UID: &str = "backup.example.com/policy-uid";
-/// backup, prune, verify or cleanup.
+/// backup, prune, verify, cleanup or restore.
 pub const LABEL_KIND: &str = "backup.example.com/kind";
 
 pub const ANNOTATION_POLICY: &str = "backup.example.com/policy";
@@ -59,6 +59,8 @@ pub enum RunKind {
     Prune,
     Verify,
     Cleanup,
+    /// A restore's Job (owned by its BackupRestore, not by the policy).
+    Restore,
 }
 
 impl RunKind {
@@ -68,6 +70,7 @@ impl RunKind {
             RunKind::Prune => "prune",
             RunKind::Verify => "verify",
             RunKind::Cleanup => "cleanup",
+            RunKind::Restore => "restore",
         }
     }
 }
@@ -241,6 +244,7 @@ pub fn render_child(c: &RunChild<'_>, plan: &crate::strategy::bindings::types::J
         backoff_limit: 0,
         active_deadline_seconds: Some(CHILD_DEADLINE_SECONDS),
         data_writable: false,
+        backup_writable: true,
         node: None,
         run_as: c.run_as.clone(),
     };

@@ -2,6 +2,9 @@
 # Builds the OCI image tarballs the test cluster needs, from Debian's packages, into the cache:
 #   busybox:latest               busybox-static with every applet linked, plus passwd/group files
 #   registry.k8s.io/pause:3.10   a static pod-sandbox binary built from images/pause.c
+#   postgres:15                  Debian's PostgreSQL 15 server and client with their shared libraries,
+#                                busybox, and an entrypoint with the official image's contract
+#                                (images/postgres-entrypoint.sh)
 # No registry is reachable here, so cluster-up imports these with `ctr images import`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -12,8 +15,12 @@ busybox_version="$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null)" ||
 pause_digest="$(sha256sum "$here/images/pause.c" | cut -c1-12)"
 BUSYBOX_TAR="$IMAGE_DIR/busybox-${busybox_version//[:~+]/_}.oci.tar"
 PAUSE_TAR="$IMAGE_DIR/pause-3.10-$pause_digest.oci.tar"
+postgres_version="$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null)" || die "postgresql-15 is not installed (scripts/install-deps.sh)"
+postgres_digest="$(cat "$here/images/postgres-entrypoint.sh" "$here/images/runas.c" | sha256sum | cut -c1-12)"
+POSTGRES_TAR="$IMAGE_DIR/postgres-${postgres_version//[:~+]/_}-$postgres_digest.oci.tar"
 
 # oci_image NAME ROOTFS_DIR OUTPUT CMD...: writes a single-layer OCI image layout tarball.
+# OCI_ENTRYPOINT (a JSON array) and OCI_ENV (extra JSON strings, comma-separated) extend the config.
 oci_image() {
   local name="$1" rootfs="$2" out="$3"; shift 3
   local work; work="$(mktemp -d)"
@@ -24,8 +31,10 @@ oci_image() {
   layer_size="$(stat -c %s "$work/layer.tar")"
   mv "$work/layer.tar" "$work/blobs/sha256/$layer_digest"
   local cmd_json; cmd_json="$(printf '"%s",' "$@")"; cmd_json="[${cmd_json%,}]"
-  printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"backup-operator tests/cluster/build-images.sh"}]}' \
-    "$cmd_json" "$layer_digest" > "$work/config.json"
+  local entrypoint=""
+  [ -n "${OCI_ENTRYPOINT:-}" ] && entrypoint="\"Entrypoint\":$OCI_ENTRYPOINT,"
+  printf '{"architecture":"amd64","os":"linux","config":{%s"Env":["PATH=%s"%s],"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created_by":"backup-operator tests/cluster/build-images.sh"}]}' \
+    "$entrypoint" "${OCI_PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}" "${OCI_ENV:+,$OCI_ENV}" "$cmd_json" "$layer_digest" > "$work/config.json"
   local config_digest config_size
   config_digest="$(sha256sum "$work/config.json" | cut -d' ' -f1)"
   config_size="$(stat -c %s "$work/config.json")"
@@ -72,6 +81,51 @@ build_pause() {
   rm -rf "$root"
 }
 
+# The server and client of Debian's postgresql-15 with the shared libraries they load (JIT left
+# out: it would add LLVM), busybox for the entrypoint, and a postgres user (999, as upstream).
+build_postgres() {
+  [ -f "$POSTGRES_TAR" ] && return
+  log "building postgres:15 from postgresql-15 $postgres_version"
+  local started root lib
+  started=$(date +%s)
+  root="$(mktemp -d)"
+  mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root" "$root/var/lib/postgresql/data" "$root/var/run/postgresql" "$root/usr/local/bin"
+  chmod 1777 "$root/tmp"
+  cp /bin/busybox "$root/bin/busybox"
+  local applet
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+  done
+  mkdir -p "$root/usr/lib/postgresql/15" "$root/usr/share/postgresql" "$root/usr/share"
+  cp -a /usr/lib/postgresql/15/bin "$root/usr/lib/postgresql/15/"
+  mkdir -p "$root/usr/lib/postgresql/15/lib"
+  find /usr/lib/postgresql/15/lib -maxdepth 1 -type f ! -name 'llvmjit*' -exec cp -a {} "$root/usr/lib/postgresql/15/lib/" \;
+  cp -a /usr/share/postgresql/15 "$root/usr/share/postgresql/"
+  cp -a /usr/share/zoneinfo "$root/usr/share/"
+  # Every shared library the binaries and modules load, at the same path.
+  find "$root/usr/lib/postgresql/15" -type f \( -perm -u+x -o -name '*.so' \) -print0 \
+    | xargs -0 ldd 2>/dev/null | awk '/=> \// {print $3} /^\t\/lib64/ {print $1}' | sort -u > "$root/.libs"
+  while read -r lib; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done < "$root/.libs"
+  rm "$root/.libs"
+  mkdir -p "$root/lib64"
+  cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+  gcc -static -O2 -o "$root/usr/local/bin/runas" "$here/images/runas.c"
+  strip "$root/usr/local/bin/runas"
+  install -m 0755 "$here/images/postgres-entrypoint.sh" "$root/usr/local/bin/docker-entrypoint.sh"
+  printf 'root:x:0:0:root:/root:/bin/sh\npostgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\npostgres:x:999:\nnogroup:x:65534:\n' > "$root/etc/group"
+  printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$root/etc/nsswitch.conf"
+  OCI_ENTRYPOINT='["docker-entrypoint.sh"]' OCI_ENV='"PGDATA=/var/lib/postgresql/data"' \
+    OCI_PATH=/usr/local/sbin:/usr/local/bin:/usr/lib/postgresql/15/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    oci_image docker.io/library/postgres:15 "$root" "$POSTGRES_TAR" postgres
+  rm -rf "$root"
+  log "postgres:15: $(du -m "$POSTGRES_TAR" | cut -f1) MiB, built in $(( $(date +%s) - started )) s"
+}
+
 build_busybox
 build_pause
-printf '%s\n%s\n' "$BUSYBOX_TAR" "$PAUSE_TAR"
+build_postgres
+printf '%s\n%s\n%s\n' "$BUSYBOX_TAR" "$PAUSE_TAR" "$POSTGRES_TAR"

@@ -89,13 +89,16 @@ pub fn crd_lock() -> std::fs::File {
     file
 }
 
+/// Installs (or updates) the BackupPolicy and BackupRestore CRDs from config/crd/.
 pub async fn install_crd(cluster: &TestCluster) {
     let _lock = crd_lock();
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuppolicies.yaml")).expect("crd yaml");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
-    let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-    api.patch(&crd.name_any(), &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(&crd)).await.expect("apply crd");
-    super::wait_condition(api, &crd.name_any(), "CRD established", LIMIT, conditions::is_crd_established()).await;
+    for file in ["backup.example.com_backuppolicies.yaml", "backup.example.com_backuprestores.yaml"] {
+        let yaml = std::fs::read_to_string(format!("{}/config/crd/{file}", env!("CARGO_MANIFEST_DIR"))).expect("crd yaml");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
+        let api: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+        api.patch(&crd.name_any(), &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(&crd)).await.expect("apply crd");
+        super::wait_condition(api, &crd.name_any(), "CRD established", LIMIT, conditions::is_crd_established()).await;
+    }
 }
 
 pub async fn setup(prefix: &str) -> Option<(TestCluster, TestNamespace)> {

@@ -37,14 +37,30 @@ printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "$bytes" "$sum" > /dev/t
 "#;
 
 /// Restore: verify the checksum and the archive's structure before touching /data, so that a
-/// missing or damaged artifact never replaces good data with nothing.
-pub const RESTORE_SCRIPT: &str = r#"set -eu
+/// missing or damaged artifact never replaces good data with nothing; extract into a staging
+/// directory on the target (a full disk fails here, with the target unchanged); only then replace
+/// the target's contents with the backup's (files written after the backup, such as newer WAL
+/// segments of a database, would otherwise survive next to the restored ones). Reports the
+/// artifact's size and digest like a backup.
+pub const RESTORE_SCRIPT: &str = r#"set -u
+fail() { echo "$1" >&2; printf '%s' "$1" > /dev/termination-log; exit 1; }
 artifact="/backup/$BACKUP_ARTIFACT"
-[ -f "$artifact" ] || { echo "artifact $BACKUP_ARTIFACT not found on the backup storage" >&2; exit 1; }
-cd /backup && sha256sum -c -s "$BACKUP_ARTIFACT.sha256"
-tar -t${TAR_COMPRESS}f "$artifact" > /dev/null
-tar -x${TAR_COMPRESS}f "$artifact" -C /data
-echo "restored $BACKUP_ARTIFACT into /data"
+[ -f "$artifact" ] || fail "artifact $BACKUP_ARTIFACT not found on the backup storage; the target was not touched"
+cd /backup || fail "backup directory missing; the target was not touched"
+[ -f "$BACKUP_ARTIFACT.sha256" ] || fail "checksum file $BACKUP_ARTIFACT.sha256 missing; the target was not touched"
+sha256sum -c -s "$BACKUP_ARTIFACT.sha256" || fail "sha256 of $BACKUP_ARTIFACT does not match the recorded checksum; the target was not touched"
+tar -t${TAR_COMPRESS}f "$artifact" > /dev/null 2>&1 || fail "$BACKUP_ARTIFACT does not list as a tar archive; the target was not touched"
+staging=/data/.backup-restore-staging
+rm -rf "$staging" && mkdir "$staging" || fail "cannot create $staging on the target"
+tar -x${TAR_COMPRESS}f "$artifact" -C "$staging" || { rm -rf "$staging"; fail "extracting $BACKUP_ARTIFACT failed (is the target large enough?); the target's contents were not changed"; }
+find /data -mindepth 1 -maxdepth 1 ! -name .backup-restore-staging ! -name lost+found -exec rm -rf {} \; || fail "removing the target's old contents failed"
+find "$staging" -mindepth 1 -maxdepth 1 ! -name lost+found -exec mv {} /data/ \; || fail "moving the restored files into place failed"
+chmod "$(stat -c %a "$staging")" /data && chown "$(stat -c %u:%g "$staging")" /data || true
+rm -rf "$staging"
+sum=$(sha256sum "$artifact" | cut -d' ' -f1)
+bytes=$(wc -c < "$artifact" | tr -d ' ')
+echo "restored $BACKUP_ARTIFACT ($bytes bytes, sha256 $sum) into /data"
+printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "$bytes" "$sum" > /dev/termination-log
 "#;
 
 /// Prune: delete an artifact and its checksum; a missing artifact is already pruned.

@@ -7,6 +7,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod restore;
+pub use restore::{BackupRestore, BackupRestoreSpec, BackupRestoreStatus, RestorePhase};
+
 /// A schedule of backups for the PVCs a selector matches in the policy's namespace.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq)]
 #[kube(
@@ -319,10 +322,18 @@ pub enum RunStatus {
     Failed,
 }
 
-/// The CRD as YAML, generated from these types (`backup-operator crd`).
+/// The BackupPolicy CRD as YAML, generated from these types (`backup-operator crd`).
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    use kube::CustomResourceExt;
-    let mut crd = serde_json::to_value(BackupPolicy::crd()).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+    crd_yaml_of::<BackupPolicy>()
+}
+
+/// The BackupRestore CRD as YAML (`backup-operator crd --kind backuprestore`).
+pub fn restore_crd_yaml() -> Result<String, serde_yaml::Error> {
+    crd_yaml_of::<BackupRestore>()
+}
+
+fn crd_yaml_of<K: kube::CustomResourceExt>() -> Result<String, serde_yaml::Error> {
+    let mut crd = serde_json::to_value(K::crd()).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
     if let Some(versions) = crd.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
         for version in versions {
             if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {

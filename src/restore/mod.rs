@@ -1,0 +1,233 @@
+//! The BackupRestore controller: observe ([`observe`]) → decide ([`decide`], pure) → apply (the
+//! target PVC, the restore Job planned by the policy's strategy, the status). A restore reads one
+//! backup and writes one PVC; it never writes or deletes a backup (the backup volume is mounted
+//! read-only), and while it is Pending or Running its backup is held from the policy's retention
+//! and its target is not backed up.
+
+pub mod decide;
+pub mod observe;
+pub mod render;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::api::restore::{BackupRestoreStatus, RestoredBackup};
+use crate::api::{BackupPolicy, BackupRestore, RestorePhase, to_time};
+use crate::controller::{Context, FIELD_MANAGER};
+use crate::error::{Error, Result};
+use crate::strategy::bindings::types::{ArtifactRequest, Plan};
+use crate::strategy::resolve;
+use decide::{Candidate, Step};
+
+/// The restore that owns a Job (its UID), on the Job and its pods.
+pub const LABEL_RESTORE_UID: &str = "backup.example.com/restore-uid";
+/// The restore's name, on its Job (shortened like other label values).
+pub const LABEL_RESTORE: &str = "backup.example.com/restore";
+/// On a PVC a restore created: that restore's UID (the PVC is deliberately not owned by it).
+pub const ANNOTATION_RESTORED_BY: &str = "backup.example.com/restored-by";
+/// The condition a restore reports.
+pub const CONDITION: &str = "Restored";
+/// How often an unfinished restore is looked at besides its Job's changes.
+const POLL: Duration = Duration::from_secs(10);
+
+/// Runs the restore controller until SIGTERM/SIGINT.
+pub async fn run(ctx: Arc<Context>) {
+    let restores: Api<BackupRestore> = match &ctx.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let jobs = ctx.metadata_watch::<Job>(watcher::Config::default().labels(LABEL_RESTORE_UID));
+    Controller::new(restores, watcher::Config::default())
+        .owns_stream(jobs)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(restore = %obj, "reconciled"),
+                Err(e) => tracing::warn!("restore reconcile: {e}"),
+            }
+        })
+        .await;
+}
+
+fn error_policy(restore: Arc<BackupRestore>, error: &Error, _ctx: Arc<Context>) -> Action {
+    let classified = error.classify();
+    tracing::warn!(restore = %restore.name_any(), error = %classified.message, reason = classified.reason, "restore reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn reconcile(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Result<Action> {
+    let now = Utc::now();
+    let ns = restore.namespace().unwrap_or_default();
+    let observed = observe::observe(&restore, &ctx, now).await?;
+    let decision = decide::decide(&observed.data);
+    let previous = restore.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    status.observed_generation = restore.metadata.generation;
+    status.target_claim = Some(observed.data.target.name.clone());
+    if let Some((_, backup)) = &decision.backup {
+        status.backup = Some(backup.clone());
+    }
+    let reference = restore.object_ref(&());
+    let event = |type_: EventType, reason: &str, note: String| {
+        let (ctx, reference, reason) = (ctx.clone(), reference.clone(), reason.to_owned());
+        async move { ctx.publish(&reference, type_, &reason, note).await }
+    };
+    let action = match &decision.step {
+        Step::Done => return Ok(Action::await_change()),
+        Step::Fail { reason, message } => {
+            tracing::warn!(restore = %restore.name_any(), reason, "{message}");
+            finish(&mut status, RestorePhase::Failed, reason, message.clone(), restore.metadata.generation);
+            event(EventType::Warning, reason, message.clone()).await;
+            Action::await_change()
+        }
+        Step::Succeed { message } => {
+            finish(&mut status, RestorePhase::Succeeded, "Succeeded", message.clone(), restore.metadata.generation);
+            event(EventType::Normal, "Restored", message.clone()).await;
+            Action::await_change()
+        }
+        Step::Wait { reason, message } => {
+            progress(&mut status, RestorePhase::Running, reason, message.clone(), restore.metadata.generation);
+            Action::requeue(POLL)
+        }
+        Step::CreateClaim { from_snapshot } => {
+            let claim = render::claim(&restore, observed.source_pvc.as_ref(), from_snapshot.as_deref());
+            Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &claim).await?;
+            let message = format!("created PVC {}{}", observed.data.target.name, from_snapshot.as_ref().map(|s| format!(" from VolumeSnapshot {s}")).unwrap_or_default());
+            event(EventType::Normal, "ClaimCreated", message.clone()).await;
+            progress(&mut status, RestorePhase::Running, "Running", message, restore.metadata.generation);
+            Action::requeue(Duration::from_secs(1))
+        }
+        Step::StartJob => {
+            let Some(((candidate, backup), policy)) = decision.backup.as_ref().zip(observed.policy.as_ref()) else {
+                return Err(Error::Runtime("no backup chosen".into()));
+            };
+            // Hold the backup (the status says which) before anything reads it.
+            let job_name = render::job_name(&restore);
+            status.job_name = Some(job_name.clone());
+            let message = format!("restoring backup {} into PVC {}", backup.run_name, observed.data.target.name);
+            progress(&mut status, RestorePhase::Running, "Running", message.clone(), restore.metadata.generation);
+            write(&ctx, &restore, &status).await?;
+            match start_job(&ctx, &restore, policy, &observed, candidate, backup, &job_name).await {
+                Ok(plugin) => {
+                    event(EventType::Normal, "RestoreStarted", format!("{message} with Job {job_name} ({plugin})")).await;
+                    Action::requeue(POLL)
+                }
+                Err(e) if e.is_permanent() => {
+                    let c = e.classify();
+                    finish(&mut status, RestorePhase::Failed, c.reason, c.message.clone(), restore.metadata.generation);
+                    status.job_name = None;
+                    event(EventType::Warning, c.reason, c.message).await;
+                    Action::await_change()
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if status != previous {
+        write(&ctx, &restore, &status).await?;
+    }
+    Ok(action)
+}
+
+/// Plans the restore through the policy's strategy, checks it like any plan, and creates the Job.
+async fn start_job(
+    ctx: &Context,
+    restore: &BackupRestore,
+    policy: &BackupPolicy,
+    observed: &observe::Observation,
+    candidate: &Candidate,
+    backup: &RestoredBackup,
+    job_name: &str,
+) -> Result<String> {
+    let plugin = resolve::plugin(policy, &ctx.client, &ctx.runtime, ctx.plugin_dir.as_deref()).await?;
+    let artifact = candidate.artifact.clone().ok_or_else(|| Error::InvalidSpec(format!("backup {} has no artifact", backup.run_name)))?;
+    let request = ArtifactRequest {
+        policy: crate::controller::policy_info(policy, job_name, candidate.scheduled),
+        pvc: observed.target_info(),
+        artifact,
+    };
+    let plan = ctx.runtime.plan_restore(plugin.clone(), resolve::limits(policy), request).await?;
+    let Plan::Job(plan) = plan else {
+        return Err(Error::InvalidSpec("the strategy planned a VolumeSnapshot for a restore".into()));
+    };
+    let label = resolve::label(&plugin);
+    let job = render::job(&render::RestoreJob { restore, policy, backup, target: &observed.data.target.name, name: job_name, plugin: &label }, &plan);
+    crate::runs::apply_job(&ctx.client, &restore.namespace().unwrap_or_default(), &job).await?;
+    tracing::info!(restore = %restore.name_any(), job = %job_name, "created restore job");
+    Ok(label)
+}
+
+fn progress(status: &mut BackupRestoreStatus, phase: RestorePhase, reason: &str, message: String, generation: Option<i64>) {
+    let now = Utc::now();
+    if status.start_time.is_none() {
+        status.start_time = Some(to_time(now));
+    }
+    status.phase = Some(phase);
+    crate::status::set_condition(&mut status.conditions, CONDITION, false, reason, message, generation, now);
+}
+
+fn finish(status: &mut BackupRestoreStatus, phase: RestorePhase, reason: &str, message: String, generation: Option<i64>) {
+    let now = Utc::now();
+    status.phase = Some(phase);
+    status.completion_time = Some(to_time(now));
+    let message = crate::runs::report::bound(&message, crate::error::MAX_MESSAGE_BYTES);
+    crate::status::set_condition(&mut status.conditions, CONDITION, phase == RestorePhase::Succeeded, reason, message, generation, now);
+}
+
+async fn write(ctx: &Context, restore: &BackupRestore, status: &BackupRestoreStatus) -> Result<()> {
+    let api: Api<BackupRestore> = Api::namespaced(ctx.client.clone(), &restore.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "status": status});
+    match api.patch_status(&restore.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What unfinished restores in a namespace hold: the backup runs they read (per policy) and the
+/// PVCs they write. The policy controller keeps those runs from retention and does not back up
+/// those PVCs meanwhile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holds {
+    /// (policy, run) pairs.
+    pub runs: std::collections::BTreeSet<(String, String)>,
+    /// PVC → the restore writing it.
+    pub targets: std::collections::BTreeMap<String, String>,
+}
+
+pub fn holds(restores: &[BackupRestore]) -> Holds {
+    let mut holds = Holds::default();
+    for r in restores {
+        let status = r.status.clone().unwrap_or_default();
+        if status.phase.is_some_and(RestorePhase::finished) {
+            continue;
+        }
+        if let Some(b) = &status.backup {
+            holds.runs.insert((b.policy.clone(), b.run_name.clone()));
+        }
+        let target = status.target_claim.clone().unwrap_or_else(|| render::target_name(&r.spec));
+        holds.targets.insert(target, r.name_any());
+    }
+    holds
+}
+
+/// The holds of the namespace's unfinished restores; none when the BackupRestore API is missing
+/// (an older install), so that policies keep working.
+pub async fn observe_holds(client: &kube::Client, ns: &str) -> Result<Holds> {
+    match Api::<BackupRestore>::namespaced(client.clone(), ns).list(&Default::default()).await {
+        Ok(list) => Ok(holds(&list.items)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Holds::default()),
+        Err(e) => Err(e.into()),
+    }
+}

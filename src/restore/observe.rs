@@ -1,0 +1,116 @@
+//! Observe: what the cluster says about one restore (its policy's backups of the source PVC, the
+//! target PVC and who mounts it, the restore Job), as plain data for [`super::decide`].
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+use super::decide::{Candidate, ObservedTarget, RestoreObserved};
+use super::{ANNOTATION_RESTORED_BY, render};
+use crate::api::{BackupPolicy, BackupRestore, BackupStrategyKind, from_time};
+use crate::controller::Context;
+use crate::decide::ObservedRun;
+use crate::error::Result;
+use crate::runs::{self, LABEL_KIND, RunKind, backup_job, snapshot};
+use crate::strategy::bindings::types::PvcInfo;
+
+pub struct Observation {
+    pub data: RestoreObserved,
+    pub policy: Option<BackupPolicy>,
+    pub source_pvc: Option<PersistentVolumeClaim>,
+    pub target_pvc: Option<PersistentVolumeClaim>,
+}
+
+impl Observation {
+    /// The target PVC as the planner sees it.
+    pub fn target_info(&self) -> PvcInfo {
+        match &self.target_pvc {
+            Some(pvc) => crate::observe::pvc_info(pvc),
+            None => PvcInfo {
+                name: self.data.target.name.clone(),
+                namespace: self.policy.as_ref().and_then(|p| p.namespace()).unwrap_or_default(),
+                labels: Vec::new(),
+                storage_class: None,
+                capacity_bytes: None,
+                access_modes: Vec::new(),
+                volume_mode: crate::strategy::bindings::types::VolumeMode::Filesystem,
+                node_name: None,
+            },
+        }
+    }
+}
+
+/// A pod that is running or about to (not one of the operator's own) and mounts the claim.
+pub fn in_use_by(pods: &[Pod], claim: &str) -> Option<String> {
+    pods.iter()
+        .filter(|p| !p.labels().contains_key(LABEL_KIND))
+        .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+        .find(|p| p.spec.as_ref().is_some_and(|s| s.volumes.iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))))
+        .map(|p| p.name_any())
+}
+
+/// A policy run as a restore candidate, with the policy's own view of whether it is verified.
+pub fn candidate(namespace: &str, policy: &str, run: &ObservedRun) -> Candidate {
+    let entry = crate::decide::history_entry(namespace, policy, run);
+    Candidate {
+        run: run.name.clone(),
+        object: run.object,
+        scheduled: run.scheduled,
+        status: run.status,
+        verified: entry.verified,
+        message: entry.message,
+        artifact: run.artifact.clone(),
+        artifact_path: entry.artifact,
+        sha256: entry.sha256,
+    }
+}
+
+pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>) -> Result<Observation> {
+    let ns = restore.namespace().unwrap_or_default();
+    let spec = &restore.spec;
+    let status = restore.status.clone().unwrap_or_default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let policy = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&spec.source.policy).await?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+
+    let mut candidates = Vec::new();
+    if let Some(policy) = &policy {
+        let uid = policy.uid().unwrap_or_default();
+        let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default().labels(&runs::selector(&uid, RunKind::Backup))).await?.items;
+        let mut found: Vec<ObservedRun> = jobs.iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).filter_map(backup_job::observe).collect();
+        backup_job::attach_pod_reports(&mut found, &pods);
+        if ctx.snapshots_api || policy.spec.backup_strategy == BackupStrategyKind::Snapshot {
+            found.extend(snapshot::observe(&ctx.client, &ns, &uid).await?);
+        }
+        candidates = found.iter().filter(|r| r.pvc == spec.source.pvc).map(|r| candidate(&ns, &policy.name_any(), r)).collect();
+    }
+    let source_pvc = pvcs.get_opt(&spec.source.pvc).await?;
+    let target_name = render::target_name(spec);
+    let target_pvc = pvcs.get_opt(&target_name).await?;
+    let uid = restore.uid().unwrap_or_default();
+    let target = ObservedTarget {
+        name: target_name.clone(),
+        create: spec.target.new_claim.is_some(),
+        exists: target_pvc.is_some(),
+        ours: target_pvc.as_ref().is_some_and(|p| p.annotations().get(ANNOTATION_RESTORED_BY) == Some(&uid)),
+        bound: target_pvc.as_ref().and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound"),
+        in_use_by: in_use_by(&pods, &target_name),
+    };
+    let job = Api::<Job>::namespaced(ctx.client.clone(), &ns).get_opt(&render::job_name(restore)).await?;
+    let job = job.filter(|j| j.labels().get(super::LABEL_RESTORE_UID) == Some(&uid)).map(|j| runs::observe_aux(&j, &pods));
+    let data = RestoreObserved {
+        now,
+        spec: spec.clone(),
+        phase: status.phase,
+        started: status.start_time.as_ref().and_then(from_time),
+        chosen: status.backup.clone(),
+        policy_exists: policy.as_ref().is_some_and(|p| p.metadata.deletion_timestamp.is_none() || status.backup.is_some()),
+        candidates,
+        source_pvc_exists: source_pvc.is_some(),
+        target,
+        job,
+    };
+    Ok(Observation { data, policy, source_pvc, target_pvc })
+}
