@@ -287,5 +287,9 @@ mod tests {
         }
         let verify = plan_artifact_job(&t, "a.tar.gz", ArtifactAction::Verify).unwrap();
         assert!(verify.command[2].contains("sha256sum -c"));
+        // A restore checks the archive, then extracts it aside, and only then replaces the target.
+        let restore = &plan_artifact_job(&t, "a.tar.gz", ArtifactAction::Restore).unwrap().command[2];
+        let at = |needle: &str| restore.find(needle).unwrap_or_else(|| panic!("{needle} in the restore script"));
+        assert!(at("sha256sum -c") < at("-C \"$staging\"") && at("-C \"$staging\"") < at("rm -rf {}"), "{restore}");
     }
 }
