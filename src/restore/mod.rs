@@ -105,7 +105,8 @@ async fn reconcile(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Result<Act
             Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &claim).await?;
             let message = format!("created PVC {}{}", observed.data.target.name, from_snapshot.as_ref().map(|s| format!(" from VolumeSnapshot {s}")).unwrap_or_default());
             event(EventType::Normal, "ClaimCreated", message.clone()).await;
-            progress(&mut status, RestorePhase::Running, "Running", message, restore.metadata.generation);
+            // Pending: the target is being prepared; Running once the restore itself started.
+            progress(&mut status, RestorePhase::Pending, "Pending", message, restore.metadata.generation);
             Action::requeue(Duration::from_secs(1))
         }
         Step::StartJob => {
