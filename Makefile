@@ -18,7 +18,7 @@ cluster-down: ## stop the local cluster and remove its state
 cluster-status: ## show whether the local cluster is up and healthy
 	$(CLUSTER)/cluster-status.sh
 
-.PHONY: demo run install uninstall crd plugins bench
+.PHONY: demo run install uninstall crd plugins bench image deploy undeploy deploy-namespaced undeploy-namespaced
 demo: ## bring up the local cluster and show the operator backing up a StatefulSet
 	scripts/demo.sh
 
@@ -29,11 +29,28 @@ KUBECTL := $(shell . tests/cluster/lib.sh && [ -x "$$KUBE_BIN/kubectl" ] && echo
 run: ## run the operator locally against the current cluster (the local one if KUBECONFIG is unset)
 	cargo run --locked --bin backup-operator -- run
 
-install: ## apply the CRD to the current cluster
-	$(KUBECTL) apply -f config/crd/
+install: ## apply the CRDs to the current cluster
+	$(KUBECTL) apply -k config/crd
 
-uninstall: ## delete the CRD (and every BackupPolicy) from the current cluster
-	$(KUBECTL) delete --ignore-not-found -f config/crd/
+uninstall: ## delete the CRDs (and every BackupPolicy and BackupRestore) from the current cluster
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+IMG ?= backup-operator:latest
+export IMG
+image: ## build the operator's image offline (IMG=backup-operator:latest), import it into the local cluster if up
+	scripts/build-image.sh $$( [ -S /var/tmp/backup-operator-cluster/containerd.sock ] && echo --import )
+
+deploy: ## deploy the operator to the current cluster: CRDs, ClusterRole, Deployment (IMG=...)
+	KUBECTL=$(KUBECTL) scripts/deploy.sh apply default
+
+undeploy: ## remove the operator's Deployment and RBAC (the CRDs, policies and backups stay)
+	KUBECTL=$(KUBECTL) scripts/deploy.sh delete default
+
+deploy-namespaced: ## deploy the operator for one namespace with a Role (NAMESPACE=..., IMG=...)
+	KUBECTL=$(KUBECTL) scripts/deploy.sh apply namespaced
+
+undeploy-namespaced: ## remove the one-namespace operator (NAMESPACE=...)
+	KUBECTL=$(KUBECTL) scripts/deploy.sh delete namespaced
 
 crd: ## regenerate config/crd/ from the Rust types
 	cargo run --locked --bin backup-operator -- crd > config/crd/backup.example.com_backuppolicies.yaml

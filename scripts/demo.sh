@@ -16,7 +16,7 @@ cargo build --locked --bin backup-operator
 kubectl="$KUBE_BIN/kubectl"
 command -v kubectl >/dev/null && [ ! -x "$kubectl" ] && kubectl="$(command -v kubectl)"
 ns="${DEMO_NAMESPACE:-backup-demo}"
-"$kubectl" apply -f config/crd/
+"$kubectl" apply -k config/crd
 "$kubectl" wait --for=condition=Established crd/backuppolicies.backup.example.com --timeout=60s
 "$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply -f -
 "$kubectl" -n "$ns" apply -f config/samples/statefulset.yaml

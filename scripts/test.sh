@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 . tests/cluster/lib.sh
 scripts/install-deps.sh
 tests/cluster/cluster-up.sh
+# The operator's image, for the tests that deploy it as a pod (tests/deploy.rs).
+scripts/build-image.sh --import > /dev/null
 export BACKUP_OPERATOR_REQUIRE_CLUSTER=1
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -43,14 +42,47 @@ pub struct Context {
     pub namespace: Option<String>,
     /// Whether the cluster serves the VolumeSnapshot API (looked up at start).
     pub snapshots_api: bool,
+    /// Whether the BackupRestore CRD is installed (looked up at start; restores need it).
+    pub restores_api: bool,
+    /// Reconciles running at once (per controller).
+    pub reconcile_concurrency: u16,
+    /// The watched objects reconciles read (set when the controllers start).
+    pub caches: std::sync::OnceLock<crate::cache::Caches>,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, runtime: StrategyRuntime, plugin_dir: Option<PathBuf>, namespace: Option<String>, snapshots_api: bool) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        runtime: StrategyRuntime,
+        plugin_dir: Option<PathBuf>,
+        namespace: Option<String>,
+        snapshots_api: bool,
+        restores_api: bool,
+        reconcile_concurrency: u16,
+    ) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
-        Context { client, runtime, plugin_dir, namespace, snapshots_api, recorder, failures: Mutex::default() }
+        Context {
+            client,
+            runtime,
+            plugin_dir,
+            namespace,
+            snapshots_api,
+            restores_api,
+            reconcile_concurrency,
+            caches: std::sync::OnceLock::new(),
+            recorder,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// The watched objects, once every store has its first complete list.
+    pub async fn caches(&self) -> Result<&crate::cache::Caches> {
+        let caches = self.caches.get().ok_or_else(|| Error::Runtime("the watches have not started".into()))?;
+        caches.ready().await?;
+        Ok(caches)
     }
 
     /// Publishes an event about an object (bounded note); a failure to publish is only logged.
@@ -75,6 +107,11 @@ impl Context {
     }
 }
 
+/// Whether the BackupRestore CRD is installed.
+pub async fn has_restore_api(client: &Client) -> bool {
+    client.list_api_group_resources("backup.example.com/v1alpha1").await.is_ok_and(|r| r.resources.iter().any(|r| r.name == "backuprestores"))
+}
+
 /// Whether the cluster serves snapshot.storage.k8s.io/v1 VolumeSnapshots.
 pub async fn has_snapshot_api(client: &Client) -> bool {
     client.list_api_group_resources("snapshot.storage.k8s.io/v1").await.is_ok_and(|r| r.resources.iter().any(|r| r.name == "volumesnapshots"))
@@ -83,58 +120,108 @@ pub async fn has_snapshot_api(client: &Client) -> bool {
 /// Runs the controller until SIGTERM/SIGINT. Every trigger is a metadata watch with backoff: an
 /// API that goes away (a CRD deleted) is retried calmly, never in a hot loop.
 pub async fn run(ctx: Arc<Context>) {
+    // One watch per kind of object, shared by the stores reconciles read and the triggers below.
+    let (caches, triggers) = match crate::cache::start(&ctx.client, ctx.namespace.as_deref(), ctx.snapshots_api, ctx.restores_api) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!("starting the watches: {e}");
+            return;
+        }
+    };
+    let _ = ctx.caches.set(caches.clone());
     // Policies are watched untyped and parsed one by one in their reconcile: one object that does
     // not parse (written under a looser CRD, say) gets a status of its own instead of failing the
-    // whole watch list, and every other policy keeps running.
-    let ctx_restores = ctx.clone();
+    // whole watch list, and every other policy keeps running. Only a new generation (a spec change,
+    // a deletion) triggers a reconcile: the operator's own status writes do not.
     let policy_type = ApiResource::erase::<BackupPolicy>(&());
     let policies: Api<DynamicObject> = match &ctx.namespace {
         Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &policy_type),
         None => Api::all_with(ctx.client.clone(), &policy_type),
     };
-    let children = watcher::Config::default().labels(LABEL_POLICY_UID);
-    let jobs = ctx.metadata_watch::<Job>(children.clone());
-    let mut controller = Controller::new_with(policies, watcher::Config::default(), policy_type.clone()).owns_stream(jobs);
+    let writer = kube::runtime::reflector::store::Writer::new(policy_type.clone());
+    let store = writer.as_reader();
+    let policy_stream = watcher(policies, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.reconcile_concurrency);
+    let mut controller = Controller::for_stream_with(policy_stream, store.clone(), policy_type.clone())
+        .with_config(config)
+        .owns_shared_stream_with(triggers.policy_jobs, ());
     // Snapshot readiness shows on the policy at once, like a Job's completion.
-    if ctx.snapshots_api {
-        let resource = snapshot::resource();
-        let api: Api<PartialObjectMeta<DynamicObject>> = match &ctx.namespace {
-            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
-            None => Api::all_with(ctx.client.clone(), &resource),
-        };
-        let snapshots = watcher(api, children.clone()).default_backoff().touched_objects();
-        controller = controller.owns_stream_with(snapshots, resource);
+    if let Some(snapshots) = triggers.snapshots {
+        let (snapshot_store, dyntype) = (store.clone(), policy_type.clone());
+        controller = controller.watches_stream_with(
+            snapshots,
+            move |snapshot| {
+                let uid = snapshot.labels().get(LABEL_POLICY_UID).cloned();
+                owner_of(&snapshot_store, &dyntype, uid)
+            },
+            snapshot::resource(),
+        );
     }
     // A new plugin version in --plugin-dir: look at every policy again.
     if let Some(dir) = &ctx.plugin_dir {
         controller = controller.reconcile_all_on(source::watch_dir(dir.clone(), PLUGIN_DIR_POLL));
     }
-    let store = controller.store();
-    let pvc_store = store.clone();
-    let pvc_type = policy_type.clone();
-    let pod_store = store.clone();
-    let pod_type = policy_type.clone();
-    // A run's pod that cannot start (an image error, a refusal, no node) changes only the pod, not
-    // its Job: watch the runs' pods too, so the cause shows on the policy at once.
-    let pods = ctx.metadata_watch::<Pod>(children.clone());
-    let pvcs = ctx.metadata_watch::<PersistentVolumeClaim>(watcher::Config::default());
+    // Metrics of deleted policies go with them.
+    let metrics_store = store.clone();
+    let metrics_type = policy_type.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            crate::metrics::get().retain_policies(|ns, name| metrics_store.get(&ObjectRef::new_with(name, metrics_type.clone()).within(ns)).is_some());
+        }
+    });
+    let (pvc_store, pvc_type) = (store.clone(), policy_type.clone());
+    let (pod_store, pod_type) = (store.clone(), policy_type.clone());
+    let (restore_store, restore_type) = (store.clone(), policy_type.clone());
     let config_maps = ctx.metadata_watch::<ConfigMap>(watcher::Config::default());
+    let (restores_trigger, restores_main) = match triggers.restores {
+        Some((trigger, main)) => (Some(trigger), Some(main)),
+        None => (None, None),
+    };
+    if let Some(restores) = restores_trigger {
+        // A restore that starts or finishes holds or frees its policy's backup (retention).
+        controller = controller.watches_shared_stream_with(
+            restores,
+            move |restore| {
+                let ns = restore.namespace();
+                let policy = restore.spec.source.policy.clone();
+                let dyntype = restore_type.clone();
+                restore_store.state().into_iter().filter(move |p| p.namespace() == ns && p.name_any() == policy).map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
+            },
+            (),
+        );
+    }
     let policies = controller
-        .watches_stream(pods, move |pod| {
-            let uid = pod.labels().get(LABEL_POLICY_UID).cloned();
-            let dyntype = pod_type.clone();
-            pod_store
-                .state()
-                .into_iter()
-                .filter(move |p| uid.is_some() && p.metadata.uid == uid)
-                .map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
-        })
-        // A PVC appearing, binding or going away changes what the namespace's policies back up.
-        .watches_stream(pvcs, move |pvc| {
-            let ns = pvc.namespace();
-            let dyntype = pvc_type.clone();
-            pvc_store.state().into_iter().filter(move |p| p.namespace() == ns).map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
-        })
+        // A run's pod that cannot start (an image error, a refusal, no node) changes only the pod,
+        // not its Job: the runs' pods trigger their policy, so the cause shows at once.
+        .watches_shared_stream_with(
+            triggers.pods,
+            move |pod| {
+                let uid = pod.labels().get(LABEL_POLICY_UID).cloned();
+                owner_of(&pod_store, &pod_type, uid)
+            },
+            (),
+        )
+        // A PVC appearing, binding or going away changes what the policies selecting it back up
+        // (or, for their storage claim, whether they can).
+        .watches_shared_stream_with(
+            triggers.pvcs,
+            move |pvc| {
+                let ns = pvc.namespace();
+                let (name, labels) = (pvc.name_any(), pvc.labels().clone());
+                let dyntype = pvc_type.clone();
+                pvc_store
+                    .state()
+                    .into_iter()
+                    .filter(move |p| p.namespace() == ns && concerns_pvc(p, &name, &labels))
+                    .map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
+            },
+            (),
+        )
         // A new plugin version in a ConfigMap is picked up at once.
         .watches_stream(config_maps, move |cm| {
             let (ns, name) = (cm.namespace(), cm.name_any());
@@ -155,7 +242,37 @@ pub async fn run(ctx: Arc<Context>) {
                 Err(e) => tracing::warn!("reconcile: {e}"),
             }
         });
-    futures::join!(policies, crate::restore::run(ctx_restores));
+    match restores_main {
+        Some(main) => {
+            futures::join!(policies, crate::restore::run(ctx.clone(), triggers.restore_jobs, main));
+        }
+        None => {
+            tracing::warn!("the BackupRestore CRD is not installed: restores are off until it is (kubectl apply -k config/crd) and the operator restarts");
+            // The restore Jobs' watch is shared: keep it drained.
+            tokio::spawn(triggers.restore_jobs.for_each(|_| async {}));
+            policies.await;
+        }
+    }
+}
+
+/// The policy with this UID, if it is known.
+fn owner_of(store: &kube::runtime::reflector::Store<DynamicObject>, dyntype: &ApiResource, uid: Option<String>) -> Option<ObjectRef<DynamicObject>> {
+    let uid = uid?;
+    store.find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())).map(|p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
+}
+
+/// Whether a PVC matters to a policy: its selector matches the PVC's labels, or it is the
+/// policy's storage claim.
+fn concerns_pvc(policy: &DynamicObject, pvc: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let storage = policy.data.pointer("/spec/backupStorageClaim").and_then(|v| v.as_str()).unwrap_or("backup-storage");
+    if storage == pvc {
+        return true;
+    }
+    match policy.data.pointer("/spec/pvcSelector").map(|s| serde_json::from_value(s.clone())) {
+        Some(Ok(selector)) => observe::selector_matches(&selector, labels),
+        // A selector the operator cannot read: let the reconcile say so.
+        _ => true,
+    }
 }
 
 fn error_policy(policy: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -237,8 +354,17 @@ async fn long_name_event(t: &Target<'_>, type_: EventType, reason: &str, note: &
     Api::<K8sEvent>::namespaced(t.ctx.client.clone(), &t.ns).create(&Default::default(), &event).await.map(|_| ())
 }
 
-/// Parses the policy, or says on the object itself why it cannot be read.
+/// One reconcile of a policy, timed and counted (with the reason of an error).
+#[tracing::instrument(skip_all, fields(namespace = %object.namespace().unwrap_or_default(), policy = %object.name_any()))]
 async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_object(object, ctx).await;
+    crate::metrics::get().reconciled("backuppolicy", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
+    result
+}
+
+/// Parses the policy, or says on the object itself why it cannot be read.
+async fn reconcile_object(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let parsed = serde_json::to_value(&*object).and_then(serde_json::from_value::<BackupPolicy>);
     match parsed {
         Ok(policy) => reconcile_policy(Arc::new(policy), ctx).await,
@@ -288,7 +414,7 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
     // Snapshots are looked for when the API was there at start-up (and is watched), or when the
     // policy makes them: a CRD installed later is found at the policy's next reconcile.
     let snapshots = ctx.snapshots_api || policy.spec.backup_strategy == crate::api::BackupStrategyKind::Snapshot;
-    let observation = match observe::observe(&policy, &ctx.client, snapshots, now).await {
+    let observation = match observe::observe(&policy, &ctx, snapshots, now).await {
         Ok(o) => o,
         Err(e) if e.classify().retry == Retry::AwaitChange => {
             // Nothing can run, but the policy still says why.
@@ -343,6 +469,7 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
     if !o.deleting || o.has_finalizer {
         status::write(&ctx.client, &policy, &status::build(&previous, &summary)).await?;
     }
+    crate::metrics::get().set_policy_backups(&target.ns, &target.name, &backups_per_pvc(o, &outcome.runs));
     if let Some(e) = outcome.transient {
         return Err(e);
     }
@@ -355,6 +482,20 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
         None if o.deleting => Action::requeue(Duration::from_secs(5)),
         None => Action::await_change(),
     })
+}
+
+/// Per PVC (matched now, or with runs): when its newest successful backup finished (Unix
+/// seconds) and how many successful backups are kept.
+fn backups_per_pvc(o: &decide::Observed, runs: &[ObservedRun]) -> std::collections::BTreeMap<String, (Option<f64>, i64)> {
+    let mut out: std::collections::BTreeMap<String, (Option<f64>, i64)> = o.pvcs.iter().map(|p| (p.name.clone(), (None, 0))).collect();
+    for run in runs.iter().filter(|r| r.status == RunStatus::Succeeded) {
+        let entry = out.entry(run.pvc.clone()).or_insert((None, 0));
+        entry.1 += 1;
+        if let Some(done) = run.completion.map(|t| t.timestamp() as f64) {
+            entry.0 = Some(entry.0.map_or(done, |t: f64| t.max(done)));
+        }
+    }
+    out
 }
 
 /// What applying a decision left: the runs as they now stand, and what went wrong.
@@ -494,6 +635,16 @@ async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
             continue;
         }
         run.recorded = true;
+        if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+            let m = crate::metrics::get();
+            let result = if run.status == RunStatus::Succeeded { "Succeeded" } else { "Failed" };
+            let strategy = serde_json::to_value(t.policy.spec.backup_strategy).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            m.runs.get_or_create(&crate::metrics::RunLabels { namespace: t.ns.clone(), policy: t.name.clone(), strategy, result: result.into() }).inc();
+            if let (Some(start), Some(end)) = (run.start, run.completion) {
+                let seconds = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
+                m.run_duration.get_or_create(&crate::metrics::PolicyLabels { namespace: t.ns.clone(), policy: t.name.clone() }).observe(seconds);
+            }
+        }
         let report = run.report.clone().unwrap_or_default();
         match run.status {
             RunStatus::Succeeded => {

@@ -6,15 +6,19 @@
 //! ([`restore`]) follow the same shape.
 
 pub mod api;
+pub mod cache;
 pub mod controller;
 pub mod decide;
 pub mod error;
+pub mod leader;
+pub mod metrics;
 pub mod observe;
 pub mod quantity;
 pub mod render;
 pub mod restore;
 pub mod runs;
 pub mod schedule;
+pub mod serve;
 pub mod startup;
 pub mod status;
 pub mod strategy;

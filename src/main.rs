@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller against the current kubeconfig or the in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a CRD as YAML (the BackupPolicy's by default).
     Crd {
         #[arg(long, value_enum, default_value = "backuppolicy")]
@@ -86,6 +86,21 @@ struct RunArgs {
     namespace: Option<String>,
     #[arg(long, value_enum, default_value = "human", env = "BACKUP_OPERATOR_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Where /metrics, /healthz and /readyz are served ("" to serve nothing).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "BACKUP_OPERATOR_METRICS_ADDRESS")]
+    metrics_bind_address: String,
+    /// Reconcile only while holding a Lease, so that several replicas can run.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease's namespace (default: the pod's, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// The Lease's name.
+    #[arg(long, default_value = "backup-operator-leader")]
+    leader_election_id: String,
+    /// Reconciles running at once, per controller (policies, restores).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    reconcile_concurrency: u16,
 }
 
 fn init_logging(format: LogFormat) {
@@ -101,7 +116,7 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Run(RunArgs::parse_from(["backup-operator"]))) {
+    match cli.command.unwrap_or(Command::Run(Box::new(RunArgs::parse_from(["backup-operator"])))) {
         Command::Crd { kind } => match match kind {
             CrdKind::Backuppolicy => backup_operator::api::crd_yaml(),
             CrdKind::Backuprestore => backup_operator::api::restore_crd_yaml(),
@@ -118,6 +133,22 @@ async fn main() -> std::process::ExitCode {
         Command::CompilePlugin => backup_operator::strategy::compile::compile_child_main(),
         Command::Run(args) => {
             init_logging(args.log_format);
+            let readiness = backup_operator::serve::Readiness::default();
+            if !args.metrics_bind_address.is_empty() {
+                let address: std::net::SocketAddr = match args.metrics_bind_address.parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!("--metrics-bind-address {}: {e}", args.metrics_bind_address);
+                        return std::process::ExitCode::FAILURE;
+                    }
+                };
+                let ready = readiness.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = backup_operator::serve::serve(address, ready).await {
+                        tracing::error!(%address, "serving metrics and health: {e}");
+                    }
+                });
+            }
             let compiler = match std::env::current_exe() {
                 Ok(exe) => backup_operator::strategy::compile::Compiler {
                     exe,
@@ -166,9 +197,41 @@ async fn main() -> std::process::ExitCode {
                 tracing::error!("compiling the built-in strategies: {e}");
                 return std::process::ExitCode::FAILURE;
             }
+            readiness.set();
+            let leadership = if args.leader_elect {
+                // One identity per process: a container restarted in the same pod is a new
+                // candidate, and waits for the old lease to expire like any other.
+                let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
+                let pod = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "backup-operator".into());
+                let identity = format!("{pod}-{:08x}", started ^ std::process::id());
+                match backup_operator::leader::Leadership::acquire(client.clone(), &args.leader_election_namespace, &args.leader_election_id, &identity).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                None
+            };
+            backup_operator::metrics::get().leader.set(1);
             let snapshots_api = controller::has_snapshot_api(&client).await;
-            tracing::info!(snapshots_api, "backup-operator starting");
-            controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api))).await;
+            let restores_api = controller::has_restore_api(&client).await;
+            tracing::info!(snapshots_api, restores_api, "backup-operator starting");
+            let run = controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)));
+            match leadership {
+                None => run.await,
+                Some(mut leadership) => {
+                    tokio::select! {
+                        () = run => leadership.release().await,
+                        () = leadership.lost() => {
+                            backup_operator::metrics::get().leader.set(0);
+                            tracing::error!("lost the leader lease: exiting, to start again as a follower");
+                            return std::process::ExitCode::FAILURE;
+                        }
+                    }
+                }
+            }
             tracing::info!("backup-operator stopped");
             std::process::ExitCode::SUCCESS
         }

@@ -9,6 +9,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{BackupPolicy, RunStatus, from_time};
+use crate::controller::Context;
 use crate::decide::{self, Observed, ObservedPvc, ObservedRun, RunObject};
 use crate::error::{Error, Result};
 use crate::runs::{self, LABEL_KIND, LABEL_POLICY_UID, RunKind, backup_job, snapshot, stuck};
@@ -102,47 +103,65 @@ fn not_started(policy: &BackupPolicy) -> Vec<ObservedRun> {
         .collect()
 }
 
-pub async fn observe(policy: &BackupPolicy, client: &Client, snapshots_api: bool, now: DateTime<Utc>) -> Result<Observation> {
+/// Whether a label selector (already checked by [`selector_query`]) matches these labels, as the
+/// API server would: every `matchLabels` pair, and every expression.
+pub fn selector_matches(selector: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let pairs = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    pairs && expressions
+}
+
+/// What the cluster says about one policy, from the shared watches (no list from the API server;
+/// only the events of a run that has no pod yet are read from it).
+pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, now: DateTime<Utc>) -> Result<Observation> {
+    let client = &ctx.client;
+    let caches = ctx.caches().await?;
     let ns = policy.namespace().ok_or_else(|| Error::InvalidSpec("BackupPolicy without a namespace".into()))?;
     let name = policy.name_any();
     let uid = policy.uid().unwrap_or_default();
-    let pvcs_api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
 
-    let selector = selector_query(&policy.spec.pvc_selector)?;
-    let mut pvcs: Vec<PersistentVolumeClaim> = pvcs_api
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
+    selector_query(&policy.spec.pvc_selector)?;
+    let mut pvcs: Vec<PersistentVolumeClaim> = caches
+        .pvcs_in(&ns)
         .into_iter()
+        .filter(|p| selector_matches(&policy.spec.pvc_selector, p.labels()))
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
         .filter(|p| p.name_any() != policy.spec.backup_storage_claim)
+        .map(|p| (*p).clone())
         .collect();
     pvcs.sort_by_key(|p| p.name_any());
     // A claim being deleted is as good as missing: a Job would keep it from ever going away.
-    let storage_claim = pvcs_api.get_opt(&policy.spec.backup_storage_claim).await?;
+    let storage_claim = caches.pvc(&ns, &policy.spec.backup_storage_claim);
     let storage_claim_deleting = storage_claim.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_some());
     let storage_claim_exists = storage_claim.is_some() && !storage_claim_deleting;
 
-    let jobs: Vec<Job> = Api::<Job>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default().labels(&format!("{LABEL_POLICY_UID}={uid}")))
-        .await?
-        .items
-        .into_iter()
-        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
-        .collect();
-    let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let jobs: Vec<Job> = caches.jobs_labelled(&ns, LABEL_POLICY_UID, &uid).into_iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).collect();
+    let pods = caches.pods_in(&ns);
     let of_kind = |kind: RunKind| jobs.iter().filter(move |j| j.labels().get(LABEL_KIND).map(String::as_str) == Some(kind.label()));
 
     let mut run_list: Vec<ObservedRun> = of_kind(RunKind::Backup).filter_map(backup_job::observe).collect();
     backup_job::attach_pod_reports(&mut run_list, &pods);
     attach_stuck_causes(client, &ns, &mut run_list, &pods).await?;
-    if snapshots_api {
-        run_list.extend(snapshot::observe(client, &ns, &uid).await?);
+    match caches.snapshots_of(&ns, &uid) {
+        Some(found) => run_list.extend(found.iter().filter(|s| s.owner_references().iter().any(|o| o.uid == uid)).filter_map(snapshot::observe_one)),
+        // The API appeared after start-up: read it.
+        None if snapshots_api => run_list.extend(snapshot::observe(client, &ns, &uid).await?),
+        None => {}
     }
     let existing: Vec<String> = run_list.iter().map(|r| r.name.clone()).collect();
     run_list.extend(not_started(policy).into_iter().filter(|r| !existing.contains(&r.name)));
 
-    let holds = crate::restore::observe_holds(client, &ns).await?;
+    let holds = crate::restore::holds(&caches.restores_in(&ns));
     let held = holds.runs.iter().filter(|(p, _)| *p == name).map(|(_, run)| run.clone()).collect();
     let status = policy.status.clone().unwrap_or_default();
     let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");
@@ -260,6 +279,27 @@ mod tests {
             let err = selector_query(&s).expect_err(&selector.to_string());
             assert!(matches!(err, Error::InvalidSelector(_)), "{err}");
             assert!(err.to_string().contains(want), "{selector}: {err}");
+        }
+    }
+
+    #[test]
+    fn selectors_match_labels_as_the_api_server_does() {
+        let labels: std::collections::BTreeMap<String, String> = [("app", "db"), ("tier", "a")].map(|(k, v)| (k.to_owned(), v.to_owned())).into();
+        let cases = [
+            (serde_json::json!({}), true),
+            (serde_json::json!({"matchLabels": {"app": "db"}}), true),
+            (serde_json::json!({"matchLabels": {"app": "web"}}), false),
+            (serde_json::json!({"matchLabels": {"app": "db", "tier": "b"}}), false),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}), true),
+            (serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}), false),
+            (serde_json::json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}), true),
+            (serde_json::json!({"matchExpressions": [{"key": "skip", "operator": "DoesNotExist"}]}), true),
+            (serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}), true),
+            (serde_json::json!({"matchLabels": {"app": "db"}, "matchExpressions": [{"key": "tier", "operator": "Exists"}, {"key": "x", "operator": "Exists"}]}), false),
+        ];
+        for (selector, want) in cases {
+            let s: LabelSelector = serde_json::from_value(selector.clone()).expect("selector");
+            assert_eq!(selector_matches(&s, &labels), want, "{selector}");
         }
     }
 

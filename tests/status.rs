@@ -289,7 +289,7 @@ fn kubeconfig_variant(cluster: &support::TestCluster, edit: impl FnOnce(&mut ser
 
 fn operator_with(kubeconfig: &std::path::Path, namespace: &str) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
-        .args(["run", "--namespace", namespace])
+        .args(["run", "--namespace", namespace, "--metrics-bind-address", "127.0.0.1:0"])
         .env("KUBECONFIG", kubeconfig)
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())

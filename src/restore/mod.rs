@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::Controller;
 use kube::{Api, Resource, ResourceExt};
 
 use crate::api::restore::{BackupRestoreStatus, RestoredBackup};
@@ -41,14 +41,17 @@ pub const CONDITION: &str = "Restored";
 const POLL: Duration = Duration::from_secs(10);
 
 /// Runs the restore controller until SIGTERM/SIGINT.
-pub async fn run(ctx: Arc<Context>) {
-    let restores: Api<BackupRestore> = match &ctx.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
+/// Runs the restore controller until SIGTERM/SIGINT, on the shared watches of restores and Jobs.
+pub async fn run(ctx: Arc<Context>, jobs: kube::runtime::reflector::ReflectHandle<Job>, restores: kube::runtime::reflector::ReflectHandle<BackupRestore>) {
+    let Some(caches) = ctx.caches.get().cloned() else {
+        tracing::error!("the restore controller needs the shared watches");
+        return;
     };
-    let jobs = ctx.metadata_watch::<Job>(watcher::Config::default().labels(LABEL_RESTORE_UID));
-    Controller::new(restores, watcher::Config::default())
-        .owns_stream(jobs)
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.reconcile_concurrency);
+    let Some(store) = caches.restores.clone() else { return };
+    Controller::for_shared_stream(restores, store)
+        .with_config(config)
+        .owns_shared_stream(jobs)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -66,7 +69,16 @@ fn error_policy(restore: Arc<BackupRestore>, error: &Error, _ctx: Arc<Context>) 
     Action::requeue(Duration::from_secs(15))
 }
 
+/// One reconcile of a restore, timed and counted (with the reason of an error).
+#[tracing::instrument(skip_all, fields(namespace = %restore.namespace().unwrap_or_default(), restore = %restore.name_any()))]
 async fn reconcile(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_restore(restore, ctx).await;
+    crate::metrics::get().reconciled("backuprestore", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
+    result
+}
+
+async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Result<Action> {
     let now = Utc::now();
     let ns = restore.namespace().unwrap_or_default();
     let observed = observe::observe(&restore, &ctx, now).await?;
@@ -223,12 +235,4 @@ pub fn holds(restores: &[BackupRestore]) -> Holds {
     holds
 }
 
-/// The holds of the namespace's unfinished restores; none when the BackupRestore API is missing
-/// (an older install), so that policies keep working.
-pub async fn observe_holds(client: &kube::Client, ns: &str) -> Result<Holds> {
-    match Api::<BackupRestore>::namespaced(client.clone(), ns).list(&Default::default()).await {
-        Ok(list) => Ok(holds(&list.items)),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Holds::default()),
-        Err(e) => Err(e.into()),
-    }
-}
+

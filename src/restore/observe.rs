@@ -2,9 +2,7 @@
 //! target PVC and who mounts it, the restore Job), as plain data for [`super::decide`].
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
 use super::decide::{Candidate, ObservedTarget, RestoreObserved};
@@ -71,24 +69,31 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
     let ns = restore.namespace().unwrap_or_default();
     let spec = &restore.spec;
     let status = restore.status.clone().unwrap_or_default();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let caches = ctx.caches().await?;
     let policy = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns).get_opt(&spec.source.policy).await?;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let pods = caches.pods_in(&ns);
 
     let mut candidates = Vec::new();
     if let Some(policy) = &policy {
         let uid = policy.uid().unwrap_or_default();
-        let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default().labels(&runs::selector(&uid, RunKind::Backup))).await?.items;
-        let mut found: Vec<ObservedRun> = jobs.iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).filter_map(backup_job::observe).collect();
+        let jobs = caches.jobs_labelled(&ns, runs::LABEL_POLICY_UID, &uid);
+        let mut found: Vec<ObservedRun> = jobs
+            .iter()
+            .filter(|j| j.labels().get(LABEL_KIND).map(String::as_str) == Some(RunKind::Backup.label()))
+            .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
+            .filter_map(backup_job::observe)
+            .collect();
         backup_job::attach_pod_reports(&mut found, &pods);
-        if ctx.snapshots_api || policy.spec.backup_strategy == BackupStrategyKind::Snapshot {
-            found.extend(snapshot::observe(&ctx.client, &ns, &uid).await?);
+        match caches.snapshots_of(&ns, &uid) {
+            Some(snapshots) => found.extend(snapshots.iter().filter(|s| s.owner_references().iter().any(|o| o.uid == uid)).filter_map(snapshot::observe_one)),
+            None if policy.spec.backup_strategy == BackupStrategyKind::Snapshot => found.extend(snapshot::observe(&ctx.client, &ns, &uid).await?),
+            None => {}
         }
         candidates = found.iter().filter(|r| r.pvc == spec.source.pvc).map(|r| candidate(&ns, &policy.name_any(), r)).collect();
     }
-    let source_pvc = pvcs.get_opt(&spec.source.pvc).await?;
+    let source_pvc = caches.pvc(&ns, &spec.source.pvc).map(|p| (*p).clone());
     let target_name = render::target_name(spec);
-    let target_pvc = pvcs.get_opt(&target_name).await?;
+    let target_pvc = caches.pvc(&ns, &target_name).map(|p| (*p).clone());
     let uid = restore.uid().unwrap_or_default();
     let target = ObservedTarget {
         name: target_name.clone(),
@@ -98,7 +103,7 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
         bound: target_pvc.as_ref().and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound"),
         in_use_by: in_use_by(&pods, &target_name),
     };
-    let job = Api::<Job>::namespaced(ctx.client.clone(), &ns).get_opt(&render::job_name(restore)).await?;
+    let job = caches.job(&ns, &render::job_name(restore));
     let job = job.filter(|j| j.labels().get(super::LABEL_RESTORE_UID) == Some(&uid)).map(|j| runs::observe_aux(&j, &pods));
     let data = RestoreObserved {
         now,

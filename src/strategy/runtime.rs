@@ -377,7 +377,10 @@ impl StrategyRuntime {
             None => spawn_blocking(move || this.known(&owned_name, &hashed, pinned.as_deref())).await?,
         };
         let id = match known {
-            Known::Ready(plugin) => return Ok(plugin),
+            Known::Ready(plugin) => {
+                crate::metrics::get().plugin_load("memory");
+                return Ok(plugin);
+            }
             Known::Compile(id) => id,
         };
         let gate = self.gate(&id.digest);
@@ -399,6 +402,9 @@ impl StrategyRuntime {
             }
             Err(e) => Err(e),
         };
+        if result.is_err() {
+            crate::metrics::get().plugin_load("failed");
+        }
         if let Err(e) = &result
             && e.is_permanent()
             && let Ok(mut cache) = self.inner.plugins.lock()
@@ -510,7 +516,10 @@ impl StrategyRuntime {
             // compatibility hash (it is in the name), in the operator's own cache directory;
             // wasmtime also checks its header before use.
             match unsafe { Component::deserialize(&self.inner.engine, &cached) } {
-                Ok(component) => return Ok((component, cached.len() as u64)),
+                Ok(component) => {
+                    crate::metrics::get().plugin_load("disk");
+                    return Ok((component, cached.len() as u64));
+                }
                 Err(e) => {
                     tracing::warn!(plugin = %id, "discarding unusable cached plugin: {e:#}");
                     if let Some(d) = disk {
@@ -547,6 +556,7 @@ impl StrategyRuntime {
         }
         // SAFETY: `compiled` was produced just now by this engine's `precompile_component`.
         let component = unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)?;
+        crate::metrics::get().plugin_load("compiled");
         Ok((component, compiled.len() as u64))
     }
 
@@ -631,9 +641,17 @@ impl StrategyRuntime {
         purpose: PlanPurpose,
         call: impl FnOnce(&BackupStrategy, &mut Store<HostState>) -> wasmtime::Result<std::result::Result<Plan, PlanError>>,
     ) -> Result<Plan> {
-        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), call)?;
-        let plan = Self::plugin_result(plugin, result)?;
-        self.checked(plugin, plan, purpose)
+        let started = std::time::Instant::now();
+        let planned = self
+            .call_raw(&plugin.id, &plugin.pre, self.limits(limits), call)
+            .and_then(|result| Self::plugin_result(plugin, result))
+            .and_then(|plan| self.checked(plugin, plan, purpose));
+        let outcome = match &planned {
+            Ok(_) => "ok",
+            Err(e) => e.classify().reason,
+        };
+        crate::metrics::get().plugin_call(&plugin.id.name, outcome, started.elapsed());
+        planned
     }
 
     /// Plans one backup and checks the plan; on the calling thread.

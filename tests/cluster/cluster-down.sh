@@ -49,6 +49,12 @@ for _ in 1 2 3; do
   for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 done
 [ -n "${BRIDGE:-}" ] && ip link del "$BRIDGE" 2>/dev/null
+# The API server's Service address for pods (see cluster-up).
+if iptables -t nat -S BKOP-SERVICES >/dev/null 2>&1; then
+  iptables -t nat -D PREROUTING -i "${BRIDGE:-bkop0}" -j BKOP-SERVICES 2>/dev/null
+  iptables -t nat -F BKOP-SERVICES
+  iptables -t nat -X BKOP-SERVICES
+fi
 # Pod veths are gone with their namespaces; restore forwarding if the bridge plugin changed it.
 [ -f "$CLUSTER_DIR/ip_forward.orig" ] && cat "$CLUSTER_DIR/ip_forward.orig" > /proc/sys/net/ipv4/ip_forward
 # Pod cgroups the kubelet created.

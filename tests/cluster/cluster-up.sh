@@ -47,6 +47,10 @@ APISERVER_PORT=$(free_port); used_ports+="$APISERVER_PORT "
 KUBELET_PORT=$(free_port); used_ports+="$KUBELET_PORT "
 NODE_NAME="backup-node"
 POD_CIDR="10.88.0.0/24"
+POD_GATEWAY="10.88.0.1"
+SERVICE_CIDR="10.0.0.0/24"
+# The `kubernetes` Service's ClusterIP: the first address of SERVICE_CIDR.
+API_SERVICE_IP="10.0.0.1"
 BRIDGE="bkop0"
 cat > "$CLUSTER_DIR/env" <<EOF_ENV
 ETCD_PORT=$ETCD_PORT
@@ -147,7 +151,7 @@ start kube-apiserver "$KUBE_BIN/kube-apiserver" \
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range 10.0.0.0/24 \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
   --kubelet-preferred-address-types InternalIP \
   --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
   --profiling=false --v 1
@@ -160,7 +164,7 @@ start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
   --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
   --use-service-account-credentials \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-  --service-cluster-ip-range 10.0.0.0/24 \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
   --enable-hostpath-provisioner \
   --profiling=false --v 1
 start kube-scheduler "$KUBE_BIN/kube-scheduler" \
@@ -178,7 +182,7 @@ cat > "$CLUSTER_DIR/cni/net.d/10-bridge.conflist" <<EOF_CNI
   "plugins": [
     {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
      "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR"}]],
-              "routes": [{"dst": "$POD_CIDR"}], "dataDir": "$CLUSTER_DIR/cni/ipam"}},
+              "routes": [{"dst": "$POD_CIDR"}, {"dst": "$SERVICE_CIDR"}], "dataDir": "$CLUSTER_DIR/cni/ipam"}},
     {"type": "loopback"}
   ]
 }
@@ -242,6 +246,19 @@ serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
 EOF_KUBELET
+# Pods reach the API server the in-cluster way, at the `kubernetes` Service (10.0.0.1:443, a
+# name in its certificate), with no kube-proxy: the bridge is created here with its gateway
+# address, and one DNAT rule sends that address to the API server on loopback (route_localnet lets
+# the bridge carry loopback-bound traffic). Nothing else is forwarded; cluster-down removes both.
+if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+  ip link add "$BRIDGE" type bridge
+  ip addr add "$POD_GATEWAY/${POD_CIDR#*/}" dev "$BRIDGE"
+fi
+ip link set "$BRIDGE" up
+sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
+iptables -t nat -N BKOP-SERVICES 2>/dev/null || iptables -t nat -F BKOP-SERVICES
+iptables -t nat -A BKOP-SERVICES -d "$API_SERVICE_IP/32" -p tcp --dport 443 -j DNAT --to-destination "127.0.0.1:$APISERVER_PORT"
+iptables -t nat -C PREROUTING -i "$BRIDGE" -j BKOP-SERVICES 2>/dev/null || iptables -t nat -A PREROUTING -i "$BRIDGE" -j BKOP-SERVICES
 start kubelet "$KUBE_BIN/kubelet" --config "$CLUSTER_DIR/kubelet-config.yaml" \
   --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
   --hostname-override "$NODE_NAME" --node-ip 127.0.0.1 --v 1

@@ -42,6 +42,8 @@ impl Operator {
             .arg("--plugin-cache-dir")
             .arg(&cache)
             .args(["--plugin-compile-timeout-ms", "300000"])
+            // Dozens of operators run at once: each serves its metrics on a loopback port of its own.
+            .args(["--metrics-bind-address", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env("RUST_LOG", "info")

@@ -1,0 +1,220 @@
+//! The objects reconciles read, kept in reflector stores fed by one watch each and shared with
+//! the controllers' triggers: a reconcile reads PVCs, Jobs, pods, VolumeSnapshots and restores
+//! from memory instead of listing them from the API server. Pods are kept without what the
+//! operator never reads (managed fields, annotations, container specs), so memory grows with the
+//! number of pods by a few hundred bytes each.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::BackupRestore;
+use crate::error::{Error, Result};
+use crate::runs::{LABEL_KIND, LABEL_POLICY_UID};
+
+/// Events buffered per subscriber of a shared watch before the watch waits for it.
+const BUFFER: usize = 1024;
+
+/// Read-only views of the watched objects.
+#[derive(Clone)]
+pub struct Caches {
+    pub pvcs: Store<PersistentVolumeClaim>,
+    /// The operator's own Jobs (every kind: backup, prune, verify, cleanup, restore).
+    pub jobs: Store<Job>,
+    /// Every pod in scope, trimmed ([`trim_pod`]).
+    pub pods: Store<Pod>,
+    /// The policies' VolumeSnapshots, when the API was there at start-up.
+    pub snapshots: Option<Store<DynamicObject>>,
+    /// BackupRestores, when their CRD was installed at start-up.
+    pub restores: Option<Store<BackupRestore>>,
+}
+
+/// The change streams the controllers trigger on, one subscription each.
+pub struct Triggers {
+    pub policy_jobs: ReflectHandle<Job>,
+    pub restore_jobs: ReflectHandle<Job>,
+    pub pods: ReflectHandle<Pod>,
+    pub pvcs: ReflectHandle<PersistentVolumeClaim>,
+    /// The snapshots' own watch (its store is filled as the policy controller reads it).
+    pub snapshots: Option<futures::stream::BoxStream<'static, Result<DynamicObject, watcher::Error>>>,
+    /// For the policy controller (holds) and the restore controller (its own objects).
+    pub restores: Option<(ReflectHandle<BackupRestore>, ReflectHandle<BackupRestore>)>,
+}
+
+/// Keeps what the operator reads of a pod: its name, namespace and labels, its volumes' claims,
+/// node and containers' names and images, and its status.
+pub fn trim_pod(mut pod: Pod) -> Pod {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            *c = k8s_openapi::api::core::v1::Container { name: std::mem::take(&mut c.name), image: c.image.take(), ..Default::default() };
+        }
+        for v in spec.volumes.iter_mut().flatten() {
+            let claim = v.persistent_volume_claim.take();
+            *v = k8s_openapi::api::core::v1::Volume { name: std::mem::take(&mut v.name), persistent_volume_claim: claim, ..Default::default() };
+        }
+        spec.affinity = None;
+        spec.tolerations = None;
+    }
+    pod
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One shared watch: a store, its driver (spawned), and `subscribers` change streams.
+fn shared<K>(
+    api: Api<K>,
+    dyntype: K::DynamicType,
+    config: watcher::Config,
+    subscribers: usize,
+    modify: impl FnMut(&mut K) + Send + 'static,
+) -> Result<(Store<K>, Vec<ReflectHandle<K>>)>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let writer = reflector::store::Writer::new_shared(BUFFER, dyntype);
+    let reader = writer.as_reader();
+    let handles = (0..subscribers)
+        .map(|_| writer.subscribe().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into())))
+        .collect::<Result<Vec<_>>>()?;
+    let driver = watcher(api, config).default_backoff().modify(modify).reflect_shared(writer).for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!("watch: {e}");
+        }
+    });
+    tokio::spawn(driver);
+    Ok((reader, handles))
+}
+
+fn one<K>(mut handles: Vec<K>) -> Result<K> {
+    handles.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))
+}
+
+/// Starts the watches. `namespace` limits them to one namespace.
+pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, restores_api: bool) -> Result<(Caches, Triggers)> {
+    let (pvcs, pvc_triggers) = shared(api::<PersistentVolumeClaim>(client, namespace), (), watcher::Config::default(), 1, |p| {
+        p.metadata.managed_fields = None;
+    })?;
+    let (jobs, mut job_triggers) = shared(api::<Job>(client, namespace), (), watcher::Config::default().labels(LABEL_KIND), 2, |j| {
+        j.metadata.managed_fields = None;
+    })?;
+    let (pods, pod_triggers) = shared(api::<Pod>(client, namespace), (), watcher::Config::default(), 1, |p: &mut Pod| {
+        *p = trim_pod(std::mem::take(p));
+    })?;
+    let (restores, restore_triggers) = if restores_api {
+        let (store, mut handles) = shared(api::<BackupRestore>(client, namespace), (), watcher::Config::default(), 2, |r| {
+            r.metadata.managed_fields = None;
+        })?;
+        let main = handles.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
+        (Some(store), Some((one(handles)?, main)))
+    } else {
+        (None, None)
+    };
+    let (snapshots, snapshot_triggers) = if snapshots_api {
+        let resource: ApiResource = crate::runs::snapshot::resource();
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let writer = reflector::store::Writer::new(resource);
+        let reader = writer.as_reader();
+        let stream = watcher(api, watcher::Config::default().labels(LABEL_POLICY_UID))
+            .default_backoff()
+            .modify(|s: &mut DynamicObject| s.metadata.managed_fields = None)
+            .reflect(writer)
+            .touched_objects()
+            .boxed();
+        (Some(reader), Some(stream))
+    } else {
+        (None, None)
+    };
+    let caches = Caches { pvcs, jobs, pods, snapshots, restores };
+    let restore_jobs = job_triggers.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
+    let triggers = Triggers {
+        policy_jobs: one(job_triggers)?,
+        restore_jobs,
+        pods: one(pod_triggers)?,
+        pvcs: one(pvc_triggers)?,
+        snapshots: snapshot_triggers,
+        restores: restore_triggers,
+    };
+    Ok((caches, triggers))
+}
+
+impl Caches {
+    /// Waits until every store has its first complete list.
+    pub async fn ready(&self) -> Result<()> {
+        let dropped = |_| Error::Runtime("a watch stopped".into());
+        self.pvcs.wait_until_ready().await.map_err(dropped)?;
+        self.jobs.wait_until_ready().await.map_err(dropped)?;
+        self.pods.wait_until_ready().await.map_err(dropped)?;
+        if let Some(r) = &self.restores {
+            r.wait_until_ready().await.map_err(dropped)?;
+        }
+        if let Some(s) = &self.snapshots {
+            s.wait_until_ready().await.map_err(dropped)?;
+        }
+        Ok(())
+    }
+
+    pub fn pvcs_in(&self, namespace: &str) -> Vec<Arc<PersistentVolumeClaim>> {
+        self.pvcs.state().into_iter().filter(|p| p.namespace().as_deref() == Some(namespace)).collect()
+    }
+
+    pub fn pvc(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.pvcs.get(&reflector::ObjectRef::new(name).within(namespace))
+    }
+
+    pub fn pods_in(&self, namespace: &str) -> Vec<Pod> {
+        self.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(namespace)).map(|p| (*p).clone()).collect()
+    }
+
+    /// Jobs in the namespace carrying `label=value`.
+    pub fn jobs_labelled(&self, namespace: &str, label: &str, value: &str) -> Vec<Job> {
+        self.jobs
+            .state()
+            .into_iter()
+            .filter(|j| j.namespace().as_deref() == Some(namespace) && j.labels().get(label).map(String::as_str) == Some(value))
+            .map(|j| (*j).clone())
+            .collect()
+    }
+
+    pub fn job(&self, namespace: &str, name: &str) -> Option<Job> {
+        self.jobs.get(&reflector::ObjectRef::new(name).within(namespace)).map(|j| (*j).clone())
+    }
+
+    pub fn restores_in(&self, namespace: &str) -> Vec<BackupRestore> {
+        let Some(store) = &self.restores else { return Vec::new() };
+        store.state().into_iter().filter(|r| r.namespace().as_deref() == Some(namespace)).map(|r| (*r).clone()).collect()
+    }
+
+    /// The policy's VolumeSnapshots, from the store when the API was watched from the start.
+    pub fn snapshots_of(&self, namespace: &str, policy_uid: &str) -> Option<Vec<DynamicObject>> {
+        let store = self.snapshots.as_ref()?;
+        Some(
+            store
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace().as_deref() == Some(namespace) && s.labels().get(LABEL_POLICY_UID).map(String::as_str) == Some(policy_uid))
+                .map(|s| (*s).clone())
+                .collect(),
+        )
+    }
+}
