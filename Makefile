@@ -18,7 +18,7 @@ cluster-down: ## stop the local cluster and remove its state
 cluster-status: ## show whether the local cluster is up and healthy
 	$(CLUSTER)/cluster-status.sh
 
-.PHONY: demo run install uninstall crd plugins bench image deploy undeploy deploy-namespaced undeploy-namespaced
+.PHONY: demo run install uninstall crd plugins bench image deploy undeploy deploy-namespaced undeploy-namespaced bench-scale
 demo: ## bring up the local cluster and show the operator backing up a StatefulSet
 	scripts/demo.sh
 
@@ -61,3 +61,7 @@ plugins: ## build the built-in strategy plugins (WebAssembly components)
 
 bench: ## run the plugin call benchmarks
 	cargo bench --locked --bench plan_call
+
+bench-scale: ## the operator's API work with 100 and 1,000 policies on the local cluster (node cordoned meanwhile)
+	cargo build --locked --release --bin backup-operator
+	cargo run --locked --release --example scale

@@ -1,0 +1,305 @@
+//! `make bench-scale`: the operator's API work at scale, on the local test cluster (a benchmark,
+//! not a test). With the node cordoned, so that the runs' pods stay Pending and only the API work
+//! is measured, it creates N pre-bound PVCs and then either N policies with one PVC each or one
+//! policy with N PVCs, all due at the same minute, runs the release operator, and reports:
+//! the time from the scheduled minute until all N Jobs exist, p50/p99 of (Job seen - minute), the
+//! same N Jobs created by a plain client (serially and 32 at a time), API requests per Job (from
+//! the API server's own counter), and the operator's RSS idle and at its peak and CPU time while
+//! idle. `SCALE_N` (default "100,1000") and `SCALE_IDLE_SECONDS` (default 60) tune it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{Timelike, Utc};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const NODE: &str = "backup-node";
+
+fn cluster_dir() -> std::path::PathBuf {
+    std::env::var_os("BACKUP_OPERATOR_CLUSTER_DIR").map_or_else(|| "/var/tmp/backup-operator-cluster".into(), Into::into)
+}
+
+async fn client() -> Result<Client, Error> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(cluster_dir().join("kubeconfig"))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// The API server's request counter, summed (every client, every verb).
+async fn api_requests(client: &Client) -> Result<f64, Error> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// RSS and peak RSS (KiB), and CPU seconds, of a process.
+fn usage(pid: u32) -> (u64, u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of /proc/pid/stat (11 and 12 after the command).
+    let cpu = (ticks(11) + ticks(12)) as f64 / 100.0;
+    (kib("VmRSS:"), kib("VmHWM:"), cpu)
+}
+
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))).count())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn namespace(client: &Client, name: &str) -> Result<(), Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if api.get_opt(name).await?.is_some() {
+        api.delete(name, &DeleteParams::default()).await?;
+        while api.get_opt(name).await?.is_some() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}}))?).await?;
+    let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), name);
+    while sa.get_opt("default").await?.is_none() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// N PVs bound in advance to N claims `data-<i>` (labelled `index=<i>`, `app=bench`), and the
+/// storage claim, 32 requests at a time.
+async fn volumes(client: &Client, ns: &str, n: usize) -> Result<(), Error> {
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let names: Vec<String> = (0..n).map(|i| format!("data-{i}")).chain(["backup-storage".to_owned()]).collect();
+    futures::stream::iter(names.iter().enumerate())
+        .map(|(i, claim)| {
+            let (pvs, pvcs) = (pvs.clone(), pvcs.clone());
+            async move {
+                let pv_name = format!("{ns}-{claim}");
+                let pv: PersistentVolume = serde_json::from_value(json!({
+                    "metadata": {"name": pv_name},
+                    "spec": {"capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                             "hostPath": {"path": format!("/tmp/hostpath_pv/bench/{pv_name}")},
+                             "claimRef": {"namespace": ns, "name": claim}}
+                }))?;
+                let _ = pvs.delete(&pv_name, &DeleteParams::default()).await;
+                pvs.create(&PostParams::default(), &pv).await?;
+                let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+                    "metadata": {"name": claim, "labels": {"app": "bench", "index": i.to_string()}},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
+                             "resources": {"requests": {"storage": "1Mi"}}}
+                }))?;
+                pvcs.create(&PostParams::default(), &pvc).await?;
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    loop {
+        let bound = pvcs.list(&ListParams::default()).await?.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")).count();
+        if bound == n + 1 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn policy(name: &str, selector: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": name},
+           "spec": {"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": selector}, "startTimeoutSeconds": 3600}})
+}
+
+struct Figures {
+    all_jobs: f64,
+    p50: f64,
+    p99: f64,
+    requests_per_job: f64,
+    rss_idle_mib: f64,
+    rss_peak_mib: f64,
+    rss_after_mib: f64,
+    sockets_peak: usize,
+    idle_cpu: f64,
+    idle_seconds: u64,
+}
+
+/// One round: `policies` policies over N PVCs, due at the next minute, with the operator running.
+async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, one_policy: bool, idle: u64) -> Result<Figures, Error> {
+    namespace(client, ns).await?;
+    volumes(client, ns, n).await?;
+    let policies: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &kube::api::ApiResource::erase::<backup_operator::api::BackupPolicy>(&()));
+    let mut child = std::process::Command::new(operator)
+        .args(["run", "--namespace", ns, "--metrics-bind-address", "127.0.0.1:0"])
+        .env("KUBECONFIG", cluster_dir().join("kubeconfig"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    // Idle with nothing to do: memory and CPU.
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let (_, _, cpu_before) = usage(pid);
+    tokio::time::sleep(Duration::from_secs(idle)).await;
+    let (rss_idle, _, cpu_after) = usage(pid);
+    // Policies created at least 15 s before a minute, so that all are due at that minute.
+    while Utc::now().second() > 30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let created = if one_policy { vec![policy("all", json!({"app": "bench"}))] } else { (0..n).map(|i| policy(&format!("p-{i}"), json!({"index": i.to_string()}))).collect() };
+    futures::stream::iter(created)
+        .map(|p| {
+            let policies = policies.clone();
+            async move { policies.create(&PostParams::default(), &serde_json::from_value(p)?).await.map(|_| ()).map_err(Error::from) }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let now = Utc::now();
+    let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(now) + chrono::Duration::minutes(1);
+    let requests_before = api_requests(client).await?;
+    // Every Job as it is seen, against the minute.
+    let seen: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let watch = {
+        let seen = seen.clone();
+        tokio::spawn(watcher(jobs.clone(), watcher::Config::default().labels("backup.example.com/kind=backup")).applied_objects().for_each(move |job| {
+            let seen = seen.clone();
+            async move {
+                if let Ok(job) = job {
+                    let lag = (Utc::now() - minute).num_milliseconds() as f64 / 1000.0;
+                    if let Ok(mut s) = seen.lock() {
+                        s.entry(job.name_any()).or_insert(lag);
+                    }
+                }
+            }
+        }))
+    };
+    let (mut peak_rss, mut peak_sockets) = (0, 0);
+    loop {
+        let (_, hwm, _) = usage(pid);
+        peak_rss = peak_rss.max(hwm);
+        peak_sockets = peak_sockets.max(sockets(pid));
+        if seen.lock().map(|s| s.len()).unwrap_or(0) >= n {
+            break;
+        }
+        if Utc::now() > minute + chrono::Duration::minutes(5) {
+            return Err(format!("only {} of {n} Jobs after 5 minutes", seen.lock().map(|s| s.len()).unwrap_or(0)).into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The reconciles that follow the Jobs' creation count too: wait for them to settle.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let requests = api_requests(client).await? - requests_before;
+    let (rss_after, hwm, _) = usage(pid);
+    watch.abort();
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut lags: Vec<f64> = seen.lock().map(|s| s.values().copied().collect()).unwrap_or_default();
+    lags.sort_by(f64::total_cmp);
+    Ok(Figures {
+        all_jobs: lags.last().copied().unwrap_or(f64::NAN),
+        p50: percentile(&lags, 0.5),
+        p99: percentile(&lags, 0.99),
+        requests_per_job: requests / n as f64,
+        rss_idle_mib: rss_idle as f64 / 1024.0,
+        rss_peak_mib: peak_rss.max(hwm) as f64 / 1024.0,
+        rss_after_mib: rss_after as f64 / 1024.0,
+        sockets_peak: peak_sockets,
+        idle_cpu: cpu_after - cpu_before,
+        idle_seconds: idle,
+    })
+}
+
+/// The same N Jobs created by a plain client, `concurrency` at a time: seconds.
+async fn plain_client(client: &Client, ns: &str, n: usize, concurrency: usize) -> Result<f64, Error> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let jobs = jobs.clone();
+            async move {
+                let job: Job = serde_json::from_value(json!({
+                    "metadata": {"name": format!("plain-{concurrency}-{i}"), "labels": {"bench": "plain"}},
+                    "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "busybox:latest", "command": ["true"]}]}}}
+                }))?;
+                jobs.patch(&job.name_any(), &PatchParams::apply("bench-scale"), &Patch::Apply(&job)).await.map(|_| ()).map_err(Error::from)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let client = client().await?;
+    let operator = std::env::current_exe()?.parent().and_then(|d| d.parent()).map(|d| d.join("backup-operator")).ok_or("no operator binary")?;
+    let sizes: Vec<usize> = std::env::var("SCALE_N").unwrap_or_else(|_| "100,1000".into()).split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let idle: u64 = std::env::var("SCALE_IDLE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cordon = |on: bool| {
+        let nodes = nodes.clone();
+        async move { nodes.patch(NODE, &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": on}}))).await }
+    };
+    cordon(true).await?;
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        for one_policy in [false, true] {
+            let ns = format!("bench-scale-{n}-{}", if one_policy { "one" } else { "many" });
+            eprintln!("bench-scale: {ns} ...");
+            let figures = round(&client, &operator, &ns, n, one_policy, idle).await;
+            let serial = plain_client(&client, &ns, n, 1).await;
+            let parallel = plain_client(&client, &ns, n, 32).await;
+            let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+            match (figures, serial, parallel) {
+                (Ok(f), Ok(serial), Ok(parallel)) => rows.push((n, one_policy, f, serial, parallel)),
+                (f, s, p) => eprintln!("bench-scale {ns}: {:?} {:?} {:?}", f.err(), s.err(), p.err()),
+            }
+        }
+    }
+    cordon(false).await?;
+    println!("| N | policies | minute -> all Jobs | lag p50 / p99 | rate vs 32-way client | plain client serial / 32-way | API requests per Job | RSS idle / peak / after | sockets peak | CPU idle |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (n, one_policy, f, serial, parallel) in rows {
+        let policies = if one_policy { "1 (N PVCs)".to_owned() } else { format!("{n} (1 PVC each)") };
+        println!(
+            "| {n} | {policies} | {:.1} s | {:.1} / {:.1} s | {:.2} | {serial:.1} / {parallel:.1} s | {:.1} | {:.0} / {:.0} / {:.0} MiB | {} | {:.2} s in {} s |",
+            f.all_jobs,
+            f.p50,
+            f.p99,
+            parallel / f.all_jobs.max(0.001),
+            f.requests_per_job,
+            f.rss_idle_mib,
+            f.rss_peak_mib,
+            f.rss_after_mib,
+            f.sockets_peak,
+            f.idle_cpu,
+            f.idle_seconds
+        );
+    }
+    Ok(())
+}
