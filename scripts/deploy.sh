@@ -6,7 +6,8 @@
 #   scripts/deploy.sh apply  namespaced   # make deploy-namespaced: Role and Deployment in $NAMESPACE
 #   scripts/deploy.sh delete namespaced   # make undeploy-namespaced
 # IMG sets the image (default backup-operator:latest), NAMESPACE the namespaced install's namespace
-# (default backup-operator), KUBECTL the kubectl to use.
+# (default backup-operator), WATCH_NAMESPACE limits the cluster install to one namespace (its
+# permissions stay the ClusterRole's), KUBECTL the kubectl to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action="${1:?apply or delete}" variant="${2:?default or namespaced}"
@@ -29,6 +30,11 @@ overlay_of() {
     for dir in "$@"; do echo "  - ../$dir"; done
     echo "images:"
     echo "  - {name: backup-operator, newName: \"$name\", newTag: \"$tag\"}"
+    if [ -n "${WATCH_NAMESPACE:-}" ] && [ "$variant" = default ]; then
+      echo "patches:"
+      echo "  - target: {kind: Deployment, name: backup-operator}"
+      echo "    patch: '[{\"op\": \"add\", \"path\": \"/spec/template/spec/containers/0/env/-\", \"value\": {\"name\": \"BACKUP_OPERATOR_NAMESPACE\", \"value\": \"$WATCH_NAMESPACE\"}}]'"
+    fi
     # The namespace transformer leaves a RoleBinding's subject alone: set it too.
     if [ "$variant" = namespaced ]; then
       echo "patches:"

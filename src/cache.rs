@@ -159,7 +159,8 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
 }
 
 impl Caches {
-    /// Waits until every store has its first complete list.
+    /// Waits until every store fed by its own task has its first complete list. Called once, by
+    /// one task, before the controllers start: a store's readiness wakes only one waiter at a time.
     pub async fn ready(&self) -> Result<()> {
         let dropped = |_| Error::Runtime("a watch stopped".into());
         self.pvcs.wait_until_ready().await.map_err(dropped)?;
@@ -167,9 +168,6 @@ impl Caches {
         self.pods.wait_until_ready().await.map_err(dropped)?;
         if let Some(r) = &self.restores {
             r.wait_until_ready().await.map_err(dropped)?;
-        }
-        if let Some(s) = &self.snapshots {
-            s.wait_until_ready().await.map_err(dropped)?;
         }
         Ok(())
     }
@@ -205,9 +203,12 @@ impl Caches {
         store.state().into_iter().filter(|r| r.namespace().as_deref() == Some(namespace)).map(|r| (*r).clone()).collect()
     }
 
-    /// The policy's VolumeSnapshots, from the store when the API was watched from the start.
+    /// The policy's VolumeSnapshots, from the store when the API was watched from the start and
+    /// the store has its first list (the policy controller fills it as it runs); `None` otherwise.
     pub fn snapshots_of(&self, namespace: &str, policy_uid: &str) -> Option<Vec<DynamicObject>> {
+        use futures::FutureExt;
         let store = self.snapshots.as_ref()?;
+        store.wait_until_ready().now_or_never()?.ok()?;
         Some(
             store
                 .state()

@@ -78,11 +78,9 @@ impl Context {
         }
     }
 
-    /// The watched objects, once every store has its first complete list.
+    /// The watched objects (set, with every store listed once, before the controllers start).
     pub async fn caches(&self) -> Result<&crate::cache::Caches> {
-        let caches = self.caches.get().ok_or_else(|| Error::Runtime("the watches have not started".into()))?;
-        caches.ready().await?;
-        Ok(caches)
+        self.caches.get().ok_or_else(|| Error::Runtime("the watches have not started".into()))
     }
 
     /// Publishes an event about an object (bounded note); a failure to publish is only logged.
@@ -128,6 +126,10 @@ pub async fn run(ctx: Arc<Context>) {
             return;
         }
     };
+    if let Err(e) = caches.ready().await {
+        tracing::error!("listing the watched objects: {e}");
+        return;
+    }
     let _ = ctx.caches.set(caches.clone());
     // Policies are watched untyped and parsed one by one in their reconcile: one object that does
     // not parse (written under a looser CRD, say) gets a status of its own instead of failing the

@@ -112,12 +112,10 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
     cms.patch("backup-operator-plugins", &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(system_cm(&tar))).await.expect("plugin configmap");
     // The shipped config/default (CRDs, ClusterRole, Deployment) as `make deploy` applies it. The
     // test cluster runs other tests at the same time, each with its own operator: this one is
-    // told to watch only the test's namespace (through an extra argument in the environment), so
-    // that it leaves theirs alone; its permissions are the shipped ClusterRole's.
+    // told to watch only the test's namespace (`WATCH_NAMESPACE`, an environment variable on the
+    // Deployment), so that it leaves theirs alone; its permissions are the shipped ClusterRole's.
     let started = Instant::now();
-    deploy(&cluster, "apply", "default", &[]);
-    support::kubectl(&cluster, &["-n", SYSTEM, "set", "env", "deployment/backup-operator", &format!("BACKUP_OPERATOR_NAMESPACE={}", ns.name)]);
-    support::kubectl(&cluster, &["-n", SYSTEM, "rollout", "status", "deployment/backup-operator", "--timeout=180s"]);
+    deploy(&cluster, "apply", "default", &[("WATCH_NAMESPACE", &ns.name)]);
     drop(_lock);
     support::measured(&format!("deploy: make deploy to a ready operator pod in {:.1} s", started.elapsed().as_secs_f64()));
 
@@ -213,7 +211,7 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
     }
 
     let _lock = crd_lock();
-    deploy(&cluster, "delete", "default", &[]);
+    deploy(&cluster, "delete", "default", &[("WATCH_NAMESPACE", &ns.name)]);
     drop(_lock);
     ns.delete().await;
 }
