@@ -71,6 +71,17 @@ fn operator_pid(identity: &str) -> Option<i32> {
     })
 }
 
+/// Container restarts of each operator pod.
+async fn restarts(pods: &Api<Pod>) -> BTreeMap<String, i32> {
+    pods.list(&ListParams::default().labels("app=backup-operator"))
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).map(|c| c.restart_count).unwrap_or(0)))
+        .collect()
+}
+
 fn metrics(cluster: &TestCluster, ns: &str, pod: &str) -> String {
     // The pod's network is reachable from this machine (the pod bridge).
     let ip = support::kubectl(cluster, &["-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"]);
@@ -134,14 +145,7 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
     // A new version in the ConfigMap: the kubelet refreshes the mounted file, the operator (polling
     // its plugin directory) picks it up, and the next runs use it, with no restart.
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), SYSTEM);
-    let before: BTreeMap<String, i32> = pods
-        .list(&ListParams::default().labels("app=backup-operator"))
-        .await
-        .expect("pods")
-        .items
-        .iter()
-        .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).map(|c| c.restart_count).unwrap_or(0)))
-        .collect();
+    let before = restarts(&pods).await;
     let swapped = Instant::now();
     cms.patch("backup-operator-plugins", &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(system_cm(&hostile))).await.expect("new plugin version");
     ns.api::<BackupPolicy>()
@@ -158,14 +162,7 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
         first_plugin,
         new.plugin.clone().unwrap_or_default()
     ));
-    let after: BTreeMap<String, i32> = pods
-        .list(&ListParams::default().labels("app=backup-operator"))
-        .await
-        .expect("pods")
-        .items
-        .iter()
-        .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first()).map(|c| c.restart_count).unwrap_or(0)))
-        .collect();
+    let after = restarts(&pods).await;
     assert_eq!(before, after, "the operator pod was not restarted");
 
     // Metrics from the pod.

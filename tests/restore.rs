@@ -263,7 +263,7 @@ async fn refused_and_failed_restores_leave_the_target_as_it_was() {
 
     // The application writes on after the backup, and keeps the claim mounted.
     std::fs::write(data.join("table.txt"), "rows written after the backup\n").expect("write data");
-    mount_app(&ns, "db-0", "data-db-0").await;
+    mount_pod(&ns, "db-0", "data-db-0").await;
     let before = digests(&data);
 
     let cases = [
@@ -307,22 +307,6 @@ async fn refused_and_failed_restores_leave_the_target_as_it_was() {
     let after: BTreeMap<String, String> = digests(&storage).into_iter().filter(|(k, _)| archive_digest.contains_key(k)).collect();
     assert_eq!(after, archive_digest, "a restore never changes a backup");
     ns.delete().await;
-}
-
-/// A pod that keeps the claim mounted, as an application would.
-async fn mount_app(ns: &TestNamespace, name: &str, claim: &str) {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "containers": [{"name": "app", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
-                            "command": ["sleep", "3600"], "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-            "terminationGracePeriodSeconds": 0
-        }
-    }))
-    .expect("pod");
-    ns.api::<Pod>().create(&PostParams::default(), &pod).await.expect("create pod");
-    support::wait_condition(ns.api::<Pod>(), name, "pod running", LIMIT, conditions::is_pod_running()).await;
 }
 
 /// Successful backup Jobs of the policy, by name.

@@ -14,11 +14,10 @@ use backup_operator::runs::storage_dir;
 use chrono::{Timelike, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::wait::conditions;
 use kube::ResourceExt;
 use serde_json::json;
-use support::TestNamespace;
 use support::operator::*;
 
 /// Long enough for several scheduled runs; a guard against hanging, not a timing assertion.
@@ -38,22 +37,6 @@ fn listing(dir: &Path) -> Vec<String> {
 
 fn archives(dir: &Path) -> Vec<String> {
     listing(dir).into_iter().filter(|n| n.ends_with(".tar.gz")).collect()
-}
-
-/// A pod that keeps a claim mounted, as an application would.
-async fn mount_pod(ns: &TestNamespace, name: &str, claim: &str) {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "containers": [{"name": "app", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
-                            "command": ["sleep", "3600"], "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-            "terminationGracePeriodSeconds": 0
-        }
-    }))
-    .expect("pod");
-    ns.api::<Pod>().create(&PostParams::default(), &pod).await.expect("create pod");
-    support::wait_condition(ns.api::<Pod>(), name, "pod running", LIMIT, conditions::is_pod_running()).await;
 }
 
 fn history(status: &backup_operator::api::BackupPolicyStatus, pvc: &str) -> Vec<backup_operator::api::BackupRun> {

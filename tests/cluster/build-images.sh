@@ -20,17 +20,22 @@ postgres_version="$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null)" ||
 postgres_digest="$(cat "$here/images/postgres-entrypoint.sh" "$here/images/runas.c" | sha256sum | cut -c1-12)"
 POSTGRES_TAR="$IMAGE_DIR/postgres-${postgres_version//[:~+]/_}-$postgres_digest.oci.tar"
 
+# install_busybox ROOT: busybox-static with every applet linked, in ROOT/bin.
+install_busybox() {
+  cp /bin/busybox "$1/bin/busybox"
+  local applet
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$1/bin/$applet"
+  done
+}
+
 build_busybox() {
   [ -f "$BUSYBOX_TAR" ] && return
   log "building busybox:latest from busybox-static $busybox_version"
   local root; root="$(mktemp -d)"
   mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root" "$root/home"
   chmod 1777 "$root/tmp"
-  cp /bin/busybox "$root/bin/busybox"
-  local applet
-  for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-  done
+  install_busybox "$root"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' > "$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
   oci_image docker.io/library/busybox:latest "$root" "$BUSYBOX_TAR" sh
@@ -57,11 +62,7 @@ build_postgres() {
   root="$(mktemp -d)"
   mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/root" "$root/var/lib/postgresql/data" "$root/var/run/postgresql" "$root/usr/local/bin"
   chmod 1777 "$root/tmp"
-  cp /bin/busybox "$root/bin/busybox"
-  local applet
-  for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
-  done
+  install_busybox "$root"
   mkdir -p "$root/usr/lib/postgresql/15" "$root/usr/share/postgresql" "$root/usr/share"
   cp -a /usr/lib/postgresql/15/bin "$root/usr/lib/postgresql/15/"
   mkdir -p "$root/usr/lib/postgresql/15/lib"

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use backup_operator::api::BackupPolicy;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition, conditions};
@@ -240,4 +240,20 @@ pub async fn status(ns: &TestNamespace, name: &str) -> backup_operator::api::Bac
 /// Reasons of the events about an object.
 pub fn event_reasons(cluster: &TestCluster, ns: &TestNamespace, object: &str) -> String {
     super::kubectl(cluster, &["-n", &ns.name, "get", "events", "--field-selector", &format!("involvedObject.name={object}"), "-o", "jsonpath={.items[*].reason}"])
+}
+
+/// A pod that keeps a claim mounted, as an application would.
+pub async fn mount_pod(ns: &TestNamespace, name: &str, claim: &str) {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "app", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                            "command": ["sleep", "3600"], "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+            "terminationGracePeriodSeconds": 0
+        }
+    }))
+    .expect("pod");
+    ns.api::<Pod>().create(&PostParams::default(), &pod).await.expect("create pod");
+    super::wait_condition(ns.api::<Pod>(), name, "pod running", LIMIT, conditions::is_pod_running()).await;
 }
