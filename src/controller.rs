@@ -115,21 +115,13 @@ pub async fn has_snapshot_api(client: &Client) -> bool {
     client.list_api_group_resources("snapshot.storage.k8s.io/v1").await.is_ok_and(|r| r.resources.iter().any(|r| r.name == "volumesnapshots"))
 }
 
-/// Runs the controller until SIGTERM/SIGINT. Every trigger is a metadata watch with backoff: an
-/// API that goes away (a CRD deleted) is retried calmly, never in a hot loop.
-pub async fn run(ctx: Arc<Context>) {
+/// Runs the controllers until SIGTERM/SIGINT. Every watch retries with backoff: an API that goes
+/// away (a CRD deleted) is retried calmly, never in a hot loop. Fails only when the watches cannot
+/// start, so that the process exits with an error and is restarted.
+pub async fn run(ctx: Arc<Context>) -> Result<()> {
     // One watch per kind of object, shared by the stores reconciles read and the triggers below.
-    let (caches, triggers) = match crate::cache::start(&ctx.client, ctx.namespace.as_deref(), ctx.snapshots_api, ctx.restores_api) {
-        Ok(started) => started,
-        Err(e) => {
-            tracing::error!("starting the watches: {e}");
-            return;
-        }
-    };
-    if let Err(e) = caches.ready().await {
-        tracing::error!("listing the watched objects: {e}");
-        return;
-    }
+    let (caches, triggers) = crate::cache::start(&ctx.client, ctx.namespace.as_deref(), ctx.snapshots_api, ctx.restores_api)?;
+    caches.ready().await?;
     let _ = ctx.caches.set(caches.clone());
     // Policies are watched untyped and parsed one by one in their reconcile: one object that does
     // not parse (written under a looser CRD, say) gets a status of its own instead of failing the
@@ -255,6 +247,7 @@ pub async fn run(ctx: Arc<Context>) {
             policies.await;
         }
     }
+    Ok(())
 }
 
 /// The policy with this UID, if it is known.

@@ -219,11 +219,14 @@ async fn main() -> std::process::ExitCode {
             let restores_api = controller::has_restore_api(&client).await;
             tracing::info!(snapshots_api, restores_api, "backup-operator starting");
             let run = controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)));
-            match leadership {
+            let ran = match leadership {
                 None => run.await,
                 Some(mut leadership) => {
                     tokio::select! {
-                        () = run => leadership.release().await,
+                        ran = run => {
+                            leadership.release().await;
+                            ran
+                        }
                         () = leadership.lost() => {
                             backup_operator::metrics::get().leader.set(0);
                             tracing::error!("lost the leader lease: exiting, to start again as a follower");
@@ -231,6 +234,10 @@ async fn main() -> std::process::ExitCode {
                         }
                     }
                 }
+            };
+            if let Err(e) = ran {
+                tracing::error!("starting the watches: {e}");
+                return std::process::ExitCode::FAILURE;
             }
             tracing::info!("backup-operator stopped");
             std::process::ExitCode::SUCCESS

@@ -65,17 +65,26 @@ fn access_modes(pvc: &PersistentVolumeClaim) -> Vec<String> {
     pvc.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default()
 }
 
-/// A running pod (not one of the operator's own) that mounts the claim, and its node.
-fn mounted_by(pods: &[Pod], claim: &str) -> Option<(String, Option<String>)> {
+/// A pod (not one of the operator's own) that mounts the claim: a running one, or with
+/// `or_starting` also one that is about to run (Pending, Unknown).
+pub fn pod_mounting<'a>(pods: &'a [Pod], claim: &str, or_starting: bool) -> Option<&'a Pod> {
     pods.iter()
         .filter(|p| !p.labels().contains_key(LABEL_KIND))
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter(|p| match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Running") => true,
+            Some("Succeeded" | "Failed") => false,
+            _ => or_starting,
+        })
         .find(|p| {
             p.spec.as_ref().is_some_and(|s| {
                 s.volumes.iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))
             })
         })
-        .map(|p| (p.name_any(), p.spec.as_ref().and_then(|s| s.node_name.clone())))
+}
+
+/// A running pod (not one of the operator's own) that mounts the claim, and its node.
+fn mounted_by(pods: &[Pod], claim: &str) -> Option<(String, Option<String>)> {
+    pod_mounting(pods, claim, false).map(|p| (p.name_any(), p.spec.as_ref().and_then(|s| s.node_name.clone())))
 }
 
 /// Runs recorded only in the status (their planning failed or they were refused).

@@ -99,6 +99,7 @@ pub struct NewClaim {
     /// Labels for the new PVC (the source PVC's labels are not copied, so that a policy
     /// selecting them does not start backing up the copy unasked).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     pub labels: std::collections::BTreeMap<String, String>,
 }
 

@@ -58,6 +58,10 @@ pub struct RestoreObserved {
     pub target: ObservedTarget,
     /// The restore Job, once created.
     pub job: Option<ObservedAux>,
+    /// Why the restore Job's pod cannot start (an image error, no node), when it cannot.
+    pub job_stuck: Option<crate::runs::stuck::Stuck>,
+    /// The policy's `startTimeoutSeconds`: how long a restore Job may take to start.
+    pub start_timeout_seconds: i64,
 }
 
 /// What to do next.
@@ -73,6 +77,8 @@ pub enum Step {
     StartJob,
     /// Something is in progress: wait for it (the reason and message say what).
     Wait { reason: &'static str, message: String },
+    /// The restore Job could not start within the start timeout: stop it and fail with why.
+    FailStuck { job: String, reason: &'static str, message: String, elapsed_seconds: i64 },
     /// The backup is in the target.
     Succeed { message: String },
 }
@@ -152,6 +158,20 @@ pub fn select<'a>(spec: &BackupRestoreSpec, candidates: &'a [Candidate]) -> Resu
     }
 }
 
+/// Labels a new PVC may carry: at most 64, each a valid label key and value.
+fn bad_labels(labels: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    use crate::strategy::check::{is_label_key, is_label_value};
+    if labels.len() > MAX_LABELS {
+        return Some(format!("{} labels, at most {MAX_LABELS}", labels.len()));
+    }
+    labels.iter().find(|(k, v)| !is_label_key(k) || !is_label_value(v)).map(|(k, v)| {
+        let shown = |s: &str| s.chars().take(70).collect::<String>();
+        format!("{:?}: {:?} is not a valid label", shown(k), shown(v))
+    })
+}
+
+const MAX_LABELS: usize = 64;
+
 fn restored(spec: &BackupRestoreSpec, c: &Candidate) -> RestoredBackup {
     RestoredBackup {
         policy: spec.source.policy.clone(),
@@ -170,6 +190,11 @@ pub fn decide(o: &RestoreObserved) -> Decision {
     let spec = &o.spec;
     if spec.target.claim_name.is_some() && spec.target.new_claim.is_some() {
         return fail("InvalidSpec", "set at most one of target.claimName and target.newClaim".into());
+    }
+    if let Some(new) = &spec.target.new_claim
+        && let Some(problem) = bad_labels(&new.labels)
+    {
+        return fail("InvalidSpec", format!("target.newClaim.labels: {problem}"));
     }
     if !o.policy_exists {
         return fail("BackupNotFound", format!("BackupPolicy {} does not exist in this namespace", spec.source.policy));
@@ -200,7 +225,18 @@ pub fn decide(o: &RestoreObserved) -> Decision {
         return match job.status {
             RunStatus::Succeeded => with(Step::Succeed { message: format!("backup {} restored into PVC {} by Job {}", candidate.run, target.name, job.name) }),
             RunStatus::Failed => with_fail("RestoreFailed", format!("restore Job {} failed: {}", job.name, job.message)),
-            RunStatus::Pending | RunStatus::Running => with(Step::Wait { reason: "Running", message: format!("restore Job {} is restoring backup {} into PVC {}", job.name, candidate.run, target.name) }),
+            RunStatus::Pending | RunStatus::Running => match &o.job_stuck {
+                None => with(Step::Wait { reason: "Running", message: format!("restore Job {} is restoring backup {} into PVC {}", job.name, candidate.run, target.name) }),
+                Some(stuck) => {
+                    let elapsed = job.start.map(|s| (o.now - s).num_seconds()).unwrap_or(0);
+                    let message = format!("restore Job {} cannot start: {}", job.name, stuck.message);
+                    if elapsed > o.start_timeout_seconds {
+                        with(Step::FailStuck { job: job.name.clone(), reason: stuck.reason, message: format!("{message} (failed after the policy's startTimeoutSeconds)"), elapsed_seconds: elapsed })
+                    } else {
+                        with(Step::Wait { reason: stuck.reason, message })
+                    }
+                }
+            },
         };
     }
     let elapsed = o.started.map(|s| (o.now - s).num_seconds()).unwrap_or(0);
@@ -316,6 +352,8 @@ mod tests {
             source_pvc_exists: true,
             target,
             job: None,
+            job_stuck: None,
+            start_timeout_seconds: 600,
         }
     }
 
@@ -326,6 +364,7 @@ mod tests {
     fn reason(d: &Decision) -> &str {
         match &d.step {
             Step::Fail { reason, .. } | Step::Wait { reason, .. } => reason,
+            Step::FailStuck { .. } => "FailStuck",
             Step::Done => "Done",
             Step::CreateClaim { .. } => "CreateClaim",
             Step::StartJob => "StartJob",
@@ -343,6 +382,8 @@ mod tests {
         let mut no_policy = observed(existing("data-0"));
         no_policy.policy_exists = false;
         let new = ObservedTarget { name: "copy".into(), create: true, ..ObservedTarget::default() };
+        let mut bad_label = observed(new.clone());
+        bad_label.spec.target.new_claim = Some(NewClaim { name: "copy".into(), storage_class_name: None, labels: [("app".to_owned(), "has space".to_owned())].into() });
         let mut new_without_source = observed(new.clone());
         new_without_source.source_pvc_exists = false;
         let mut finished = observed(existing("data-0"));
@@ -360,6 +401,7 @@ mod tests {
             ("new claim exists, not ours", observed(ObservedTarget { exists: true, ..new.clone() }), "TargetExists"),
             ("new claim ours", observed(ObservedTarget { exists: true, ours: true, ..new.clone() }), "StartJob"),
             ("new claim, source gone", new_without_source, "InvalidSpec"),
+            ("new claim, invalid label", bad_label, "InvalidSpec"),
             ("finished", finished, "Done"),
             ("held backup gone", gone, "BackupNotFound"),
         ];
@@ -383,6 +425,12 @@ mod tests {
         let mut failed = running.clone();
         failed.job = Some(job(RunStatus::Failed));
         assert_eq!(reason(&decide(&running)), "Running");
+        let mut stuck = running.clone();
+        stuck.job_stuck = Some(crate::runs::stuck::Stuck { reason: "ImageError", message: "pod x: ErrImagePull".into() });
+        stuck.job = Some(ObservedAux { start: Some(t(29)), ..job(RunStatus::Pending) });
+        assert_eq!(reason(&decide(&stuck)), "ImageError", "a stuck restore says why at once");
+        stuck.job = Some(ObservedAux { start: Some(t(10)), ..job(RunStatus::Pending) });
+        assert_eq!(reason(&decide(&stuck)), "FailStuck", "and fails after the start timeout");
         assert_eq!(reason(&decide(&done)), "Succeeded");
         assert_eq!(reason(&decide(&failed)), "RestoreFailed");
         assert!(decide(&done).backup.is_some_and(|(c, b)| c.run == "good" && b.run_name == "good" && b.verified));

@@ -108,18 +108,36 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
             event(EventType::Normal, "Restored", message.clone()).await;
             Action::await_change()
         }
+        Step::FailStuck { job, reason, message, elapsed_seconds } => {
+            crate::runs::fail_stuck_job(&ctx.client, &ns, job, &format!("{reason}: {message}"), *elapsed_seconds).await?;
+            finish(&mut status, RestorePhase::Failed, reason, message.clone(), restore.metadata.generation);
+            event(EventType::Warning, reason, message.clone()).await;
+            Action::await_change()
+        }
         Step::Wait { reason, message } => {
             progress(&mut status, RestorePhase::Running, reason, message.clone(), restore.metadata.generation);
             Action::requeue(POLL)
         }
         Step::CreateClaim { from_snapshot } => {
             let claim = render::claim(&restore, observed.source_pvc.as_ref(), from_snapshot.as_deref());
-            Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &claim).await?;
-            let message = format!("created PVC {}{}", observed.data.target.name, from_snapshot.as_ref().map(|s| format!(" from VolumeSnapshot {s}")).unwrap_or_default());
-            event(EventType::Normal, "ClaimCreated", message.clone()).await;
-            // Pending: the target is being prepared; Running once the restore itself started.
-            progress(&mut status, RestorePhase::Pending, "Pending", message, restore.metadata.generation);
-            Action::requeue(Duration::from_secs(1))
+            match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &claim).await {
+                Ok(_) => {
+                    let message = format!("created PVC {}{}", observed.data.target.name, from_snapshot.as_ref().map(|s| format!(" from VolumeSnapshot {s}")).unwrap_or_default());
+                    event(EventType::Normal, "ClaimCreated", message.clone()).await;
+                    // Pending: the target is being prepared; Running once the restore itself started.
+                    progress(&mut status, RestorePhase::Pending, "Pending", message, restore.metadata.generation);
+                    Action::requeue(Duration::from_secs(1))
+                }
+                // The API server refuses the claim (an invalid storage class name, a quota, no
+                // permission): retrying cannot help, so the restore says so and stops.
+                Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+                    let message = format!("creating PVC {}: {}", observed.data.target.name, s.message);
+                    finish(&mut status, RestorePhase::Failed, "RestoreFailed", message.clone(), restore.metadata.generation);
+                    event(EventType::Warning, "RestoreFailed", message).await;
+                    Action::await_change()
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Step::StartJob => {
             let Some(((candidate, backup), policy)) = decision.backup.as_ref().zip(observed.policy.as_ref()) else {

@@ -2,7 +2,7 @@
 //! target PVC and who mounts it, the restore Job), as plain data for [`super::decide`].
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{Api, ResourceExt};
 
 use super::decide::{Candidate, ObservedTarget, RestoreObserved};
@@ -38,15 +38,6 @@ impl Observation {
             },
         }
     }
-}
-
-/// A pod that is running or about to (not one of the operator's own) and mounts the claim.
-pub fn in_use_by(pods: &[Pod], claim: &str) -> Option<String> {
-    pods.iter()
-        .filter(|p| !p.labels().contains_key(LABEL_KIND))
-        .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
-        .find(|p| p.spec.as_ref().is_some_and(|s| s.volumes.iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))))
-        .map(|p| p.name_any())
 }
 
 /// A policy run as a restore candidate, with the policy's own view of whether it is verified.
@@ -101,10 +92,14 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
         exists: target_pvc.is_some(),
         ours: target_pvc.as_ref().is_some_and(|p| p.annotations().get(ANNOTATION_RESTORED_BY) == Some(&uid)),
         bound: target_pvc.as_ref().and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound"),
-        in_use_by: in_use_by(&pods, &target_name),
+        in_use_by: crate::observe::pod_mounting(&pods, &target_name, true).map(|p| p.name_any()),
     };
     let job = caches.job(&ns, &render::job_name(restore));
     let job = job.filter(|j| j.labels().get(super::LABEL_RESTORE_UID) == Some(&uid)).map(|j| runs::observe_aux(&j, &pods));
+    let job_stuck = job
+        .as_ref()
+        .filter(|j| matches!(j.status, crate::api::RunStatus::Pending | crate::api::RunStatus::Running))
+        .and_then(|j| crate::runs::stuck::cause(&j.name, &pods, &[]));
     let data = RestoreObserved {
         now,
         spec: spec.clone(),
@@ -116,6 +111,8 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
         source_pvc_exists: source_pvc.is_some(),
         target,
         job,
+        job_stuck,
+        start_timeout_seconds: policy.as_ref().map_or(600, |p| p.spec.start_timeout_seconds),
     };
     Ok(Observation { data, policy, source_pvc, target_pvc })
 }
