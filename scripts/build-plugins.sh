@@ -44,7 +44,12 @@ env -i PATH=/usr/bin:/bin HOME="$HOME" CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" 
   "$cargo" build --manifest-path "$workspace/Cargo.toml" --release $([ -f "$workspace/Cargo.lock" ] && echo --locked) \
     --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort >&2
 
+# Test binaries run concurrently and read these files while another build may be writing them:
+# replace each one atomically (write aside, rename), and only when it changed.
 for wasm in "$target_dir"/wasm32-unknown-unknown/release/*.wasm; do
-  cp "$wasm" "$out/$(basename "$wasm")"
+  dest="$out/$(basename "$wasm")"
+  cmp -s "$wasm" "$dest" && continue
+  cp "$wasm" "$dest.tmp.$$"
+  mv -f "$dest.tmp.$$" "$dest"
 done
 echo "$out"
