@@ -3,9 +3,10 @@
 //! is measured, it creates N pre-bound PVCs and then either N policies with one PVC each or one
 //! policy with N PVCs, all due at the same minute, runs the release operator, and reports:
 //! the time from the scheduled minute until all N Jobs exist, p50/p99 of (Job seen - minute), the
-//! same N Jobs created by a plain client (serially and 32 at a time), API requests per Job (from
-//! the API server's own counter), and the operator's RSS idle and at its peak and CPU time while
-//! idle. `SCALE_N` (default "100,1000") and `SCALE_IDLE_SECONDS` (default 60) tune it.
+//! same N Jobs created by a plain client (serially and 32 at a time), the operator's API requests per
+//! Job (its own request counter), and the operator's RSS idle and at its peak and CPU time while
+//! idle. `SCALE_N` (default "100,1000") and `SCALE_IDLE_SECONDS` (default 60) tune it; `SCALE_OPERATOR_ARGS`
+//! adds flags to the operator's command line (for example `--reconcile-concurrency 32`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -34,15 +35,32 @@ async fn client() -> Result<Client, Error> {
     Ok(Client::try_from(config)?)
 }
 
-/// The API server's request counter, summed (every client, every verb).
-async fn api_requests(client: &Client) -> Result<f64, Error> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
+/// The operator's own request counter (`backup_operator_kubernetes_requests_total`), per verb and
+/// resource.
+async fn operator_requests(port: u16) -> Result<BTreeMap<String, f64>, Error> {
+    let text = reqwest_free_get(port, "/metrics").await?;
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+        .filter(|l| l.starts_with("backup_operator_kubernetes_requests_total{"))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.trim_start_matches("backup_operator_kubernetes_requests_total").to_owned(), value.parse::<f64>().ok()?))
+        })
+        .collect())
+}
+
+/// A plain HTTP/1.0 GET on loopback.
+async fn reqwest_free_get(port: u16, path: &str) -> Result<String, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// RSS and peak RSS (KiB), and CPU seconds, of a process.
@@ -91,6 +109,7 @@ async fn namespace(client: &Client, name: &str) -> Result<(), Error> {
 async fn volumes(client: &Client, ns: &str, n: usize) -> Result<(), Error> {
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    remove_volumes(client, ns).await?;
     let names: Vec<String> = (0..n).map(|i| format!("data-{i}")).chain(["backup-storage".to_owned()]).collect();
     futures::stream::iter(names.iter().enumerate())
         .map(|(i, claim)| {
@@ -98,12 +117,11 @@ async fn volumes(client: &Client, ns: &str, n: usize) -> Result<(), Error> {
             async move {
                 let pv_name = format!("{ns}-{claim}");
                 let pv: PersistentVolume = serde_json::from_value(json!({
-                    "metadata": {"name": pv_name},
+                    "metadata": {"name": pv_name, "labels": {"bench-scale": ns}},
                     "spec": {"capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
                              "hostPath": {"path": format!("/tmp/hostpath_pv/bench/{pv_name}")},
                              "claimRef": {"namespace": ns, "name": claim}}
                 }))?;
-                let _ = pvs.delete(&pv_name, &DeleteParams::default()).await;
                 pvs.create(&PostParams::default(), &pv).await?;
                 let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
                     "metadata": {"name": claim, "labels": {"app": "bench", "index": i.to_string()}},
@@ -124,6 +142,21 @@ async fn volumes(client: &Client, ns: &str, n: usize) -> Result<(), Error> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The PVs of an earlier round of this namespace, deleted and gone.
+async fn remove_volumes(client: &Client, ns: &str) -> Result<(), Error> {
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let selector = ListParams::default().labels(&format!("bench-scale={ns}"));
+    pvs.delete_collection(&DeleteParams::default(), &selector).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pvs.list_metadata(&selector).await?.items.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!("the PVs of {ns} are still there after 120 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 fn policy(name: &str, selector: serde_json::Value) -> serde_json::Value {
@@ -150,8 +183,10 @@ async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, 
     volumes(client, ns, n).await?;
     let policies: Api<kube::api::DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &kube::api::ApiResource::erase::<backup_operator::api::BackupPolicy>(&()));
+    let port = free_port()?;
     let mut child = std::process::Command::new(operator)
-        .args(["run", "--namespace", ns, "--metrics-bind-address", "127.0.0.1:0"])
+        .args(["run", "--namespace", ns, "--metrics-bind-address", &format!("127.0.0.1:{port}")])
+        .args(std::env::var("SCALE_OPERATOR_ARGS").unwrap_or_default().split_whitespace())
         .env("KUBECONFIG", cluster_dir().join("kubeconfig"))
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -178,7 +213,7 @@ async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, 
         .await?;
     let now = Utc::now();
     let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(now) + chrono::Duration::minutes(1);
-    let requests_before = api_requests(client).await?;
+    let requests_before = operator_requests(port).await?;
     // Every Job as it is seen, against the minute.
     let seen: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
@@ -211,7 +246,15 @@ async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, 
     }
     // The reconciles that follow the Jobs' creation count too: wait for them to settle.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let requests = api_requests(client).await? - requests_before;
+    let requests_after = operator_requests(port).await?;
+    let mut requests = 0.0;
+    for (series, after) in &requests_after {
+        let delta = after - requests_before.get(series).copied().unwrap_or(0.0);
+        if delta > 0.0 {
+            eprintln!("bench-scale {ns}: {delta:>6} {series}");
+            requests += delta;
+        }
+    }
     let (rss_after, hwm, _) = usage(pid);
     watch.abort();
     let _ = child.kill();
@@ -254,6 +297,28 @@ async fn plain_client(client: &Client, ns: &str, n: usize, concurrency: usize) -
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// The CRDs, from the Rust types, applied and established.
+async fn install_crds(client: &Client) -> Result<(), Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for yaml in [backup_operator::api::crd_yaml()?, backup_operator::api::restore_crd_yaml()?] {
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml)?;
+        crds.patch(&crd.name_any(), &PatchParams::apply("bench-scale").force(), &Patch::Apply(&crd)).await?;
+        let established = || async {
+            let crd = crds.get(&crd.name_any()).await.ok()?;
+            crd.status?.conditions?.into_iter().find(|c| c.type_ == "Established" && c.status == "True")
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while established().await.is_none() {
+            if Instant::now() > deadline {
+                return Err(format!("CRD {} not established after 60 s", crd.name_any()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let client = client().await?;
@@ -265,6 +330,7 @@ async fn main() -> Result<(), Error> {
         let nodes = nodes.clone();
         async move { nodes.patch(NODE, &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": on}}))).await }
     };
+    install_crds(&client).await?;
     cordon(true).await?;
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -275,6 +341,8 @@ async fn main() -> Result<(), Error> {
             let serial = plain_client(&client, &ns, n, 1).await;
             let parallel = plain_client(&client, &ns, n, 32).await;
             let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+            let selector = ListParams::default().labels(&format!("bench-scale={ns}"));
+            let _ = Api::<PersistentVolume>::all(client.clone()).delete_collection(&DeleteParams::default(), &selector).await;
             match (figures, serial, parallel) {
                 (Ok(f), Ok(serial), Ok(parallel)) => rows.push((n, one_policy, f, serial, parallel)),
                 (f, s, p) => eprintln!("bench-scale {ns}: {:?} {:?} {:?}", f.err(), s.err(), p.err()),

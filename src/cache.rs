@@ -1,6 +1,6 @@
 //! The objects reconciles read, kept in reflector stores fed by one watch each and shared with
-//! the controllers' triggers: a reconcile reads PVCs, Jobs, pods, VolumeSnapshots and restores
-//! from memory instead of listing them from the API server. Pods are kept without what the
+//! the controllers' triggers: a reconcile reads PVCs, Jobs, pods, VolumeSnapshots, restores and
+//! the Job controller's pod-refusal events from memory instead of listing them from the API server. Pods are kept without what the
 //! operator never reads (managed fields, annotations, container specs), so memory grows with the
 //! number of pods by a few hundred bytes each.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -33,6 +33,9 @@ pub struct Caches {
     pub snapshots: Option<Store<DynamicObject>>,
     /// BackupRestores, when their CRD was installed at start-up.
     pub restores: Option<Store<BackupRestore>>,
+    /// The Job controller's `FailedCreate` events (a Job's pods refused by admission or quota):
+    /// the only place such a refusal shows. Few, and they expire with the API server's event TTL.
+    pub failed_creates: Store<Event>,
 }
 
 /// The change streams the controllers trigger on, one subscription each.
@@ -41,6 +44,7 @@ pub struct Triggers {
     pub restore_jobs: ReflectHandle<Job>,
     pub pods: ReflectHandle<Pod>,
     pub pvcs: ReflectHandle<PersistentVolumeClaim>,
+    pub failed_creates: ReflectHandle<Event>,
     /// The snapshots' own watch (its store is filled as the policy controller reads it).
     pub snapshots: Option<futures::stream::BoxStream<'static, Result<DynamicObject, watcher::Error>>>,
     /// For the policy controller (holds) and the restore controller (its own objects).
@@ -118,6 +122,10 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
     let (pods, pod_triggers) = shared(api::<Pod>(client, namespace), (), watcher::Config::default(), 1, |p: &mut Pod| {
         *p = trim_pod(std::mem::take(p));
     })?;
+    let failed_create = watcher::Config::default().fields("involvedObject.kind=Job,reason=FailedCreate");
+    let (failed_creates, failed_create_triggers) = shared(api::<Event>(client, namespace), (), failed_create, 1, |e| {
+        e.metadata.managed_fields = None;
+    })?;
     let (restores, restore_triggers) = if restores_api {
         let (store, mut handles) = shared(api::<BackupRestore>(client, namespace), (), watcher::Config::default(), 2, |r| {
             r.metadata.managed_fields = None;
@@ -145,13 +153,14 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
     } else {
         (None, None)
     };
-    let caches = Caches { pvcs, jobs, pods, snapshots, restores };
+    let caches = Caches { pvcs, jobs, pods, snapshots, restores, failed_creates };
     let restore_jobs = job_triggers.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
     let triggers = Triggers {
         policy_jobs: one(job_triggers)?,
         restore_jobs,
         pods: one(pod_triggers)?,
         pvcs: one(pvc_triggers)?,
+        failed_creates: one(failed_create_triggers)?,
         snapshots: snapshot_triggers,
         restores: restore_triggers,
     };
@@ -166,6 +175,7 @@ impl Caches {
         self.pvcs.wait_until_ready().await.map_err(dropped)?;
         self.jobs.wait_until_ready().await.map_err(dropped)?;
         self.pods.wait_until_ready().await.map_err(dropped)?;
+        self.failed_creates.wait_until_ready().await.map_err(dropped)?;
         if let Some(r) = &self.restores {
             r.wait_until_ready().await.map_err(dropped)?;
         }
@@ -182,6 +192,32 @@ impl Caches {
 
     pub fn pods_in(&self, namespace: &str) -> Vec<Pod> {
         self.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(namespace)).map(|p| (*p).clone()).collect()
+    }
+
+    /// The pods a policy's reconcile reads: its runs' pods (labelled with its uid) and the pods
+    /// that mount one of `claims`. Only these are copied, so a reconcile costs what the policy
+    /// has, not what the namespace has.
+    pub fn pods_of_policy(&self, namespace: &str, policy_uid: &str, claims: &std::collections::BTreeSet<String>) -> Vec<Pod> {
+        let mounts = |p: &Pod| {
+            p.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| claims.contains(&c.claim_name)))
+        };
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| p.labels().get(LABEL_POLICY_UID).map(String::as_str) == Some(policy_uid) || mounts(p))
+            .map(|p| (*p).clone())
+            .collect()
+    }
+
+    /// `FailedCreate` events of the named Jobs of a namespace.
+    pub fn failed_creates_of(&self, namespace: &str, jobs: &std::collections::BTreeSet<&str>) -> Vec<Event> {
+        self.failed_creates
+            .state()
+            .into_iter()
+            .filter(|e| e.involved_object.namespace.as_deref() == Some(namespace) && e.involved_object.name.as_deref().is_some_and(|n| jobs.contains(n)))
+            .map(|e| (*e).clone())
+            .collect()
     }
 
     /// Jobs in the namespace carrying `label=value`.

@@ -1,6 +1,6 @@
 //! The BackupPolicy controller: watches, and the orchestration of one reconcile. Observe
 //! ([`crate::observe`]) → decide ([`crate::decide`], pure) → apply: plan each new run through its
-//! strategy plugin, one PVC at a time, and create, record, prune and verify the run objects
+//! strategy plugin, several PVCs at a time, and create, record, prune and verify the run objects
 //! ([`crate::runs`]) → write the status ([`crate::status`]).
 
 use std::collections::HashMap;
@@ -31,6 +31,8 @@ use crate::strategy::source;
 use crate::strategy::{Plugin, StrategyRuntime, resolve};
 
 pub const FIELD_MANAGER: &str = "backup-operator";
+/// Runs of one policy created at once (per reconcile).
+const RUN_CREATION_CONCURRENCY: usize = 16;
 /// How often the plugin directory is checked for new versions.
 const PLUGIN_DIR_POLL: Duration = Duration::from_secs(10);
 
@@ -189,7 +191,19 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
             (),
         );
     }
+    let (event_store, event_type, event_jobs) = (store.clone(), policy_type.clone(), caches.jobs.clone());
     let policies = controller
+        // A run whose pods are refused has no pod to watch: the Job controller's FailedCreate
+        // event about its Job triggers the policy instead.
+        .watches_shared_stream_with(
+            triggers.failed_creates,
+            move |event| {
+                let job = event.involved_object.name.as_deref().zip(event.involved_object.namespace.as_deref()).and_then(|(name, ns)| event_jobs.get(&ObjectRef::new(name).within(ns)));
+                let uid = job.and_then(|j| j.labels().get(LABEL_POLICY_UID).cloned());
+                owner_of(&event_store, &event_type, uid)
+            },
+            (),
+        )
         // A run's pod that cannot start (an image error, a refusal, no node) changes only the pod,
         // not its Job: the runs' pods trigger their policy, so the cause shows at once.
         .watches_shared_stream_with(
@@ -292,21 +306,34 @@ struct Target<'a> {
     name: String,
     uid: String,
     reference: ObjectReference,
+    /// The reconcile's events, published together at its end (see [`Target::publish_events`]).
+    events: Mutex<Vec<(EventType, String, String)>>,
 }
 
 impl Target<'_> {
-    async fn event(&self, type_: EventType, reason: &str, note: String) {
-        let note = bound(&note, MAX_MESSAGE_BYTES);
-        // kube's recorder names an event `<object>.<nanos>`, too long for an object name near the
-        // 253-character limit: such events are written directly, with a shortened name.
-        let result = if self.name.len() > 200 {
-            long_name_event(self, type_, reason, &note).await
-        } else {
-            let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-            self.ctx.recorder.publish(&event, &self.reference).await
-        };
-        if let Err(e) = result {
-            tracing::warn!(policy = %self.name, "publishing event {reason}: {e}");
+    /// Queues an event of the policy for the end of the reconcile.
+    fn event(&self, type_: EventType, reason: &str, note: String) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push((type_, reason.to_owned(), note));
+        }
+    }
+
+    /// One event per type and reason of this reconcile: a run of 1,000 PVCs is one `RunStarted`
+    /// event naming them (as many as fit), not 1,000 requests.
+    async fn publish_events(&self) {
+        let queued = self.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
+        for (type_, reason, note) in crate::events::group(queued, MAX_MESSAGE_BYTES) {
+            // kube's recorder names an event `<object>.<nanos>`, too long for an object name near
+            // the 253-character limit: such events are written directly, with a shortened name.
+            let result = if self.name.len() > 200 {
+                long_name_event(self, type_, &reason, &note).await
+            } else {
+                let event = Event { type_, reason: reason.clone(), note: Some(note), action: "Reconcile".into(), secondary: None };
+                self.ctx.recorder.publish(&event, &self.reference).await
+            };
+            if let Err(e) = result {
+                tracing::warn!(policy = %self.name, "publishing event {reason}: {e}");
+            }
         }
     }
 
@@ -397,7 +424,6 @@ async fn unreadable(object: &DynamicObject, ctx: &Context, problem: &str) -> Res
 }
 
 async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    let now = Utc::now();
     let target = Target {
         policy: &policy,
         ctx: &ctx,
@@ -405,16 +431,24 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
         name: policy.name_any(),
         uid: policy.uid().unwrap_or_default(),
         reference: policy.object_ref(&()),
+        events: Mutex::default(),
     };
+    let result = reconcile_target(&target, &policy, &ctx).await;
+    target.publish_events().await;
+    result
+}
+
+async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: &Arc<Context>) -> Result<Action> {
+    let now = Utc::now();
     // Snapshots are looked for when the API was there at start-up (and is watched), or when the
     // policy makes them: a CRD installed later is found at the policy's next reconcile.
     let snapshots = ctx.snapshots_api || policy.spec.backup_strategy == crate::api::BackupStrategyKind::Snapshot;
-    let observation = match observe::observe(&policy, &ctx, snapshots, now).await {
+    let observation = match observe::observe(policy, ctx, snapshots, now).await {
         Ok(o) => o,
         Err(e) if e.classify().retry == Retry::AwaitChange => {
             // Nothing can run, but the policy still says why.
             let classified = e.classify();
-            target.event(EventType::Warning, classified.reason, classified.message.clone()).await;
+            target.event(EventType::Warning, classified.reason, classified.message.clone());
             let previous = policy.status.clone().unwrap_or_default();
             let summary = Summary {
                 namespace: &target.ns,
@@ -429,13 +463,13 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
                 generation: policy.metadata.generation,
                 now,
             };
-            status::write(&ctx.client, &policy, &status::build(&previous, &summary)).await?;
+            status::write(&ctx.client, policy, &status::build(&previous, &summary)).await?;
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
     };
     let decision = decide::decide(&observation.observed);
-    let outcome = apply(&target, &observation, &decision).await;
+    let outcome = apply(target, &observation, &decision).await;
 
     let o = &observation.observed;
     let readiness = match &decision.invalid {
@@ -462,7 +496,7 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
     };
     let previous = policy.status.clone().unwrap_or_default();
     if !o.deleting || o.has_finalizer {
-        status::write(&ctx.client, &policy, &status::build(&previous, &summary)).await?;
+        status::write(&ctx.client, policy, &status::build(&previous, &summary)).await?;
     }
     crate::metrics::get().set_policy_backups(&target.ns, &target.name, &backups_per_pvc(o, &outcome.runs));
     if let Some(e) = outcome.transient {
@@ -546,26 +580,29 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
             Ok(()) => {}
             Err(e) if e.is_permanent() => {
                 let c = e.classify();
-                t.event(EventType::Warning, c.reason, c.message).await;
+                t.event(EventType::Warning, c.reason, c.message);
                 out.plugin_error = Some(e);
             }
             Err(e) => out.transient(e),
         }
     }
 
-    // New runs, one PVC at a time: a failure for one PVC is that PVC's failed run.
-    for new in &d.create {
-        let result = match &plugin {
-            Ok(p) => create_run(t, observation, p, new).await,
-            Err(e) => Err(e.duplicate()),
-        };
+    // New runs, up to RUN_CREATION_CONCURRENCY PVCs at a time (a policy with 1,000 PVCs creates
+    // its Jobs at the API server's pace, not one round trip after another); a failure for one PVC
+    // is that PVC's failed run.
+    let mut created: Vec<Result<(String, Option<ObservedRun>)>> = Vec::with_capacity(d.create.len());
+    for chunk in d.create.chunks(RUN_CREATION_CONCURRENCY) {
+        created.extend(futures::future::join_all(chunk.iter().map(|new| create_planned_run(t, observation, &plugin, new))).await);
+    }
+    for (new, result) in d.create.iter().zip(created) {
         match result {
-            Ok(plugin_label) => {
-                t.event(EventType::Normal, "RunStarted", format!("{}: run {} started ({plugin_label})", new.pvc, new.name)).await;
+            Ok((plugin_label, run)) => {
+                t.event(EventType::Normal, "RunStarted", format!("{}: run {} started ({plugin_label})", new.pvc, new.name));
+                out.runs.extend(run);
             }
             Err(e) if e.is_permanent() => {
                 let c = e.classify();
-                t.event(EventType::Warning, c.reason, format!("{}: run {} not started: {}", new.pvc, new.name, c.message)).await;
+                t.event(EventType::Warning, c.reason, format!("{}: run {} not started: {}", new.pvc, new.name, c.message));
                 out.runs.push(ObservedRun {
                     name: new.name.clone(),
                     object: RunObject::NotStarted,
@@ -585,27 +622,27 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
         }
     }
     for refused in &d.refused {
-        t.event(EventType::Warning, "RunRefused", format!("{}: {}", refused.pvc, refused.message)).await;
+        t.event(EventType::Warning, "RunRefused", format!("{}: {}", refused.pvc, refused.message));
         out.runs.push(refused.clone());
     }
     for (pvc, restore) in &d.skipped_restoring {
-        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: BackupRestore {restore} is restoring into it")).await;
+        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: BackupRestore {restore} is restoring into it"));
     }
     for pvc in &d.skipped_active {
-        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: the previous backup is still running (concurrencyPolicy Forbid)")).await;
+        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: the previous backup is still running (concurrencyPolicy Forbid)"));
     }
     if d.skipped_past_deadline {
-        t.event(EventType::Warning, "RunMissed", "the scheduled run could not start within startingDeadlineSeconds and was skipped".into()).await;
+        t.event(EventType::Warning, "RunMissed", "the scheduled run could not start within startingDeadlineSeconds and was skipped".into());
     }
     if d.missed > crate::schedule::TOO_MANY_MISSED {
-        t.event(EventType::Warning, "TooManyMissedRuns", format!("{} scheduled runs were missed; only the most recent one starts", d.missed)).await;
+        t.event(EventType::Warning, "TooManyMissedRuns", format!("{} scheduled runs were missed; only the most recent one starts", d.missed));
     }
 
     for f in &d.fail_stuck {
         match runs::fail_stuck_job(&t.ctx.client, &t.ns, &f.run, &f.cause, f.elapsed_seconds).await {
             Ok(()) => {
                 let reason = f.cause.split(':').next().unwrap_or("RunStuck");
-                t.event(EventType::Warning, reason, format!("{}: run {} failed after {} s without starting: {}", f.pvc, f.run, f.elapsed_seconds, f.cause)).await;
+                t.event(EventType::Warning, reason, format!("{}: run {} failed after {} s without starting: {}", f.pvc, f.run, f.elapsed_seconds, f.cause));
             }
             Err(e) => out.transient(e),
         }
@@ -649,10 +686,10 @@ async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
                     (false, _, _) => "written, unverified (the plan verifies nothing)".to_owned(),
                 };
                 let note = format!("{}: run {} succeeded: {what}", run.pvc, run.name);
-                t.event(EventType::Normal, "RunSucceeded", note).await;
+                t.event(EventType::Normal, "RunSucceeded", note);
             }
             RunStatus::Failed => {
-                t.event(EventType::Warning, "RunFailed", format!("{}: run {} failed: {}", run.pvc, run.name, run.message)).await;
+                t.event(EventType::Warning, "RunFailed", format!("{}: run {} failed: {}", run.pvc, run.name, run.message));
             }
             RunStatus::Pending | RunStatus::Running => {}
         }
@@ -686,8 +723,17 @@ fn pvc_info_or_name(observation: &Observation, ns: &str, pvc: &str) -> PvcInfo {
     })
 }
 
+async fn create_planned_run(t: &Target<'_>, observation: &Observation, plugin: &std::result::Result<Arc<Plugin>, Error>, new: &NewRun) -> Result<(String, Option<ObservedRun>)> {
+    match plugin {
+        Ok(p) => create_run(t, observation, p, new).await,
+        Err(e) => Err(e.duplicate()),
+    }
+}
+
 /// Plans one run through the strategy, checks it, and creates its Job or VolumeSnapshot.
-async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plugin>, new: &NewRun) -> Result<String> {
+/// Returns the plugin's label and, for a Job, the run as it now stands (so that this reconcile's
+/// status already lists it and the Job's creation does not need another status write).
+async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plugin>, new: &NewRun) -> Result<(String, Option<ObservedRun>)> {
     let Some(pvc) = observation.pvcs.iter().find(|p| p.name_any() == new.pvc) else {
         return Err(Error::Runtime(format!("PVC {} went away", new.pvc)));
     };
@@ -715,8 +761,9 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 },
                 &job_plan,
             );
-            runs::apply_job(&t.ctx.client, &t.ns, &job).await?;
+            let created = runs::applied_job(&t.ctx.client, &t.ns, &job).await?;
             tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created backup job");
+            return Ok((plugin_label, backup_job::observe(&created)));
         }
         Plan::VolumeSnapshot(plan) => {
             let context = snapshot::SnapshotContext {
@@ -733,7 +780,7 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
             tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created volume snapshot");
         }
     }
-    Ok(plugin_label)
+    Ok((plugin_label, None))
 }
 
 fn artifact_request(t: &Target<'_>, observation: &Observation, run: &str, pvc: &str, artifact: &str) -> ArtifactRequest {
@@ -805,7 +852,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                 match result {
                     Ok(()) => {
                         if *object == RunObject::Snapshot {
-                            t.event(EventType::Normal, "Pruned", format!("run {run}: VolumeSnapshot deleted by retention")).await;
+                            t.event(EventType::Normal, "Pruned", format!("run {run}: VolumeSnapshot deleted by retention"));
                         }
                         out.runs.retain(|r| &r.name != run);
                     }
@@ -816,7 +863,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                 Ok(()) => tracing::info!(policy = %t.name, run = %run, job = %job, "started prune job"),
                 Err(e) if e.is_permanent() => {
                     let message = format!("run {run}: cannot plan pruning {artifact}: {}", e.classify().message);
-                    t.event(EventType::Warning, "PruneFailed", message.clone()).await;
+                    t.event(EventType::Warning, "PruneFailed", message.clone());
                     out.prune_failed.push((run.clone(), message));
                 }
                 Err(e) => out.transient(e),
@@ -830,7 +877,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                     Ok(()) => {
                         if out.runs.iter().any(|r| &r.name == run) {
                             let took = seconds.map(|s| format!(", {s} s")).unwrap_or_default();
-                            t.event(EventType::Normal, "Pruned", format!("run {run}: artifact deleted by retention ({job}{took})")).await;
+                            t.event(EventType::Normal, "Pruned", format!("run {run}: artifact deleted by retention ({job}{took})"));
                         }
                         out.runs.retain(|r| &r.name != run);
                     }
@@ -841,7 +888,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
     }
     for (run, message) in &d.prune_failed {
         if !run.is_empty() {
-            t.event(EventType::Warning, "PruneFailed", format!("run {run}: {message}")).await;
+            t.event(EventType::Warning, "PruneFailed", format!("run {run}: {message}"));
         }
     }
 }
@@ -854,7 +901,7 @@ async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin:
             Ok(()) => tracing::info!(policy = %t.name, run = %start.run, job = %start.job, "started verify job"),
             Err(e) if e.is_permanent() => {
                 let c = e.classify();
-                t.event(EventType::Warning, c.reason, format!("run {}: cannot plan verification: {}", start.run, c.message)).await;
+                t.event(EventType::Warning, c.reason, format!("run {}: cannot plan verification: {}", start.run, c.message));
             }
             Err(e) => out.transient(e),
         }
@@ -867,9 +914,9 @@ async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin:
         if let Some(run) = out.runs.iter_mut().find(|r| r.name == done.run) {
             run.verify = Some(done.record.clone());
             if done.record.verified {
-                t.event(EventType::Normal, "Verified", format!("{}: run {} re-verified", run.pvc, run.name)).await;
+                t.event(EventType::Normal, "Verified", format!("{}: run {} re-verified", run.pvc, run.name));
             } else {
-                t.event(EventType::Warning, "BackupCorrupted", format!("{}: run {}: {}", run.pvc, run.name, done.record.message)).await;
+                t.event(EventType::Warning, "BackupCorrupted", format!("{}: run {}: {}", run.pvc, run.name, done.record.message));
             }
         }
         if let Err(e) = verify_job::delete(&t.ctx.client, &t.ns, &done.job).await {

@@ -10,6 +10,8 @@ pub mod cache;
 pub mod controller;
 pub mod decide;
 pub mod error;
+pub mod events;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

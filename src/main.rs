@@ -179,7 +179,7 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let client = match kube::Client::try_default().await {
+            let client = match backup_operator::kube_client::from_env().await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("connecting to Kubernetes: {e}");

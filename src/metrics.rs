@@ -62,6 +62,14 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// get, list, watch, create, patch, update, delete.
+    pub verb: String,
+    /// The resource (a fixed set, `other` for the rest; `/status` for the status subresource).
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// compiled, failed, memory (cache hit), disk (cache hit).
     pub outcome: String,
@@ -79,6 +87,7 @@ pub struct Metrics {
     pub plugin_call_duration: Family<PluginLabels, Histogram>,
     pub plugin_loads: Family<OutcomeLabels, Counter>,
     pub leader: Gauge,
+    pub requests: Family<RequestLabels, Counter>,
     /// The PVC series each policy has, so that they can be removed with it.
     series: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
@@ -125,6 +134,8 @@ impl Metrics {
         registry.register("plugin_loads", "Plugin loads: compiled, failed, or served from the memory or disk cache", plugin_loads.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 when this replica holds the leader lease (or runs without leader election)", leader.clone());
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("kubernetes_requests", "Requests sent to the Kubernetes API server, by verb and resource", requests.clone());
         Metrics {
             registry,
             runs,
@@ -137,6 +148,7 @@ impl Metrics {
             plugin_call_duration,
             plugin_loads,
             leader,
+            requests,
             series: Mutex::default(),
         }
     }

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::ListParams;
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
 use crate::api::{BackupPolicy, RunStatus, from_time};
 use crate::controller::Context;
@@ -130,8 +129,7 @@ pub fn selector_matches(selector: &LabelSelector, labels: &std::collections::BTr
     pairs && expressions
 }
 
-/// What the cluster says about one policy, from the shared watches (no list from the API server;
-/// only the events of a run that has no pod yet are read from it).
+/// What the cluster says about one policy, from the shared watches (no list from the API server).
 pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, now: DateTime<Utc>) -> Result<Observation> {
     let client = &ctx.client;
     let caches = ctx.caches().await?;
@@ -155,12 +153,13 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     let storage_claim_exists = storage_claim.is_some() && !storage_claim_deleting;
 
     let jobs: Vec<Job> = caches.jobs_labelled(&ns, LABEL_POLICY_UID, &uid).into_iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).collect();
-    let pods = caches.pods_in(&ns);
+    let claims: std::collections::BTreeSet<String> = pvcs.iter().map(|p| p.name_any()).collect();
+    let pods = caches.pods_of_policy(&ns, &uid, &claims);
     let of_kind = |kind: RunKind| jobs.iter().filter(move |j| j.labels().get(LABEL_KIND).map(String::as_str) == Some(kind.label()));
 
     let mut run_list: Vec<ObservedRun> = of_kind(RunKind::Backup).filter_map(backup_job::observe).collect();
     backup_job::attach_pod_reports(&mut run_list, &pods);
-    attach_stuck_causes(client, &ns, &mut run_list, &pods).await?;
+    attach_stuck_causes(caches, &ns, &mut run_list, &pods);
     match caches.snapshots_of(&ns, &uid) {
         Some(found) => run_list.extend(found.iter().filter(|s| s.owner_references().iter().any(|o| o.uid == uid)).filter_map(snapshot::observe_one)),
         // The API appeared after start-up: read it.
@@ -215,21 +214,16 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     Ok(Observation { observed, pvcs })
 }
 
-/// Why unfinished runs are not getting anywhere. A run without pods has its Job's events read
-/// (admission refusals show only there); the others are judged by their pods.
-async fn attach_stuck_causes(client: &Client, ns: &str, runs: &mut [ObservedRun], pods: &[Pod]) -> Result<()> {
-    let events_api: Api<Event> = Api::namespaced(client.clone(), ns);
-    for run in runs.iter_mut().filter(|r| r.object == RunObject::Job && matches!(r.status, RunStatus::Pending | RunStatus::Running)) {
-        let has_pods = pods.iter().any(|p| p.labels().get("batch.kubernetes.io/job-name") == Some(&run.name));
-        let events = if has_pods {
-            Vec::new()
-        } else {
-            let fields = format!("involvedObject.kind=Job,involvedObject.name={}", run.name);
-            events_api.list(&ListParams::default().fields(&fields)).await?.items
-        };
-        run.stuck = stuck::cause(&run.name, pods, &events);
+/// Why unfinished runs are not getting anywhere: from their pods, and for a run without pods from
+/// its Job's `FailedCreate` events (admission refusals show only there), both from the caches.
+fn attach_stuck_causes(caches: &crate::cache::Caches, ns: &str, runs: &mut [ObservedRun], pods: &[Pod]) {
+    let unfinished = |r: &ObservedRun| r.object == RunObject::Job && matches!(r.status, RunStatus::Pending | RunStatus::Running);
+    let names: std::collections::BTreeSet<&str> = runs.iter().filter(|r| unfinished(r)).map(|r| r.name.as_str()).collect();
+    let events = if names.is_empty() { Vec::new() } else { caches.failed_creates_of(ns, &names) };
+    for run in runs.iter_mut().filter(|r| unfinished(r)) {
+        let own: Vec<Event> = events.iter().filter(|e| e.involved_object.name.as_deref() == Some(run.name.as_str())).cloned().collect();
+        run.stuck = stuck::cause(&run.name, pods, &own);
     }
-    Ok(())
 }
 
 /// A PVC as the planner sees it.

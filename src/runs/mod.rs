@@ -167,7 +167,9 @@ pub fn job_state(job: &Job) -> JobState {
             completion: time(&c.last_transition_time),
         };
     }
-    let running = status.active.unwrap_or(0) > 0;
+    // Running means a pod runs (is ready), not merely exists: `active` counts pending pods too,
+    // and a run whose pod waits for a node is still Pending.
+    let running = status.active.unwrap_or(0) > 0 && status.ready.unwrap_or(0) > 0;
     JobState { status: if running { RunStatus::Running } else { RunStatus::Pending }, start, ..JobState::default() }
 }
 
@@ -253,11 +255,15 @@ pub fn render_child(c: &RunChild<'_>, plan: &crate::strategy::bindings::types::J
 
 /// Creates (or leaves as it is) a Job, by server-side apply with the operator's field manager.
 pub async fn apply_job(client: &Client, namespace: &str, job: &Job) -> Result<()> {
+    applied_job(client, namespace, job).await.map(|_| ())
+}
+
+/// [`apply_job`], returning the Job as the API server now has it.
+pub async fn applied_job(client: &Client, namespace: &str, job: &Job) -> Result<Job> {
     let name = job.metadata.name.clone().unwrap_or_default();
-    Api::<Job>::namespaced(client.clone(), namespace)
+    Ok(Api::<Job>::namespaced(client.clone(), namespace)
         .patch(&name, &PatchParams::apply(crate::controller::FIELD_MANAGER), &Patch::Apply(job))
-        .await?;
-    Ok(())
+        .await?)
 }
 
 /// Fails a Job that cannot start: records why, and lowers its deadline to the time it has already
@@ -299,6 +305,23 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_job_runs_when_its_pod_does() {
+        let job = |status: serde_json::Value| -> Job {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "r", "creationTimestamp": "2026-11-29T00:01:00Z"}, "status": status})).expect("job")
+        };
+        let cases = [
+            ("just created", serde_json::json!({}), RunStatus::Pending),
+            ("pod waiting for a node", serde_json::json!({"active": 1, "ready": 0}), RunStatus::Pending),
+            ("pod running", serde_json::json!({"active": 1, "ready": 1}), RunStatus::Running),
+            ("complete", serde_json::json!({"conditions": [{"type": "Complete", "status": "True"}]}), RunStatus::Succeeded),
+            ("failed", serde_json::json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}), RunStatus::Failed),
+        ];
+        for (what, status, want) in cases {
+            assert_eq!(job_state(&job(status)).status, want, "{what}");
+        }
     }
 
     #[test]

@@ -1,0 +1,94 @@
+//! The events of one reconcile, grouped: one event per type and reason, so that a run over many
+//! PVCs costs one request per reason, not one per PVC. Pure.
+
+use kube::runtime::events::EventType;
+
+/// Events in the order their (type, reason) first appeared; several notes of one reason become
+/// one note, "N events: first; second; … (and K more)", at most `max` bytes.
+pub fn group(queued: Vec<(EventType, String, String)>, max: usize) -> Vec<(EventType, String, String)> {
+    let mut groups: Vec<(EventType, String, Vec<String>)> = Vec::new();
+    for (type_, reason, note) in queued {
+        match groups.iter_mut().find(|(t, r, _)| *t == type_ && *r == reason) {
+            Some((_, _, notes)) => notes.push(note),
+            None => groups.push((type_, reason, vec![note])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(type_, reason, notes)| {
+            let note = match notes.as_slice() {
+                [one] => crate::runs::report::bound(one, max),
+                many => joined(many, max),
+            };
+            (type_, reason, note)
+        })
+        .collect()
+}
+
+/// "N events: a; b; … (and K more)" within `max` bytes: whole notes only, as many as fit.
+fn joined(notes: &[String], max: usize) -> String {
+    let head = format!("{} events: ", notes.len());
+    let mut out = head.clone();
+    for (i, note) in notes.iter().enumerate() {
+        let rest = notes.len() - i - 1;
+        let tail = if rest > 0 { format!(" (and {rest} more)") } else { String::new() };
+        let sep = if i == 0 { "" } else { "; " };
+        if out.len() + sep.len() + note.len() + tail.len() > max {
+            // The first note is cut to fit rather than left out.
+            if i == 0 {
+                let more = format!(" (and {} more)", notes.len() - 1);
+                let room = max.saturating_sub(head.len() + more.len());
+                return format!("{head}{}{more}", crate::runs::report::bound(note, room));
+            }
+            return format!("{out} (and {} more)", notes.len() - i);
+        }
+        out.push_str(sep);
+        out.push_str(note);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: EventType, reason: &str, note: &str) -> (EventType, String, String) {
+        (t, reason.to_owned(), note.to_owned())
+    }
+
+    #[test]
+    fn one_event_per_type_and_reason_with_the_notes_that_fit() {
+        use EventType::{Normal, Warning};
+        let many: Vec<_> = (0..1000).map(|i| ev(Normal, "RunStarted", &format!("data-{i}: run r-{i} started (tar@abc)"))).collect();
+        type Case = (&'static str, Vec<(EventType, String, String)>, Vec<(EventType, &'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
+            ("nothing", vec![], vec![]),
+            ("one", vec![ev(Normal, "RunStarted", "a: started")], vec![(Normal, "RunStarted", "a: started")]),
+            (
+                "two reasons keep their order",
+                vec![ev(Warning, "PluginFailed", "b: boom"), ev(Normal, "RunStarted", "a: started"), ev(Normal, "RunStarted", "c: started")],
+                vec![(Warning, "PluginFailed", "b: boom"), (Normal, "RunStarted", "2 events: a: started; c: started")],
+            ),
+            (
+                "same reason, two types",
+                vec![ev(Normal, "X", "n"), ev(Warning, "X", "w")],
+                vec![(Normal, "X", "n"), (Warning, "X", "w")],
+            ),
+        ];
+        for (what, queued, want) in cases {
+            let got = group(queued, 512);
+            let got: Vec<(EventType, &str, &str)> = got.iter().map(|(t, r, n)| (*t, r.as_str(), n.as_str())).collect();
+            assert_eq!(got, want, "{what}");
+        }
+        let got = group(many, 512);
+        assert_eq!(got.len(), 1);
+        let note = &got[0].2;
+        assert!(note.len() <= 512, "{}", note.len());
+        assert!(note.starts_with("1000 events: data-0: run r-0 started (tar@abc); data-1: "), "{note}");
+        assert!(note.ends_with(" more)"), "{note}");
+        let shown = note.matches(" started (tar@abc)").count();
+        assert!(note.contains(&format!("(and {} more)", 1000 - shown)), "{note}");
+        let huge = group(vec![ev(Normal, "R", &"x".repeat(2000)), ev(Normal, "R", "y")], 100);
+        assert!(huge[0].2.len() <= 100 && huge[0].2.starts_with("2 events: xxx") && huge[0].2.ends_with("(and 1 more)"), "{}", huge[0].2);
+    }
+}
