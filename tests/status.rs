@@ -142,6 +142,11 @@ async fn a_run_that_cannot_start_is_named_then_failed_and_the_next_run_starts() 
     .await
     .expect("policy");
     let _operator = Operator::start(&cluster, &ns);
+    // Up to two minutes pass before that run starts: the wait for its cause begins with its Job.
+    poll("the once run's Job", LIMIT + Duration::from_secs(120), || async {
+        all_jobs(&ns).await.into_iter().find(|j| j.labels().get("backup-policy").map(String::as_str) == Some("bad-image-once"))
+    })
+    .await;
     wait_policy(&ns, "bad-image-once", "Ready=False ImageError, seen through the run's pod", condition_is("Ready", "False", "ImageError")).await;
     wait_policy(&ns, "bad-image", "Ready=False ImageError", condition_is("Ready", "False", "ImageError")).await;
     let first = status(&ns, "bad-image").await.backup_history.remove(0);
