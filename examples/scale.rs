@@ -38,7 +38,7 @@ async fn client() -> Result<Client, Error> {
 /// The operator's own request counter (`backup_operator_kubernetes_requests_total`), per verb and
 /// resource.
 async fn operator_requests(port: u16) -> Result<BTreeMap<String, f64>, Error> {
-    let text = reqwest_free_get(port, "/metrics").await?;
+    let text = http_get(port, "/metrics").await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("backup_operator_kubernetes_requests_total{"))
@@ -50,7 +50,7 @@ async fn operator_requests(port: u16) -> Result<BTreeMap<String, f64>, Error> {
 }
 
 /// A plain HTTP/1.0 GET on loopback.
-async fn reqwest_free_get(port: u16, path: &str) -> Result<String, Error> {
+async fn http_get(port: u16, path: &str) -> Result<String, Error> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
