@@ -6,7 +6,8 @@
 //! same N Jobs created by a plain client (serially and 32 at a time), the operator's API requests per
 //! Job (its own request counter), and the operator's RSS idle and at its peak and CPU time while
 //! idle. `SCALE_N` (default "100,1000") and `SCALE_IDLE_SECONDS` (default 60) tune it; `SCALE_OPERATOR_ARGS`
-//! adds flags to the operator's command line (for example `--reconcile-concurrency 32`).
+//! adds flags to the operator's command line (for example `--reconcile-concurrency 32`);
+//! `SCALE_SHAPES` picks the rounds (default "many,one"); `SCALE_OPERATOR_LOG` names a file for the operator's log (suffixed with the round's namespace), at `SCALE_OPERATOR_RUST_LOG` (default `warn`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -174,6 +175,8 @@ struct Figures {
     rss_after_mib: f64,
     sockets_peak: usize,
     idle_cpu: f64,
+    /// Operator CPU seconds from the policies' settling until all Jobs exist.
+    run_cpu: f64,
     idle_seconds: u64,
 }
 
@@ -188,8 +191,12 @@ async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, 
         .args(["run", "--namespace", ns, "--metrics-bind-address", &format!("127.0.0.1:{port}")])
         .args(std::env::var("SCALE_OPERATOR_ARGS").unwrap_or_default().split_whitespace())
         .env("KUBECONFIG", cluster_dir().join("kubeconfig"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", std::env::var("SCALE_OPERATOR_RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(match std::env::var_os("SCALE_OPERATOR_LOG") {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(format!("{}.{ns}", path.to_string_lossy()))?),
+            None => std::process::Stdio::null(),
+        })
         .stderr(std::process::Stdio::null())
         .spawn()?;
     let pid = child.id();
@@ -213,7 +220,17 @@ async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, 
         .await?;
     let now = Utc::now();
     let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(now) + chrono::Duration::minutes(1);
+    // The policies' first status writes (at creation) are not the run's: wait for them before
+    // counting, as long as the minute is not close.
+    while Utc::now() < minute - chrono::Duration::seconds(3) {
+        let listed = policies.list(&ListParams::default()).await?;
+        if listed.items.iter().all(|p| p.data.pointer("/status/nextScheduleTime").is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let requests_before = operator_requests(port).await?;
+    let cpu_at_minute = usage(pid).2;
     // Every Job as it is seen, against the minute.
     let seen: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
@@ -244,6 +261,7 @@ async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let cpu_run = usage(pid).2 - cpu_at_minute;
     // The reconciles that follow the Jobs' creation count too: wait for them to settle.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let requests_after = operator_requests(port).await?;
@@ -271,6 +289,7 @@ async fn round(client: &Client, operator: &std::path::Path, ns: &str, n: usize, 
         rss_after_mib: rss_after as f64 / 1024.0,
         sockets_peak: peak_sockets,
         idle_cpu: cpu_after - cpu_before,
+        run_cpu: cpu_run,
         idle_seconds: idle,
     })
 }
@@ -334,7 +353,8 @@ async fn main() -> Result<(), Error> {
     cordon(true).await?;
     let mut rows = Vec::new();
     for &n in &sizes {
-        for one_policy in [false, true] {
+        let shapes = std::env::var("SCALE_SHAPES").unwrap_or_else(|_| "many,one".into());
+        for one_policy in [false, true].into_iter().filter(|&one| shapes.split(',').any(|s| s.trim() == if one { "one" } else { "many" })) {
             let ns = format!("bench-scale-{n}-{}", if one_policy { "one" } else { "many" });
             eprintln!("bench-scale: {ns} ...");
             let figures = round(&client, &operator, &ns, n, one_policy, idle).await;
@@ -350,12 +370,12 @@ async fn main() -> Result<(), Error> {
         }
     }
     cordon(false).await?;
-    println!("| N | policies | minute -> all Jobs | lag p50 / p99 | rate vs 32-way client | plain client serial / 32-way | API requests per Job | RSS idle / peak / after | sockets peak | CPU idle |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| N | policies | minute -> all Jobs | lag p50 / p99 | rate vs 32-way client | plain client serial / 32-way | API requests per Job | RSS idle / peak / after | sockets peak | CPU until all Jobs | CPU idle |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (n, one_policy, f, serial, parallel) in rows {
         let policies = if one_policy { "1 (N PVCs)".to_owned() } else { format!("{n} (1 PVC each)") };
         println!(
-            "| {n} | {policies} | {:.1} s | {:.1} / {:.1} s | {:.2} | {serial:.1} / {parallel:.1} s | {:.1} | {:.0} / {:.0} / {:.0} MiB | {} | {:.2} s in {} s |",
+            "| {n} | {policies} | {:.1} s | {:.1} / {:.1} s | {:.2} | {serial:.1} / {parallel:.1} s | {:.1} | {:.0} / {:.0} / {:.0} MiB | {} | {:.1} s | {:.2} s in {} s |",
             f.all_jobs,
             f.p50,
             f.p99,
@@ -365,6 +385,7 @@ async fn main() -> Result<(), Error> {
             f.rss_peak_mib,
             f.rss_after_mib,
             f.sockets_peak,
+            f.run_cpu,
             f.idle_cpu,
             f.idle_seconds
         );

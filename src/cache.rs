@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::cache_index::{Index, KeyFn};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use kube::api::{ApiResource, DynamicObject};
@@ -36,6 +38,20 @@ pub struct Caches {
     /// The Job controller's `FailedCreate` events (a Job's pods refused by admission or quota):
     /// the only place such a refusal shows. Few, and they expire with the API server's event TTL.
     pub failed_creates: Store<Event>,
+    /// Jobs by namespace and policy uid (label).
+    jobs_by_policy: Index<Job>,
+    /// Pods by namespace and policy uid (label): the runs' pods.
+    pods_by_policy: Index<Pod>,
+    /// Pods by namespace and the claims they mount.
+    pods_by_claim: Index<Pod>,
+}
+
+fn policy_uid<K: kube::Resource>(o: &K) -> Vec<String> {
+    o.meta().labels.as_ref().and_then(|l| l.get(LABEL_POLICY_UID)).cloned().into_iter().collect()
+}
+
+fn claims(p: &Pod) -> Vec<String> {
+    p.spec.iter().flat_map(|s| s.volumes.iter().flatten()).filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone())).collect()
 }
 
 /// The change streams the controllers trigger on, one subscription each.
@@ -88,6 +104,7 @@ fn shared<K>(
     config: watcher::Config,
     subscribers: usize,
     modify: impl FnMut(&mut K) + Send + 'static,
+    indexes: Vec<Index<K>>,
 ) -> Result<(Store<K>, Vec<ReflectHandle<K>>)>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -98,7 +115,12 @@ where
     let handles = (0..subscribers)
         .map(|_| writer.subscribe().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into())))
         .collect::<Result<Vec<_>>>()?;
-    let driver = watcher(api, config).default_backoff().modify(modify).reflect_shared(writer).for_each(|event| async move {
+    let indexed = watcher(api, config).default_backoff().modify(modify).inspect_ok(move |event| {
+        for index in &indexes {
+            index.apply(event);
+        }
+    });
+    let driver = indexed.reflect_shared(writer).for_each(|event| async move {
         if let Err(e) = event {
             tracing::warn!("watch: {e}");
         }
@@ -115,21 +137,23 @@ fn one<K>(mut handles: Vec<K>) -> Result<K> {
 pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, restores_api: bool) -> Result<(Caches, Triggers)> {
     let (pvcs, pvc_triggers) = shared(api::<PersistentVolumeClaim>(client, namespace), (), watcher::Config::default(), 1, |p| {
         p.metadata.managed_fields = None;
-    })?;
+    }, Vec::new())?;
+    let jobs_by_policy = Index::new(policy_uid as KeyFn<Job>);
     let (jobs, mut job_triggers) = shared(api::<Job>(client, namespace), (), watcher::Config::default().labels(LABEL_KIND), 2, |j| {
         j.metadata.managed_fields = None;
-    })?;
+    }, vec![jobs_by_policy.clone()])?;
+    let (pods_by_policy, pods_by_claim) = (Index::new(policy_uid as KeyFn<Pod>), Index::new(claims as KeyFn<Pod>));
     let (pods, pod_triggers) = shared(api::<Pod>(client, namespace), (), watcher::Config::default(), 1, |p: &mut Pod| {
         *p = trim_pod(std::mem::take(p));
-    })?;
+    }, vec![pods_by_policy.clone(), pods_by_claim.clone()])?;
     let failed_create = watcher::Config::default().fields("involvedObject.kind=Job,reason=FailedCreate");
     let (failed_creates, failed_create_triggers) = shared(api::<Event>(client, namespace), (), failed_create, 1, |e| {
         e.metadata.managed_fields = None;
-    })?;
+    }, Vec::new())?;
     let (restores, restore_triggers) = if restores_api {
         let (store, mut handles) = shared(api::<BackupRestore>(client, namespace), (), watcher::Config::default(), 2, |r| {
             r.metadata.managed_fields = None;
-        })?;
+        }, Vec::new())?;
         let main = handles.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
         (Some(store), Some((one(handles)?, main)))
     } else {
@@ -153,7 +177,7 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
     } else {
         (None, None)
     };
-    let caches = Caches { pvcs, jobs, pods, snapshots, restores, failed_creates };
+    let caches = Caches { pvcs, jobs, pods, snapshots, restores, failed_creates, jobs_by_policy, pods_by_policy, pods_by_claim };
     let restore_jobs = job_triggers.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
     let triggers = Triggers {
         policy_jobs: one(job_triggers)?,
@@ -183,7 +207,7 @@ impl Caches {
     }
 
     pub fn pvcs_in(&self, namespace: &str) -> Vec<Arc<PersistentVolumeClaim>> {
-        self.pvcs.state().into_iter().filter(|p| p.namespace().as_deref() == Some(namespace)).collect()
+        self.pvcs.state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
     }
 
     pub fn pvc(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
@@ -191,42 +215,32 @@ impl Caches {
     }
 
     pub fn pods_in(&self, namespace: &str) -> Vec<Pod> {
-        self.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(namespace)).map(|p| (*p).clone()).collect()
+        self.pods.state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace)).into_iter().map(|p| (*p).clone()).collect()
     }
 
     /// The pods a policy's reconcile reads: its runs' pods (labelled with its uid) and the pods
     /// that mount one of `claims`. Only these are copied, so a reconcile costs what the policy
     /// has, not what the namespace has.
     pub fn pods_of_policy(&self, namespace: &str, policy_uid: &str, claims: &std::collections::BTreeSet<String>) -> Vec<Pod> {
-        let mounts = |p: &Pod| {
-            p.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| claims.contains(&c.claim_name)))
-        };
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(namespace))
-            .filter(|p| p.labels().get(LABEL_POLICY_UID).map(String::as_str) == Some(policy_uid) || mounts(p))
-            .map(|p| (*p).clone())
-            .collect()
+        let mut names: std::collections::BTreeSet<String> = self.pods_by_policy.names(namespace, policy_uid).into_iter().collect();
+        for claim in claims {
+            names.extend(self.pods_by_claim.names(namespace, claim));
+        }
+        names.iter().filter_map(|name| self.pods.get(&reflector::ObjectRef::new(name).within(namespace))).map(|p| (*p).clone()).collect()
+    }
+
+    /// The Jobs of a namespace labelled with a policy's uid.
+    pub fn jobs_of_policy(&self, namespace: &str, policy_uid: &str) -> Vec<Job> {
+        let names = self.jobs_by_policy.names(namespace, policy_uid);
+        names.iter().filter_map(|name| self.jobs.get(&reflector::ObjectRef::new(name).within(namespace))).map(|j| (*j).clone()).collect()
     }
 
     /// `FailedCreate` events of the named Jobs of a namespace.
     pub fn failed_creates_of(&self, namespace: &str, jobs: &std::collections::BTreeSet<&str>) -> Vec<Event> {
         self.failed_creates
-            .state()
+            .state_filter(|e| e.involved_object.namespace.as_deref() == Some(namespace) && e.involved_object.name.as_deref().is_some_and(|n| jobs.contains(n)))
             .into_iter()
-            .filter(|e| e.involved_object.namespace.as_deref() == Some(namespace) && e.involved_object.name.as_deref().is_some_and(|n| jobs.contains(n)))
             .map(|e| (*e).clone())
-            .collect()
-    }
-
-    /// Jobs in the namespace carrying `label=value`.
-    pub fn jobs_labelled(&self, namespace: &str, label: &str, value: &str) -> Vec<Job> {
-        self.jobs
-            .state()
-            .into_iter()
-            .filter(|j| j.namespace().as_deref() == Some(namespace) && j.labels().get(label).map(String::as_str) == Some(value))
-            .map(|j| (*j).clone())
             .collect()
     }
 
@@ -236,7 +250,7 @@ impl Caches {
 
     pub fn restores_in(&self, namespace: &str) -> Vec<BackupRestore> {
         let Some(store) = &self.restores else { return Vec::new() };
-        store.state().into_iter().filter(|r| r.namespace().as_deref() == Some(namespace)).map(|r| (*r).clone()).collect()
+        store.state_filter(|r| r.metadata.namespace.as_deref() == Some(namespace)).into_iter().map(|r| (*r).clone()).collect()
     }
 
     /// The policy's VolumeSnapshots, from the store when the API was watched from the start and
@@ -247,9 +261,8 @@ impl Caches {
         store.wait_until_ready().now_or_never()?.ok()?;
         Some(
             store
-                .state()
+                .state_filter(|s| s.metadata.namespace.as_deref() == Some(namespace) && s.labels().get(LABEL_POLICY_UID).map(String::as_str) == Some(policy_uid))
                 .into_iter()
-                .filter(|s| s.namespace().as_deref() == Some(namespace) && s.labels().get(LABEL_POLICY_UID).map(String::as_str) == Some(policy_uid))
                 .map(|s| (*s).clone())
                 .collect(),
         )

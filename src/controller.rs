@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -23,7 +23,6 @@ use crate::api::{BackupPolicy, RunStatus};
 use crate::decide::{self, Decision, Finalize, NewRun, ObservedRun, PruneStep, RunObject};
 use crate::error::{Error, MAX_MESSAGE_BYTES, Result, Retry};
 use crate::observe::{self, FINALIZER, Observation};
-use crate::runs::report::bound;
 use crate::runs::{self, LABEL_POLICY_UID, RunChild, RunKind, backup_job, cleanup_job, prune_job, snapshot, verify_job};
 use crate::status::{self, Summary};
 use crate::strategy::bindings::types::{ArtifactRequest, BackupRequest, Plan, PolicyInfo, PvcInfo, VolumeMode};
@@ -31,8 +30,9 @@ use crate::strategy::source;
 use crate::strategy::{Plugin, StrategyRuntime, resolve};
 
 pub const FIELD_MANAGER: &str = "backup-operator";
-/// Runs of one policy created at once (per reconcile).
-const RUN_CREATION_CONCURRENCY: usize = 16;
+/// Runs of one policy created at once (per reconcile): the 32 requests in flight at which a plain
+/// client gets the most Jobs per second out of the API server here.
+const RUN_CREATION_CONCURRENCY: usize = 32;
 /// How often the plugin directory is checked for new versions.
 const PLUGIN_DIR_POLL: Duration = Duration::from_secs(10);
 
@@ -50,8 +50,10 @@ pub struct Context {
     pub reconcile_concurrency: u16,
     /// The watched objects reconciles read (set when the controllers start).
     pub caches: std::sync::OnceLock<crate::cache::Caches>,
-    recorder: Recorder,
+    events: crate::events::Publisher,
     failures: Mutex<HashMap<String, u32>>,
+    /// Writes the policies' statuses (and shows them until the store does).
+    statuses: crate::status_writer::StatusWriter,
 }
 
 impl Context {
@@ -65,7 +67,8 @@ impl Context {
         restores_api: bool,
         reconcile_concurrency: u16,
     ) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
+        let events = crate::events::Publisher::start(client.clone(), FIELD_MANAGER);
+        let statuses = crate::status_writer::StatusWriter::start(client.clone());
         Context {
             client,
             runtime,
@@ -75,8 +78,9 @@ impl Context {
             restores_api,
             reconcile_concurrency,
             caches: std::sync::OnceLock::new(),
-            recorder,
+            events,
             failures: Mutex::default(),
+            statuses,
         }
     }
 
@@ -85,12 +89,10 @@ impl Context {
         self.caches.get().ok_or_else(|| Error::Runtime("the watches have not started".into()))
     }
 
-    /// Publishes an event about an object (bounded note); a failure to publish is only logged.
-    pub async fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(bound(&note, MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
-            tracing::warn!(object = ?reference.name, "publishing event {reason}: {e}");
-        }
+    /// Queues an event about an object (bounded note) for publishing in the background; a failure
+    /// to publish is only logged.
+    pub fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.events.publish(reference, type_, reason, note);
     }
 
     /// A watch of only the objects' metadata, retried with backoff.
@@ -150,10 +152,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         let (snapshot_store, dyntype) = (store.clone(), policy_type.clone());
         controller = controller.watches_stream_with(
             snapshots,
-            move |snapshot| {
-                let uid = snapshot.labels().get(LABEL_POLICY_UID).cloned();
-                owner_of(&snapshot_store, &dyntype, uid)
-            },
+            move |snapshot| owner_of(&snapshot_store, &dyntype, snapshot.metadata.namespace.as_deref(), snapshot.labels()),
             snapshot::resource(),
         );
     }
@@ -183,10 +182,8 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         controller = controller.watches_shared_stream_with(
             restores,
             move |restore| {
-                let ns = restore.namespace();
-                let policy = restore.spec.source.policy.clone();
-                let dyntype = restore_type.clone();
-                restore_store.state().into_iter().filter(move |p| p.namespace() == ns && p.name_any() == policy).map(move |p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
+                let policy = ObjectRef::new_with(&restore.spec.source.policy, restore_type.clone()).within(&restore.namespace().unwrap_or_default());
+                restore_store.get(&policy).map(|_| policy)
             },
             (),
         );
@@ -199,8 +196,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
             triggers.failed_creates,
             move |event| {
                 let job = event.involved_object.name.as_deref().zip(event.involved_object.namespace.as_deref()).and_then(|(name, ns)| event_jobs.get(&ObjectRef::new(name).within(ns)));
-                let uid = job.and_then(|j| j.labels().get(LABEL_POLICY_UID).cloned());
-                owner_of(&event_store, &event_type, uid)
+                job.and_then(|j| owner_of(&event_store, &event_type, j.metadata.namespace.as_deref(), j.labels()))
             },
             (),
         )
@@ -208,10 +204,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         // not its Job: the runs' pods trigger their policy, so the cause shows at once.
         .watches_shared_stream_with(
             triggers.pods,
-            move |pod| {
-                let uid = pod.labels().get(LABEL_POLICY_UID).cloned();
-                owner_of(&pod_store, &pod_type, uid)
-            },
+            move |pod| owner_of(&pod_store, &pod_type, pod.metadata.namespace.as_deref(), pod.labels()),
             (),
         )
         // A PVC appearing, binding or going away changes what the policies selecting it back up
@@ -264,10 +257,24 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     Ok(())
 }
 
-/// The policy with this UID, if it is known.
-fn owner_of(store: &kube::runtime::reflector::Store<DynamicObject>, dyntype: &ApiResource, uid: Option<String>) -> Option<ObjectRef<DynamicObject>> {
-    let uid = uid?;
-    store.find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())).map(|p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
+/// The policy an object of a run belongs to (by the policy-uid label), if it is known. The
+/// `backup-policy` label names it, so the policy is looked up directly and its uid checked; only a
+/// name that does not fit a label (or a policy recreated under the same name) costs a scan.
+fn owner_of(
+    store: &kube::runtime::reflector::Store<DynamicObject>,
+    dyntype: &ApiResource,
+    namespace: Option<&str>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Option<ObjectRef<DynamicObject>> {
+    let uid = labels.get(LABEL_POLICY_UID)?;
+    let is_it = |p: &DynamicObject| p.metadata.uid.as_deref() == Some(uid.as_str());
+    if let (Some(ns), Some(name)) = (namespace, labels.get(crate::runs::LABEL_POLICY)) {
+        let named = ObjectRef::new_with(name, dyntype.clone()).within(ns);
+        if store.get(&named).is_some_and(|p| is_it(&p)) {
+            return Some(named);
+        }
+    }
+    store.find(|p| is_it(p)).map(|p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
 }
 
 /// Whether a PVC matters to a policy: its selector matches the PVC's labels, or it is the
@@ -320,20 +327,10 @@ impl Target<'_> {
 
     /// One event per type and reason of this reconcile: a run of 1,000 PVCs is one `RunStarted`
     /// event naming them (as many as fit), not 1,000 requests.
-    async fn publish_events(&self) {
+    fn publish_events(&self) {
         let queued = self.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
         for (type_, reason, note) in crate::events::group(queued, MAX_MESSAGE_BYTES) {
-            // kube's recorder names an event `<object>.<nanos>`, too long for an object name near
-            // the 253-character limit: such events are written directly, with a shortened name.
-            let result = if self.name.len() > 200 {
-                long_name_event(self, type_, &reason, &note).await
-            } else {
-                let event = Event { type_, reason: reason.clone(), note: Some(note), action: "Reconcile".into(), secondary: None };
-                self.ctx.recorder.publish(&event, &self.reference).await
-            };
-            if let Err(e) = result {
-                tracing::warn!(policy = %self.name, "publishing event {reason}: {e}");
-            }
+            self.ctx.publish(&self.reference, type_, &reason, note);
         }
     }
 
@@ -356,24 +353,6 @@ pub fn policy_info(policy: &BackupPolicy, run: &str, scheduled: Option<DateTime<
         retention_count: policy.spec.retention_count,
         config: resolve::config(policy),
     }
-}
-
-async fn long_name_event(t: &Target<'_>, type_: EventType, reason: &str, note: &str) -> std::result::Result<(), kube::Error> {
-    use k8s_openapi::api::events::v1::Event as K8sEvent;
-    let now = Utc::now();
-    let event: K8sEvent = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("{}.{:x}", runs::label_value(&t.name), now.timestamp_nanos_opt().unwrap_or_default()), "namespace": t.ns},
-        "eventTime": now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        "reason": reason,
-        "note": note,
-        "action": "Reconcile",
-        "type": match type_ { EventType::Normal => "Normal", EventType::Warning => "Warning" },
-        "regarding": t.reference,
-        "reportingController": FIELD_MANAGER,
-        "reportingInstance": FIELD_MANAGER,
-    }))
-    .map_err(kube::Error::SerdeError)?;
-    Api::<K8sEvent>::namespaced(t.ctx.client.clone(), &t.ns).create(&Default::default(), &event).await.map(|_| ())
 }
 
 /// One reconcile of a policy, timed and counted (with the reason of an error).
@@ -415,15 +394,13 @@ async fn unreadable(object: &DynamicObject, ctx: &Context, problem: &str) -> Res
         "status": {"conditions": conditions, "observedGeneration": generation},
     });
     let reference = object.object_ref(&resource);
-    let event = Event { type_: EventType::Warning, reason: "InvalidSpec".into(), note: Some(bound(&message, MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::warn!(policy = %name, "publishing event InvalidSpec: {e}");
-    }
+    ctx.publish(&reference, EventType::Warning, "InvalidSpec", message.clone());
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
     Ok(())
 }
 
 async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let policy = ctx.statuses.current(policy);
     let target = Target {
         policy: &policy,
         ctx: &ctx,
@@ -434,7 +411,7 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
         events: Mutex::default(),
     };
     let result = reconcile_target(&target, &policy, &ctx).await;
-    target.publish_events().await;
+    target.publish_events();
     result
 }
 
@@ -463,7 +440,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
                 generation: policy.metadata.generation,
                 now,
             };
-            status::write(&ctx.client, policy, &status::build(&previous, &summary)).await?;
+            ctx.statuses.submit(policy, status::build(&previous, &summary));
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e),
@@ -496,7 +473,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
     };
     let previous = policy.status.clone().unwrap_or_default();
     if !o.deleting || o.has_finalizer {
-        status::write(&ctx.client, policy, &status::build(&previous, &summary)).await?;
+        ctx.statuses.submit(policy, status::build(&previous, &summary));
     }
     crate::metrics::get().set_policy_backups(&target.ns, &target.name, &backups_per_pvc(o, &outcome.runs));
     if let Some(e) = outcome.transient {
@@ -590,10 +567,8 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     // New runs, up to RUN_CREATION_CONCURRENCY PVCs at a time (a policy with 1,000 PVCs creates
     // its Jobs at the API server's pace, not one round trip after another); a failure for one PVC
     // is that PVC's failed run.
-    let mut created: Vec<Result<(String, Option<ObservedRun>)>> = Vec::with_capacity(d.create.len());
-    for chunk in d.create.chunks(RUN_CREATION_CONCURRENCY) {
-        created.extend(futures::future::join_all(chunk.iter().map(|new| create_planned_run(t, observation, &plugin, new))).await);
-    }
+    let creations: Vec<_> = d.create.iter().map(|new| create_planned_run(t, observation, &plugin, new)).collect();
+    let created: Vec<Result<(String, Option<ObservedRun>)>> = futures::stream::iter(creations).buffered(RUN_CREATION_CONCURRENCY).collect().await;
     for (new, result) in d.create.iter().zip(created) {
         match result {
             Ok((plugin_label, run)) => {

@@ -129,6 +129,25 @@ pub struct Observed {
     /// PVCs an unfinished BackupRestore writes (PVC → restore): not backed up meanwhile, so that
     /// a half-restored volume never becomes a backup that retention prefers to the good ones.
     pub restoring: BTreeMap<String, String>,
+    /// When the first cause held back by [`defer_young_causes`] becomes reportable.
+    pub cause_reportable_at: Option<DateTime<Utc>>,
+}
+
+/// Holds back causes that clear on their own (a pod waiting for a node) while their run is younger
+/// than the grace, capped by half the start timeout so that a stuck run shows why before it fails. Returns when
+/// the first held-back cause becomes reportable (the reconcile looks again then).
+pub fn defer_young_causes(runs: &mut [ObservedRun], now: DateTime<Utc>, start_timeout_seconds: i64) -> Option<DateTime<Utc>> {
+    // At most half the start timeout: the cause shows for a while before the run fails with it.
+    let grace = chrono::Duration::seconds(crate::runs::stuck::UNSCHEDULABLE_GRACE_SECONDS.min(start_timeout_seconds.max(1) / 2));
+    let mut reportable_at: Option<DateTime<Utc>> = None;
+    for run in runs.iter_mut() {
+        let (Some(cause), Some(start)) = (&run.stuck, run.start) else { continue };
+        if cause.clears_on_its_own() && now < start + grace {
+            run.stuck = None;
+            reportable_at = Some(reportable_at.map_or(start + grace, |at| at.min(start + grace)));
+        }
+    }
+    reportable_at
 }
 
 /// Why the policy is not Ready; the reason strings are a public contract.
@@ -620,8 +639,8 @@ pub fn decide(observed: &Observed) -> Decision {
     d.missed = when.missed;
     d.skipped_past_deadline = when.skipped_past_deadline;
     d.requeue_at = match (spec.suspend, next_stuck) {
-        (true, stuck) => stuck,
-        (false, stuck) => [when.next, next_verify, stuck].into_iter().flatten().min(),
+        (true, stuck) => stuck.into_iter().chain(observed.cause_reportable_at).min(),
+        (false, stuck) => [when.next, next_verify, stuck, observed.cause_reportable_at].into_iter().flatten().min(),
     };
     d
 }
@@ -768,6 +787,7 @@ mod tests {
             has_finalizer: false,
             held: BTreeSet::new(),
             restoring: BTreeMap::new(),
+            cause_reportable_at: None,
         }
     }
 
@@ -1085,6 +1105,35 @@ mod tests {
         let d = decide(&o);
         assert_eq!(d.fail_stuck.len(), 1);
         assert_eq!((d.fail_stuck[0].cause.as_str(), d.fail_stuck[0].elapsed_seconds), ("ImageError: ErrImagePull: not found", 30));
+    }
+
+    #[test]
+    fn a_wait_for_a_node_is_reported_after_the_grace_other_causes_at_once() {
+        let cause = |reason| Some(crate::runs::stuck::Stuck { reason, message: "pod x: 0/1 nodes are available".into() });
+        // (cause, run age in seconds, start timeout) -> (still reported, reportable at +seconds)
+        let table = [
+            ("Unschedulable", 5, 600, false, Some(30)),
+            ("Unschedulable", 29, 600, false, Some(30)),
+            ("Unschedulable", 30, 600, true, None),
+            ("Unschedulable", 4, 10, false, Some(5)),
+            ("Unschedulable", 5, 10, true, None),
+            ("Unschedulable", 0, 1, true, None),
+            ("ImageError", 1, 600, true, None),
+            ("PodRejected", 0, 600, true, None),
+        ];
+        for (reason, age, timeout, reported, at) in table {
+            let start = t("2026-11-29T00:01:00Z");
+            let mut runs = vec![ObservedRun { stuck: cause(reason), ..run("r1", "data-db-0", "2026-11-29T00:01:00Z", RunStatus::Pending) }];
+            let reportable = defer_young_causes(&mut runs, start + chrono::Duration::seconds(age), timeout);
+            assert_eq!((runs[0].stuck.is_some(), reportable), (reported, at.map(|s| start + chrono::Duration::seconds(s))), "{reason} after {age} s");
+        }
+        // The reconcile looks again when the cause becomes reportable.
+        let mut o = observed("2026-11-29T00:01:05Z");
+        o.last_schedule_time = Some(t("2026-11-29T00:01:00Z"));
+        o.cause_reportable_at = Some(t("2026-11-29T00:01:30Z"));
+        assert_eq!(decide(&o).requeue_at, Some(t("2026-11-29T00:01:30Z")));
+        o.spec.suspend = true;
+        assert_eq!(decide(&o).requeue_at, Some(t("2026-11-29T00:01:30Z")));
     }
 
     #[test]

@@ -1,7 +1,78 @@
-//! The events of one reconcile, grouped: one event per type and reason, so that a run over many
-//! PVCs costs one request per reason, not one per PVC. Pure.
+//! Kubernetes events of the operator: the events of one reconcile grouped, one per type and
+//! reason, so that a run over many PVCs costs one request per reason, not one per PVC (pure);
+//! and published by one background task, so that a reconcile never waits for them.
 
-use kube::runtime::events::EventType;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+
+/// Events waiting to be published; more are dropped (and counted) rather than held.
+const QUEUE: usize = 4096;
+/// Events published at once. Few: events are for people, and a minute's burst of runs should
+/// spend the API server on the runs' Jobs first.
+const CONCURRENCY: usize = 4;
+
+struct Queued {
+    reference: ObjectReference,
+    event: Event,
+}
+
+/// Publishes events in the background, a few at a time, from a bounded queue.
+#[derive(Clone)]
+pub struct Publisher {
+    queue: tokio::sync::mpsc::Sender<Queued>,
+}
+
+impl Publisher {
+    /// Starts the publishing task (on the current runtime).
+    pub fn start(client: Client, controller: &str) -> Publisher {
+        let (queue, receiver) = tokio::sync::mpsc::channel::<Queued>(QUEUE);
+        let recorder = Recorder::new(client.clone(), Reporter { controller: controller.into(), instance: None });
+        let controller = controller.to_owned();
+        let queued = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|q| (q, r)) });
+        tokio::spawn(queued.for_each_concurrent(CONCURRENCY, move |q| {
+            let (recorder, client, controller) = (recorder.clone(), client.clone(), controller.clone());
+            async move {
+                let name = q.reference.name.clone().unwrap_or_default();
+                // kube's recorder names an event `<object>.<nanos>`, too long for an object name
+                // near the 253-character limit: such events are written directly, named shorter.
+                let result = if name.len() > 200 { long_name_event(&client, &controller, &q).await } else { recorder.publish(&q.event, &q.reference).await };
+                if let Err(e) = result {
+                    tracing::warn!(object = %name, "publishing event {}: {e}", q.event.reason);
+                }
+            }
+        }));
+        Publisher { queue }
+    }
+
+    /// Queues an event (its note bounded); never waits.
+    pub fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(crate::runs::report::bound(&note, crate::error::MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
+        if self.queue.try_send(Queued { reference: reference.clone(), event }).is_err() {
+            crate::metrics::get().events_dropped.inc();
+        }
+    }
+}
+
+async fn long_name_event(client: &Client, controller: &str, q: &Queued) -> Result<(), kube::Error> {
+    use k8s_openapi::api::events::v1::Event as K8sEvent;
+    let now = chrono::Utc::now();
+    let (name, namespace) = (q.reference.name.clone().unwrap_or_default(), q.reference.namespace.clone().unwrap_or_default());
+    let event: K8sEvent = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{}.{:x}", crate::runs::label_value(&name), now.timestamp_nanos_opt().unwrap_or_default()), "namespace": namespace},
+        "eventTime": now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "reason": q.event.reason,
+        "note": q.event.note,
+        "action": q.event.action,
+        "type": match q.event.type_ { EventType::Normal => "Normal", EventType::Warning => "Warning" },
+        "regarding": q.reference,
+        "reportingController": controller,
+        "reportingInstance": controller,
+    }))
+    .map_err(kube::Error::SerdeError)?;
+    Api::<K8sEvent>::namespaced(client.clone(), &namespace).create(&Default::default(), &event).await.map(|_| ())
+}
 
 /// Events in the order their (type, reason) first appeared; several notes of one reason become
 /// one note, "N events: first; second; … (and K more)", at most `max` bytes.

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod cache_index;
 pub mod controller;
 pub mod decide;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod schedule;
 pub mod serve;
 pub mod startup;
 pub mod status;
+pub mod status_writer;
 pub mod strategy;
 
 pub use error::{Error, Result};

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub plugin_loads: Family<OutcomeLabels, Counter>,
     pub leader: Gauge,
     pub requests: Family<RequestLabels, Counter>,
+    pub events_dropped: Counter,
+    pub status_write_failures: Counter,
     /// The PVC series each policy has, so that they can be removed with it.
     series: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
@@ -136,6 +138,10 @@ impl Metrics {
         registry.register("leader", "1 when this replica holds the leader lease (or runs without leader election)", leader.clone());
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("kubernetes_requests", "Requests sent to the Kubernetes API server, by verb and resource", requests.clone());
+        let events_dropped = Counter::default();
+        registry.register("events_dropped", "Kubernetes events not published because the publishing queue was full", events_dropped.clone());
+        let status_write_failures = Counter::default();
+        registry.register("status_write_failures", "Policy status writes that failed (retried with backoff unless refused)", status_write_failures.clone());
         Metrics {
             registry,
             runs,
@@ -149,6 +155,8 @@ impl Metrics {
             plugin_loads,
             leader,
             requests,
+            events_dropped,
+            status_write_failures,
             series: Mutex::default(),
         }
     }

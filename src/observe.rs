@@ -11,7 +11,7 @@ use crate::api::{BackupPolicy, RunStatus, from_time};
 use crate::controller::Context;
 use crate::decide::{self, Observed, ObservedPvc, ObservedRun, RunObject};
 use crate::error::{Error, Result};
-use crate::runs::{self, LABEL_KIND, LABEL_POLICY_UID, RunKind, backup_job, snapshot, stuck};
+use crate::runs::{self, LABEL_KIND, RunKind, backup_job, snapshot, stuck};
 use crate::strategy::bindings::types::{AccessMode, KeyValue, PvcInfo, VolumeMode};
 use crate::strategy::check::{is_label_key, is_label_value};
 
@@ -152,7 +152,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     let storage_claim_deleting = storage_claim.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_some());
     let storage_claim_exists = storage_claim.is_some() && !storage_claim_deleting;
 
-    let jobs: Vec<Job> = caches.jobs_labelled(&ns, LABEL_POLICY_UID, &uid).into_iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).collect();
+    let jobs: Vec<Job> = caches.jobs_of_policy(&ns, &uid).into_iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).collect();
     let claims: std::collections::BTreeSet<String> = pvcs.iter().map(|p| p.name_any()).collect();
     let pods = caches.pods_of_policy(&ns, &uid, &claims);
     let of_kind = |kind: RunKind| jobs.iter().filter(move |j| j.labels().get(LABEL_KIND).map(String::as_str) == Some(kind.label()));
@@ -160,6 +160,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     let mut run_list: Vec<ObservedRun> = of_kind(RunKind::Backup).filter_map(backup_job::observe).collect();
     backup_job::attach_pod_reports(&mut run_list, &pods);
     attach_stuck_causes(caches, &ns, &mut run_list, &pods);
+    let cause_reportable_at = decide::defer_young_causes(&mut run_list, now, policy.spec.start_timeout_seconds);
     match caches.snapshots_of(&ns, &uid) {
         Some(found) => run_list.extend(found.iter().filter(|s| s.owner_references().iter().any(|o| o.uid == uid)).filter_map(snapshot::observe_one)),
         // The API appeared after start-up: read it.
@@ -180,6 +181,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     );
     let observed = Observed {
         now,
+        cause_reportable_at,
         namespace: ns,
         policy: name,
         spec: policy.spec.clone(),

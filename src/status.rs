@@ -1,12 +1,10 @@
-//! The policy's status: built from the decision and the runs as they stand after this reconcile
-//! (pure), and written through the status subresource with the operator's field manager.
+//! The policy's status, built from the decision and the runs as they stand after this reconcile
+//! (pure; [`crate::status_writer`] writes it).
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
 
-use crate::api::{BackupPolicy, BackupPolicyStatus, to_time};
+use crate::api::{BackupPolicyStatus, to_time};
 use crate::decide::{self, ObservedRun, Readiness};
 use crate::error::{Classified, MAX_MESSAGE_BYTES};
 use crate::runs::report::bound;
@@ -73,21 +71,6 @@ pub fn build(previous: &BackupPolicyStatus, s: &Summary<'_>) -> BackupPolicyStat
         conditions,
         observed_generation: s.generation,
     }
-}
-
-/// Writes the status when it changed.
-pub async fn write(client: &Client, policy: &BackupPolicy, status: &BackupPolicyStatus) -> crate::Result<()> {
-    if Some(status) == policy.status.as_ref() {
-        return Ok(());
-    }
-    let api: Api<BackupPolicy> = Api::namespaced(client.clone(), &policy.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "backup.example.com/v1alpha1",
-        "kind": "BackupPolicy",
-        "status": status,
-    });
-    api.patch_status(&policy.name_any(), &PatchParams::apply(crate::controller::FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
-    Ok(())
 }
 
 #[cfg(test)]

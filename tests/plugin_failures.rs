@@ -126,6 +126,6 @@ async fn plugin_source_mistakes_are_named_and_plan_failures_stay() {
         jobs.into_iter().find(|j| j.name_any() != failed.job_name)
     })
     .await;
-    assert!(event_reasons(&cluster, &ns, "missing").contains("PluginNotFound"));
+    event_reasons(&cluster, &ns, "missing", &["PluginNotFound"]).await;
     ns.delete().await;
 }

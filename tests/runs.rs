@@ -94,8 +94,7 @@ async fn a_plugin_failing_for_one_of_three_pvcs_leaves_the_others_their_jobs_and
 
     // The failure stays on the policy and went out as a Warning event.
     wait_policy(&ns, "fail-one", "Ready=False PluginFailed", condition_is("Ready", "False", "PluginFailed")).await;
-    let reasons = event_reasons(&cluster, &ns, "fail-one");
-    assert!(reasons.contains("PluginFailed") && reasons.contains("RunStarted"), "{reasons}");
+    event_reasons(&cluster, &ns, "fail-one", &["PluginFailed", "RunStarted"]).await;
     ns.delete().await;
 }
 
@@ -229,8 +228,7 @@ async fn retention_frees_archives_and_never_prunes_the_newest_success() {
         let dir = storage.join(storage_dir(&ns.name, "keep-two", pvc));
         assert_eq!(archives(&dir).len(), 2, "{:?}", listing(&dir));
     }
-    let reasons = event_reasons(&cluster, &ns, "keep-two");
-    assert!(reasons.contains("Pruned") && reasons.contains("RunSucceeded") && reasons.contains("RunFailed"), "{reasons}");
+    event_reasons(&cluster, &ns, "keep-two", &["Pruned", "RunSucceeded", "RunFailed"]).await;
     let notes = support::kubectl(&cluster, &["-n", &ns.name, "get", "events", "--field-selector", "reason=Pruned", "-o", "jsonpath={range .items[*]}{.message}{.note}{\"\\n\"}{end}"]);
     let pruned: Vec<&str> = notes.lines().filter_map(|l| l.rsplit(", ").next()?.strip_suffix(" s)")).collect();
     support::measured(&format!("prune Job durations from the Pruned events (s): {pruned:?}"));
@@ -269,7 +267,7 @@ async fn a_corrupted_archive_is_reported_by_the_next_verification() {
     let entry = status.backup_history.iter().find(|r| r.job_name == good.job_name).expect("entry");
     assert_eq!(entry.verified, Some(false), "{entry:?}");
     assert!(entry.message.contains("sha256"), "the reason is on the entry: {entry:?}");
-    assert!(event_reasons(&cluster, &ns, "checked").contains("BackupCorrupted"));
+    event_reasons(&cluster, &ns, "checked", &["BackupCorrupted"]).await;
     let describe = support::kubectl(&cluster, &["-n", &ns.name, "describe", "bp", "checked"]);
     support::measured(&format!("kubectl describe bp for a corrupted archive:\n{describe}"));
     assert!(describe.contains("BackupCorrupted"), "{describe}");

@@ -67,7 +67,7 @@ async fn invalid_selectors_and_storage_being_deleted_say_so_and_create_nothing()
         wait_policy(&ns, name, "InvalidSelector", condition_is("Ready", "False", "InvalidSelector")).await;
         let message = ready_message(&status(&ns, name).await);
         assert!(message.contains(problem), "{name}: {message}");
-        assert!(event_reasons(&cluster, &ns, name).contains("InvalidSelector"), "{name}: a Warning event");
+        event_reasons(&cluster, &ns, name, &["InvalidSelector"]).await;
     }
     wait_policy(&ns, "storage-deleting", "BackupStorageMissing", condition_is("Ready", "False", "BackupStorageMissing")).await;
     assert!(ready_message(&status(&ns, "storage-deleting").await).contains("being deleted"));
@@ -162,7 +162,7 @@ async fn a_run_that_cannot_start_is_named_then_failed_and_the_next_run_starts() 
     })
     .await;
     assert!(next.annotations()["backup.example.com/scheduled-time"] > first.scheduled_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default());
-    assert!(event_reasons(&cluster, &ns, "bad-image").contains("ImageError"));
+    event_reasons(&cluster, &ns, "bad-image", &["ImageError"]).await;
     ns.delete().await;
 }
 
@@ -259,7 +259,7 @@ async fn a_policy_the_operator_cannot_read_gets_its_own_status_and_the_others_ke
     })
     .await;
     assert!(jobs.iter().all(|j| j.labels()["backup-policy"] == "fine"));
-    assert!(event_reasons(&cluster, &ns, "too-big").contains("InvalidSpec"));
+    event_reasons(&cluster, &ns, "too-big", &["InvalidSpec"]).await;
     ns.api::<BackupPolicy>().delete("too-big", &DeleteParams::default()).await.ok();
     ns.delete().await;
 }

@@ -272,7 +272,8 @@ pub struct BackupRun {
     /// The time the run was scheduled for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<Time>,
-    /// When the run started.
+    /// When the run started: its Job (or snapshot) was created. A run whose pod waits for a node
+    /// is Pending from then on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     /// When the run finished.

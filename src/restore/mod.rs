@@ -93,7 +93,7 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
     let reference = restore.object_ref(&());
     let event = |type_: EventType, reason: &str, note: String| {
         let (ctx, reference, reason) = (ctx.clone(), reference.clone(), reason.to_owned());
-        async move { ctx.publish(&reference, type_, &reason, note).await }
+        async move { ctx.publish(&reference, type_, &reason, note) }
     };
     let action = match &decision.step {
         Step::Done => return Ok(Action::await_change()),

@@ -67,7 +67,7 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
     let mut candidates = Vec::new();
     if let Some(policy) = &policy {
         let uid = policy.uid().unwrap_or_default();
-        let jobs = caches.jobs_labelled(&ns, runs::LABEL_POLICY_UID, &uid);
+        let jobs = caches.jobs_of_policy(&ns, &uid);
         let mut found: Vec<ObservedRun> = jobs
             .iter()
             .filter(|j| j.labels().get(LABEL_KIND).map(String::as_str) == Some(RunKind::Backup.label()))

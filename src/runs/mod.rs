@@ -153,7 +153,9 @@ pub fn job_state(job: &Job) -> JobState {
     let conditions = status.conditions.clone().unwrap_or_default();
     let has = |type_: &str| conditions.iter().find(|c| c.type_ == type_ && c.status == "True");
     let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| t.as_ref().and_then(from_time);
-    let start = time(&status.start_time).or_else(|| time(&job.metadata.creation_timestamp));
+    // A run starts when its Job is created: known in the status write that records the Job, where
+    // the Job controller's own startTime (seconds later under load) would cost another write.
+    let start = time(&job.metadata.creation_timestamp).or_else(|| time(&status.start_time));
     if has("Complete").is_some() {
         return JobState { status: RunStatus::Succeeded, reason: None, message: String::new(), start, completion: time(&status.completion_time) };
     }

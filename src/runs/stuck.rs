@@ -17,6 +17,18 @@ pub struct Stuck {
 const IMAGE_ERRORS: [&str; 5] = ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"];
 const START_ERRORS: [&str; 4] = ["CreateContainerConfigError", "CreateContainerError", "RunContainerError", "CrashLoopBackOff"];
 
+/// How long a run may wait for a node before the wait is reported: the scheduler often waits
+/// briefly for a volume to bind, a node to free or the autoscaler, and a short wait should
+/// neither flip Ready nor cost status writes. At most half the policy's start timeout.
+pub const UNSCHEDULABLE_GRACE_SECONDS: i64 = 30;
+
+impl Stuck {
+    /// Whether the cause often clears on its own (and is reported only after a grace).
+    pub fn clears_on_its_own(&self) -> bool {
+        self.reason == "Unschedulable"
+    }
+}
+
 fn stuck(reason: &'static str, message: String) -> Option<Stuck> {
     Some(Stuck { reason, message: bound(&message, MAX_MESSAGE_BYTES) })
 }

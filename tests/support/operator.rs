@@ -237,9 +237,14 @@ pub async fn status(ns: &TestNamespace, name: &str) -> backup_operator::api::Bac
     ns.api::<BackupPolicy>().get(name).await.expect("policy").status.unwrap_or_default()
 }
 
-/// Reasons of the events about an object.
-pub fn event_reasons(cluster: &TestCluster, ns: &TestNamespace, object: &str) -> String {
-    super::kubectl(cluster, &["-n", &ns.name, "get", "events", "--field-selector", &format!("involvedObject.name={object}"), "-o", "jsonpath={.items[*].reason}"])
+/// Reasons of the events about an object, once they include each of `wanted` (the operator
+/// publishes events in the background, just after the status that goes with them).
+pub async fn event_reasons(cluster: &TestCluster, ns: &TestNamespace, object: &str, wanted: &[&str]) -> String {
+    poll(&format!("events {wanted:?} about {object}"), Duration::from_secs(60), || async {
+        let reasons = super::kubectl(cluster, &["-n", &ns.name, "get", "events", "--field-selector", &format!("involvedObject.name={object}"), "-o", "jsonpath={.items[*].reason}"]);
+        wanted.iter().all(|w| reasons.split_whitespace().any(|r| r == *w)).then_some(reasons)
+    })
+    .await
 }
 
 /// A pod that keeps a claim mounted, as an application would.
