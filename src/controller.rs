@@ -68,7 +68,7 @@ impl Context {
         reconcile_concurrency: u16,
     ) -> Self {
         let events = crate::events::Publisher::start(client.clone(), FIELD_MANAGER);
-        let statuses = crate::status_writer::StatusWriter::start(client.clone());
+        let statuses = crate::status_writer::StatusWriter::start(client.clone(), events.clone());
         Context {
             client,
             runtime,

@@ -153,15 +153,17 @@ impl Entries {
 pub struct StatusWriter {
     entries: Arc<Mutex<Entries>>,
     queue: tokio::sync::mpsc::UnboundedSender<String>,
+    /// A status the API server refuses is said on the policy as a Warning event, not only logged.
+    events: crate::events::Publisher,
 }
 
 impl StatusWriter {
     /// Starts the writers (on the current runtime).
-    pub fn start(client: Client) -> StatusWriter {
+    pub fn start(client: Client, events: crate::events::Publisher) -> StatusWriter {
         // Unbounded, yet never longer than the number of policies: a policy is queued only when
         // it is not queued already.
         let (queue, receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let writer = StatusWriter { entries: Arc::default(), queue };
+        let writer = StatusWriter { entries: Arc::default(), queue, events };
         let worker = writer.clone();
         let uids = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|uid| (uid, r)) });
         tokio::spawn(uids.for_each_concurrent(CONCURRENCY, move |uid| {
@@ -216,6 +218,16 @@ impl StatusWriter {
             Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
                 tracing::error!(policy = %name, namespace = %namespace, "the API server refuses the policy's status: {}", e.message);
                 crate::metrics::get().status_write_failures.inc();
+                let reference = k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("backup.example.com/v1alpha1".into()),
+                    kind: Some("BackupPolicy".into()),
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    uid: Some(uid.clone()),
+                    ..Default::default()
+                };
+                let note = format!("the API server refuses the policy's new status, so the status shown is older: {}", e.message);
+                self.events.publish(&reference, kube::runtime::events::EventType::Warning, "StatusRefused", note);
                 Outcome::Refused
             }
             Err(e) => {
