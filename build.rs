@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const BUILTINS: [&str; 2] = ["backup_strategy_tar", "backup_strategy_snapshot"];
+const BUILTINS: [&str; 3] = ["backup_strategy_tar", "backup_strategy_snapshot", "backup_strategy_restic"];
 
 fn main() {
     println!("cargo:rerun-if-changed=plugins");

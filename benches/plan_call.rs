@@ -32,7 +32,7 @@ fn plan_call(c: &mut Criterion) {
         b.iter(|| {
             let r = std::hint::black_box(&request);
             let config = parse_config(&r.policy.config).expect("config");
-            let target = Target { image: &r.policy.backup_image };
+            let target = Target { image: &r.policy.backup_image, remote: None };
             plan_backup(&target, &r.policy.scheduled_stamp, &config)
         })
     });

@@ -7,6 +7,9 @@ packages=(
   containerd runc containernetworking-plugins busybox-static iproute2 openssl gcc libc6-dev
   # the test cluster's postgres:15 image (server, client and their shared libraries)
   postgresql-15 postgresql-client-15
+  # the restic/restic and rclone/rclone images (Go binaries that load only libc) for off-site
+  # backups; the tests also inspect what they wrote with them
+  restic rclone
   # WebAssembly guests: rustc/cargo 1.96 with std sources for -Zbuild-std, wasm-component-ld, lld
   rustc-web cargo-web rust-web-src rust-web-llvm lld-22
 )

@@ -21,6 +21,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{BackupPolicy, RunStatus};
 use crate::decide::{self, Decision, Finalize, NewRun, ObservedRun, PruneStep, RunObject};
+use crate::destination::{self, Destination};
 use crate::error::{Error, MAX_MESSAGE_BYTES, Result, Retry};
 use crate::observe::{self, FINALIZER, Observation};
 use crate::runs::{self, LABEL_POLICY_UID, RunChild, RunKind, backup_job, cleanup_job, prune_job, snapshot, verify_job};
@@ -277,11 +278,15 @@ fn owner_of(
     store.find(|p| is_it(p)).map(|p| ObjectRef::from_obj_with(&*p, dyntype.clone()))
 }
 
-/// Whether a PVC matters to a policy: its selector matches the PVC's labels, or it is the
-/// policy's storage claim.
+/// Whether a PVC matters to a policy: its selector matches the PVC's labels, or it is one of the
+/// policy's storage claims.
 fn concerns_pvc(policy: &DynamicObject, pvc: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
     let storage = policy.data.pointer("/spec/backupStorageClaim").and_then(|v| v.as_str()).unwrap_or("backup-storage");
     if storage == pvc {
+        return true;
+    }
+    let destinations = policy.data.pointer("/spec/destinations").and_then(|d| d.as_array());
+    if destinations.is_some_and(|list| list.iter().any(|d| d.pointer("/claim/name").and_then(|n| n.as_str()) == Some(pvc))) {
         return true;
     }
     match policy.data.pointer("/spec/pvcSelector").map(|s| serde_json::from_value(s.clone())) {
@@ -334,24 +339,32 @@ impl Target<'_> {
         }
     }
 
-    fn policy_info(&self, run: &str, scheduled: Option<DateTime<Utc>>) -> PolicyInfo {
-        policy_info(self.policy, run, scheduled)
+    fn policy_info(&self, run: &str, scheduled: Option<DateTime<Utc>>, pvc: &str, destination: &Destination) -> PolicyInfo {
+        policy_info(self.policy, run, scheduled, pvc, destination)
+    }
+
+    /// The destination a run of this policy writes to, by name (its label).
+    fn destination(&self, name: &str) -> Result<Destination> {
+        destination::find(&self.policy.spec, name)
+            .ok_or_else(|| Error::InvalidSpec(format!("destination {name:?} is no longer in spec.destinations")))
     }
 }
 
-/// The policy as a planner sees it, for one run (or a restore) of it.
-pub fn policy_info(policy: &BackupPolicy, run: &str, scheduled: Option<DateTime<Utc>>) -> PolicyInfo {
+/// The policy as a planner sees it, for one run (or a restore) of one PVC to one destination.
+pub fn policy_info(policy: &BackupPolicy, run: &str, scheduled: Option<DateTime<Utc>>, pvc: &str, destination: &Destination) -> PolicyInfo {
     let scheduled = scheduled.unwrap_or_else(Utc::now);
+    let namespace = policy.namespace().unwrap_or_default();
     PolicyInfo {
         name: policy.name_any(),
-        namespace: policy.namespace().unwrap_or_default(),
         scheduled_time: scheduled.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         scheduled_stamp: scheduled.format("%Y%m%dt%H%M%Sz").to_string(),
         run_name: run.to_owned(),
         backup_image: policy.spec.backup_image.clone(),
-        storage_claim: policy.spec.backup_storage_claim.clone(),
+        destination: destination::for_plan(destination, &namespace, &policy.name_any(), pvc),
+        repository_password_env: policy.spec.restic.as_ref().map(|_| destination::REPOSITORY_PASSWORD_ENV.to_owned()),
         retention_count: policy.spec.retention_count,
         config: resolve::config(policy),
+        namespace,
     }
 }
 
@@ -434,6 +447,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
                 last_verify_time: previous.last_verify_time.as_ref().and_then(crate::api::from_time),
                 next_schedule_time: None,
                 runs: &[],
+                destinations: &[],
                 readiness: decide::Readiness { not_ready: None, reason: None, message: String::new() },
                 plugin_error: Some(classified),
                 suspended: policy.spec.suspend,
@@ -465,6 +479,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
         last_verify_time: decision.last_verify_time,
         next_schedule_time: decision.next_schedule_time,
         runs: &outcome.runs,
+        destinations: &o.destinations,
         readiness,
         plugin_error: outcome.plugin_error.as_ref().map(Error::classify),
         suspended: decision.suspended,
@@ -572,16 +587,17 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     for (new, result) in d.create.iter().zip(created) {
         match result {
             Ok((plugin_label, run)) => {
-                t.event(EventType::Normal, "RunStarted", format!("{}: run {} started ({plugin_label})", new.pvc, new.name));
+                t.event(EventType::Normal, "RunStarted", format!("{}: run {} started ({plugin_label})", decide::target(&new.pvc, &new.destination), new.name));
                 out.runs.extend(run);
             }
             Err(e) if e.is_permanent() => {
                 let c = e.classify();
-                t.event(EventType::Warning, c.reason, format!("{}: run {} not started: {}", new.pvc, new.name, c.message));
+                t.event(EventType::Warning, c.reason, format!("{}: run {} not started: {}", decide::target(&new.pvc, &new.destination), new.name, c.message));
                 out.runs.push(ObservedRun {
                     name: new.name.clone(),
                     object: RunObject::NotStarted,
                     pvc: new.pvc.clone(),
+                    destination: new.destination.clone(),
                     scheduled: Some(new.scheduled),
                     status: RunStatus::Failed,
                     start: Some(o.now),
@@ -597,7 +613,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
         }
     }
     for refused in &d.refused {
-        t.event(EventType::Warning, "RunRefused", format!("{}: {}", refused.pvc, refused.message));
+        t.event(EventType::Warning, "RunRefused", format!("{}: {}", refused.target(), refused.message));
         out.runs.push(refused.clone());
     }
     for (pvc, restore) in &d.skipped_restoring {
@@ -712,7 +728,9 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
     let Some(pvc) = observation.pvcs.iter().find(|p| p.name_any() == new.pvc) else {
         return Err(Error::Runtime(format!("PVC {} went away", new.pvc)));
     };
-    let request = BackupRequest { policy: t.policy_info(&new.name, Some(new.scheduled)), pvc: observe::pvc_info(pvc) };
+    let destination = t.destination(&new.destination)?;
+    let access = destination::access(&t.policy.spec, &destination);
+    let request = BackupRequest { policy: t.policy_info(&new.name, Some(new.scheduled), &new.pvc, &destination), pvc: observe::pvc_info(pvc) };
     let plan = t.ctx.runtime.plan_backup(plugin.clone(), resolve::limits(t.policy), request.clone()).await?;
     let plugin_label = resolve::label(plugin);
     let owner = t.policy.controller_owner_ref(&());
@@ -727,7 +745,7 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                     pvc: &new.pvc,
                     scheduled_time: &request.policy.scheduled_time,
                     plugin: &plugin_label,
-                    storage_claim: &t.policy.spec.backup_storage_claim,
+                    access: &access,
                     owner,
                     backoff_limit: t.policy.spec.backoff_limit,
                     active_deadline_seconds: t.policy.spec.active_deadline_seconds,
@@ -758,9 +776,9 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
     Ok((plugin_label, None))
 }
 
-fn artifact_request(t: &Target<'_>, observation: &Observation, run: &str, pvc: &str, artifact: &str) -> ArtifactRequest {
+fn artifact_request(t: &Target<'_>, observation: &Observation, run: &str, pvc: &str, destination: &Destination, artifact: &str) -> ArtifactRequest {
     let scheduled = observation.observed.runs.iter().find(|r| r.name == run).and_then(|r| r.scheduled);
-    ArtifactRequest { policy: t.policy_info(run, scheduled), pvc: pvc_info_or_name(observation, &t.ns, pvc), artifact: artifact.to_owned() }
+    ArtifactRequest { policy: t.policy_info(run, scheduled, pvc, destination), pvc: pvc_info_or_name(observation, &t.ns, pvc), artifact: artifact.to_owned() }
 }
 
 /// A Job plan for an existing run's artifact, from the strategy, or why there is none.
@@ -790,7 +808,10 @@ async fn start_child(
     artifact: &str,
     job: &str,
 ) -> Result<()> {
-    let request = artifact_request(t, observation, run, pvc, artifact);
+    let destination_name = observation.observed.runs.iter().find(|r| r.name == run).map(|r| r.destination.clone()).unwrap_or_default();
+    let destination = t.destination(&destination_name)?;
+    let access = destination::access(&t.policy.spec, &destination);
+    let request = artifact_request(t, observation, run, pvc, &destination, artifact);
     let plan = child_plan(t, plugin, kind, request).await?;
     let plugin_label = plugin.map(|p| resolve::label(p)).unwrap_or_default();
     let child = RunChild {
@@ -802,7 +823,7 @@ async fn start_child(
         run,
         pvc,
         plugin: &plugin_label,
-        storage_claim: &t.policy.spec.backup_storage_claim,
+        access: &access,
         owner: t.policy.controller_owner_ref(&()),
         run_as: t.policy.spec.pod_security_context.clone(),
     };

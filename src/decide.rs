@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{BackupPolicySpec, BackupRun, ConcurrencyPolicy, DeletionPolicy, RunStatus, to_time};
 use crate::runs::report::Report;
-use crate::runs::{child_name, run_name, storage_dir};
+use crate::runs::{child_name, run_name_to, storage_dir};
 use crate::schedule::{self, Schedule, ScheduleError};
 
 /// Runs kept in `status.backupHistory`.
@@ -39,6 +39,8 @@ pub struct ObservedRun {
     pub name: String,
     pub object: RunObject,
     pub pvc: String,
+    /// The destination it writes to ("" without spec.destinations).
+    pub destination: String,
     pub scheduled: Option<DateTime<Utc>>,
     pub status: RunStatus,
     pub start: Option<DateTime<Utc>>,
@@ -69,6 +71,29 @@ impl ObservedRun {
     pub fn corrupted(&self) -> bool {
         self.status == RunStatus::Succeeded && self.verify.as_ref().is_some_and(|v| !v.verified)
     }
+
+    /// The series the run belongs to: the backups of one PVC at one destination. Retention,
+    /// concurrency and "the latest backup" are per series.
+    pub fn series(&self) -> (&str, &str) {
+        (&self.pvc, &self.destination)
+    }
+
+    /// How messages name the run's series: the PVC, and the destination when there is one.
+    pub fn target(&self) -> String {
+        target(&self.pvc, &self.destination)
+    }
+}
+
+/// `data-0`, or `data-0 to offsite` for a named destination.
+pub fn target(pvc: &str, destination: &str) -> String {
+    if destination.is_empty() { pvc.to_owned() } else { format!("{pvc} to {destination}") }
+}
+
+/// A destination of the policy, and why no run can write to it (none: runs can).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedDestination {
+    pub name: String,
+    pub problem: Option<(NotReady, String)>,
 }
 
 /// A prune, verify or cleanup Job, as observed.
@@ -113,9 +138,8 @@ pub struct Observed {
     /// When the policy was last resumed (Suspended went False): runs before it are not replayed.
     pub resumed_at: Option<DateTime<Utc>>,
     pub pvcs: Vec<ObservedPvc>,
-    pub storage_claim_exists: bool,
-    /// The storage claim exists but is being deleted (so it counts as missing).
-    pub storage_claim_deleting: bool,
+    /// The policy's destinations (one, unnamed, without spec.destinations), in spec order.
+    pub destinations: Vec<ObservedDestination>,
     pub runs: Vec<ObservedRun>,
     pub prunes: Vec<ObservedAux>,
     pub verifies: Vec<ObservedAux>,
@@ -157,6 +181,8 @@ pub enum NotReady {
     InvalidTimeZone,
     NoMatchingPvcs,
     BackupStorageMissing,
+    /// A Secret (or key) a destination's Jobs need does not exist.
+    DestinationCredentialsMissing,
     BackupFailed,
     BackupCorrupted,
     PruneFailed,
@@ -171,6 +197,7 @@ impl NotReady {
             NotReady::InvalidTimeZone => "InvalidTimeZone",
             NotReady::NoMatchingPvcs => "NoMatchingPVCs",
             NotReady::BackupStorageMissing => "BackupStorageMissing",
+            NotReady::DestinationCredentialsMissing => "DestinationCredentialsMissing",
             NotReady::BackupFailed => "BackupFailed",
             NotReady::BackupCorrupted => "BackupCorrupted",
             NotReady::PruneFailed => "PruneFailed",
@@ -187,11 +214,12 @@ pub struct Readiness {
     pub message: String,
 }
 
-/// A run to start: one PVC, one scheduled time.
+/// A run to start: one PVC, one destination, one scheduled time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRun {
     pub name: String,
     pub pvc: String,
+    pub destination: String,
     pub scheduled: DateTime<Utc>,
     /// A ReadWriteOnce claim in use: the Job must run on this node.
     pub node: Option<String>,
@@ -285,12 +313,13 @@ fn newest_first(a: &ObservedRun, b: &ObservedRun) -> std::cmp::Ordering {
     b.scheduled.cmp(&a.scheduled).then_with(|| b.start.cmp(&a.start)).then_with(|| b.name.cmp(&a.name))
 }
 
-/// Runs retention drops: per PVC, successful ones beyond `keep_succeeded` (newest kept, so the
-/// newest success always stays) and failed ones beyond `keep_failed`. Active runs are never touched.
+/// Runs retention drops: per series (PVC and destination), successful ones beyond
+/// `keep_succeeded` (newest kept, so the newest success always stays) and failed ones beyond
+/// `keep_failed`. Active runs are never touched.
 pub fn retention(runs: &[ObservedRun], keep_succeeded: u32, keep_failed: u32) -> Vec<String> {
-    let mut by_pvc: BTreeMap<&str, Vec<&ObservedRun>> = BTreeMap::new();
+    let mut by_pvc: BTreeMap<(&str, &str), Vec<&ObservedRun>> = BTreeMap::new();
     for run in runs {
-        by_pvc.entry(run.pvc.as_str()).or_default().push(run);
+        by_pvc.entry(run.series()).or_default().push(run);
     }
     let keep_succeeded = keep_succeeded.max(1) as usize;
     let mut drop = Vec::new();
@@ -357,9 +386,10 @@ pub fn prune_steps(dropped: &[String], runs: &[ObservedRun], prunes: &[ObservedA
 /// One run as the policy's history shows it (also how a restore judges a backup).
 pub fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRun {
     let report = r.report.clone().unwrap_or_default();
-    let artifact = r.artifact.as_ref().map(|a| match r.object {
-        RunObject::Job => format!("{}/{a}", storage_dir(namespace, policy, &r.pvc)),
-        RunObject::Snapshot | RunObject::NotStarted => a.clone(),
+    let artifact = r.artifact.as_ref().map(|a| match (r.object, r.destination.is_empty()) {
+        (RunObject::Job, true) => format!("{}/{a}", storage_dir(namespace, policy, &r.pvc)),
+        (RunObject::Job, false) => format!("{}:{}/{a}", r.destination, storage_dir(namespace, policy, &r.pvc)),
+        (RunObject::Snapshot | RunObject::NotStarted, _) => a.clone(),
     });
     let succeeded = r.status == RunStatus::Succeeded;
     // Verified after writing (the plan verifies and the run reported so, or a Job that verifies
@@ -384,6 +414,7 @@ pub fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRu
     BackupRun {
         job_name: r.name.clone(),
         pvc: r.pvc.clone(),
+        destination: (!r.destination.is_empty()).then(|| r.destination.clone()),
         scheduled_time: r.scheduled.map(to_time),
         start_time: r.start.map(to_time),
         completion_time: r.completion.map(to_time),
@@ -491,7 +522,7 @@ fn finalize(observed: &Observed, d: &mut Decision) {
     let pending = observed.runs.iter().any(|r| r.object != RunObject::NotStarted) || !observed.prunes.is_empty();
     d.finalize = Some(match (&observed.cleanup, pending) {
         (_, true) => Finalize::Wait,
-        (None, false) if observed.storage_claim_exists => Finalize::StartCleanup,
+        (None, false) if cleanup_possible(observed) => Finalize::StartCleanup,
         (None, false) => Finalize::RemoveFinalizer,
         (Some(c), false) => match c.status {
             RunStatus::Succeeded => Finalize::RemoveFinalizer,
@@ -502,6 +533,13 @@ fn finalize(observed: &Observed, d: &mut Decision) {
             RunStatus::Pending | RunStatus::Running => Finalize::Wait,
         },
     });
+}
+
+/// The policy's directory can be removed from its storage claim: it has the one unnamed claim
+/// destination and the claim is there. (With spec.destinations, pruning every artifact is the
+/// deletion: the PVCs' directories stay, empty.)
+fn cleanup_possible(observed: &Observed) -> bool {
+    matches!(observed.destinations.as_slice(), [only] if only.name.is_empty() && only.problem.is_none())
 }
 
 /// The verification runs due now: the newest `newest` successful artifacts of each PVC.
@@ -515,9 +553,9 @@ fn verification(observed: &Observed, d: &mut Decision) -> Option<DateTime<Utc>> 
     if let Some(at) = when.run {
         d.last_verify_time = Some(at);
         let minutes = at.timestamp().div_euclid(60);
-        let mut by_pvc: BTreeMap<&str, Vec<&ObservedRun>> = BTreeMap::new();
+        let mut by_pvc: BTreeMap<(&str, &str), Vec<&ObservedRun>> = BTreeMap::new();
         for run in observed.runs.iter().filter(|r| r.object == RunObject::Job && r.status == RunStatus::Succeeded && r.artifact.is_some()) {
-            by_pvc.entry(run.pvc.as_str()).or_default().push(run);
+            by_pvc.entry(run.series()).or_default().push(run);
         }
         for (_, mut runs) in by_pvc {
             runs.sort_by(|a, b| newest_first(a, b));
@@ -569,29 +607,32 @@ pub fn decide(observed: &Observed) -> Decision {
     let since = observed.last_schedule_time.max(observed.resumed_at);
     let when = schedule::decide(&schedule, since, observed.created, spec.starting_deadline_seconds, observed.now);
     let due = if spec.suspend { None } else { when.run };
+    // Destinations no run can write to (a missing claim or Secret) are left out: the others go on,
+    // and readiness says what is missing.
+    let ready: Vec<&str> = observed.destinations.iter().filter(|d| d.problem.is_none()).map(|d| d.name.as_str()).collect();
     if let Some(scheduled) = due
-        && observed.storage_claim_exists
+        && !ready.is_empty()
         && !observed.pvcs.is_empty()
     {
         d.due = Some(scheduled);
-        for pvc in &observed.pvcs {
-            let name = run_name(&observed.policy, &pvc.name, scheduled);
+        for (pvc, destination) in observed.pvcs.iter().flat_map(|p| ready.iter().map(move |d| (p, *d))) {
+            let name = run_name_to(&observed.policy, &pvc.name, destination, scheduled);
             if observed.runs.iter().any(|r| r.name == name) {
                 continue;
             }
             if let Some(restore) = observed.restoring.get(&pvc.name) {
-                d.skipped_restoring.push((pvc.name.clone(), restore.clone()));
+                d.skipped_restoring.push((target(&pvc.name, destination), restore.clone()));
                 continue;
             }
             let active: Vec<&ObservedRun> = observed
                 .runs
                 .iter()
-                .filter(|r| r.pvc == pvc.name && matches!(r.status, RunStatus::Pending | RunStatus::Running))
+                .filter(|r| r.series() == (pvc.name.as_str(), destination) && matches!(r.status, RunStatus::Pending | RunStatus::Running))
                 .collect();
             match spec.concurrency_policy {
                 ConcurrencyPolicy::Allow => {}
                 ConcurrencyPolicy::Forbid if !active.is_empty() => {
-                    d.skipped_active.push(pvc.name.clone());
+                    d.skipped_active.push(target(&pvc.name, destination));
                     continue;
                 }
                 ConcurrencyPolicy::Forbid => {}
@@ -603,6 +644,7 @@ pub fn decide(observed: &Observed) -> Decision {
                         name,
                         object: RunObject::NotStarted,
                         pvc: pvc.name.clone(),
+                        destination: destination.to_owned(),
                         scheduled: Some(scheduled),
                         status: RunStatus::Failed,
                         start: Some(observed.now),
@@ -620,7 +662,7 @@ pub fn decide(observed: &Observed) -> Decision {
                 Some((_, node)) if pvc.read_write_once => node.clone(),
                 _ => None,
             };
-            d.create.push(NewRun { name, pvc: pvc.name.clone(), scheduled, node });
+            d.create.push(NewRun { name, pvc: pvc.name.clone(), destination: destination.to_owned(), scheduled, node });
         }
     }
     let dropped: Vec<String> = retention(&observed.runs, spec.retention_count, spec.failed_jobs_history_limit)
@@ -667,11 +709,11 @@ fn stuck_runs(observed: &Observed, d: &mut Decision) -> Option<DateTime<Utc>> {
     next
 }
 
-/// The newest of `runs` for each PVC.
-fn newest_per_pvc<'a>(runs: impl Iterator<Item = &'a ObservedRun>) -> BTreeMap<&'a str, &'a ObservedRun> {
-    let mut newest: BTreeMap<&str, &ObservedRun> = BTreeMap::new();
+/// The newest of `runs` for each series (PVC and destination).
+fn newest_per_pvc<'a>(runs: impl Iterator<Item = &'a ObservedRun>) -> BTreeMap<(&'a str, &'a str), &'a ObservedRun> {
+    let mut newest: BTreeMap<(&str, &str), &ObservedRun> = BTreeMap::new();
     for run in runs {
-        let entry = newest.entry(run.pvc.as_str()).or_insert(run);
+        let entry = newest.entry(run.series()).or_insert(run);
         if newest_first(run, entry).is_lt() {
             *entry = run;
         }
@@ -682,14 +724,12 @@ fn newest_per_pvc<'a>(runs: impl Iterator<Item = &'a ObservedRun>) -> BTreeMap<&
 /// Whether backups are working, from the runs as they stand after this reconcile.
 pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(String, String)]) -> Readiness {
     let not_ready = |reason, message: String| Readiness { not_ready: Some(reason), reason: None, message };
-    if !observed.storage_claim_exists {
-        let claim = &observed.spec.backup_storage_claim;
-        let message = if observed.storage_claim_deleting {
-            format!("PersistentVolumeClaim {claim:?} (spec.backupStorageClaim) is being deleted: no run starts against it, so that it can go; create it again or point spec.backupStorageClaim elsewhere")
-        } else {
-            format!("PersistentVolumeClaim {claim:?} (spec.backupStorageClaim) does not exist in this namespace")
-        };
-        return not_ready(NotReady::BackupStorageMissing, message);
+    let broken: Vec<&(NotReady, String)> = observed.destinations.iter().filter_map(|d| d.problem.as_ref()).collect();
+    if let Some((reason, _)) = broken.first() {
+        let others = observed.destinations.len() - broken.len();
+        let list: Vec<&str> = broken.iter().map(|(_, m)| m.as_str()).collect();
+        let tail = if others > 0 { format!(" (backups to the other {others} destination(s) go on)") } else { String::new() };
+        return not_ready(*reason, format!("{}{tail}", list.join("; ")));
     }
     if observed.pvcs.is_empty() {
         return not_ready(NotReady::NoMatchingPvcs, "no PersistentVolumeClaim in this namespace matches spec.pvcSelector".into());
@@ -703,12 +743,12 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
         return Readiness {
             not_ready: Some(NotReady::RunStuck),
             reason: Some(stuck.reason.to_owned()),
-            message: format!("{} ({}) cannot start: {} (failed after spec.startTimeoutSeconds)", run.pvc, run.name, stuck.message),
+            message: format!("{} ({}) cannot start: {} (failed after spec.startTimeoutSeconds)", run.target(), run.name, stuck.message),
         };
     }
     let failed: Vec<&&ObservedRun> = latest.values().filter(|r| r.status == RunStatus::Failed).collect();
     if let Some(first) = failed.first() {
-        let list: Vec<String> = failed.iter().map(|r| format!("{} ({}): {}", r.pvc, r.name, r.message)).collect();
+        let list: Vec<String> = failed.iter().map(|r| format!("{} ({}): {}", r.target(), r.name, r.message)).collect();
         return Readiness {
             not_ready: Some(NotReady::BackupFailed),
             // A run that could not even start says why (PluginFailed, PlanRefused, ...).
@@ -722,7 +762,7 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
     let corrupted: Vec<String> = newest_success
         .values()
         .filter(|r| r.corrupted())
-        .map(|r| format!("{} ({}): {}", r.pvc, r.name, r.verify.as_ref().map(|v| v.message.as_str()).unwrap_or_default()))
+        .map(|r| format!("{} ({}): {}", r.target(), r.name, r.verify.as_ref().map(|v| v.message.as_str()).unwrap_or_default()))
         .collect();
     if !corrupted.is_empty() {
         return not_ready(NotReady::BackupCorrupted, format!("the newest backup is corrupted for {}", corrupted.join("; ")));
@@ -735,6 +775,7 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
 
 #[cfg(test)]
 mod tests {
+    use crate::runs::run_name;
     use super::*;
     use crate::api::VerifySpec;
 
@@ -777,8 +818,7 @@ mod tests {
             last_verify_time: None,
             resumed_at: None,
             pvcs: vec![pvc("data-db-0"), pvc("data-db-1")],
-            storage_claim_exists: true,
-            storage_claim_deleting: false,
+            destinations: vec![ObservedDestination::default()],
             runs: Vec::new(),
             prunes: Vec::new(),
             verifies: Vec::new(),
@@ -792,7 +832,7 @@ mod tests {
     }
 
     fn new_run(pvc: &str, at: DateTime<Utc>) -> NewRun {
-        NewRun { name: run_name("db-backup", pvc, at), pvc: pvc.into(), scheduled: at, node: None }
+        NewRun { name: run_name("db-backup", pvc, at), pvc: pvc.into(), destination: String::new(), scheduled: at, node: None }
     }
 
     #[test]
@@ -1001,12 +1041,10 @@ mod tests {
         assert_eq!(decide(&bad_tz).invalid.and_then(|r| r.not_ready), Some(NotReady::InvalidTimeZone));
 
         let mut no_storage = observed("2026-11-29T00:01:05Z");
-        no_storage.storage_claim_exists = false;
+        no_storage.destinations[0].problem = Some((NotReady::BackupStorageMissing, "claim \"store\" does not exist".into()));
         let d = decide(&no_storage);
         assert_eq!((readiness(&no_storage, &[], &[]).not_ready, d.create.len(), d.due), (Some(NotReady::BackupStorageMissing), 0, None));
-
-        no_storage.storage_claim_deleting = true;
-        assert!(readiness(&no_storage, &[], &[]).message.contains("is being deleted"));
+        assert!(readiness(&no_storage, &[], &[]).message.contains("does not exist"));
 
         let mut no_pvcs = observed("2026-11-29T00:01:05Z");
         no_pvcs.pvcs.clear();
@@ -1178,5 +1216,50 @@ mod tests {
         assert_eq!(d.create.len(), 2, "one run per PVC, not one per missed tick");
         assert!(d.create.iter().all(|r| r.scheduled == t("2026-11-29T03:00:00Z")));
         assert_eq!(d.missed, 179);
+    }
+
+    #[test]
+    fn each_destination_is_a_series_of_its_own() {
+        let named = |name: &str| ObservedDestination { name: name.into(), problem: None };
+        let mut o = observed("2026-11-29T00:01:05Z");
+        o.pvcs = vec![pvc("data-db-0"), pvc("data-db-1")];
+        o.destinations = vec![named("local"), named("offsite")];
+        let d = decide(&o);
+        let created: Vec<(&str, &str)> = d.create.iter().map(|n| (n.pvc.as_str(), n.destination.as_str())).collect();
+        assert_eq!(created, vec![("data-db-0", "local"), ("data-db-0", "offsite"), ("data-db-1", "local"), ("data-db-1", "offsite")]);
+        let names: BTreeSet<&str> = d.create.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names.len(), 4, "one run name per PVC and destination");
+
+        // A broken destination is left out; the others run, and readiness names the broken one.
+        let mut one_broken = o.clone();
+        one_broken.destinations[1].problem = Some((NotReady::DestinationCredentialsMissing, "Secret \"s3\" does not exist".into()));
+        let d = decide(&one_broken);
+        assert!(d.create.iter().all(|n| n.destination == "local") && d.create.len() == 2, "{:?}", d.create);
+        let r = readiness(&one_broken, &[], &[]);
+        assert_eq!(r.not_ready, Some(NotReady::DestinationCredentialsMissing));
+        assert!(r.message.contains("Secret \"s3\"") && r.message.contains("other 1 destination"), "{}", r.message);
+
+        // Concurrency, retention and the latest result are per destination.
+        let at = |name: &str, dest: &str, when: &str, status| ObservedRun { destination: dest.into(), ..run(name, "data-db-0", when, status) };
+        let mut busy = o.clone();
+        busy.pvcs = vec![pvc("data-db-0")];
+        busy.runs = vec![at("slow", "offsite", "2026-11-29T00:00:00Z", RunStatus::Running)];
+        let d = decide(&busy);
+        assert_eq!(d.create.iter().map(|n| n.destination.as_str()).collect::<Vec<_>>(), vec!["local"]);
+        assert_eq!(d.skipped_active, vec!["data-db-0 to offsite".to_owned()]);
+        let runs = vec![
+            at("l1", "local", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            at("l2", "local", "2026-11-29T00:02:00Z", RunStatus::Succeeded),
+            at("o1", "offsite", "2026-11-29T00:01:00Z", RunStatus::Succeeded),
+            at("o2", "offsite", "2026-11-29T00:02:00Z", RunStatus::Failed),
+        ];
+        assert_eq!(retention(&runs, 1, 1), vec!["l1".to_owned()], "offsite keeps its only success");
+        let mut failing = o.clone();
+        failing.pvcs = vec![pvc("data-db-0")];
+        let r = readiness(&failing, &runs, &[]);
+        assert_eq!(r.not_ready, Some(NotReady::BackupFailed));
+        assert!(r.message.contains("data-db-0 to offsite (o2)") && !r.message.contains("(l2)"), "{}", r.message);
+        let entry = history_entry("ns", "p", &runs[0]);
+        assert_eq!((entry.destination.as_deref(), entry.artifact.as_deref()), (Some("local"), Some("local:ns/p/data-db-0/l1.tar.gz")));
     }
 }

@@ -57,6 +57,9 @@ pub enum Error {
     #[error("{plugin}: does not support {action}")]
     PluginUnsupported { plugin: PluginId, action: &'static str },
 
+    #[error("{plugin}: cannot write to destination {destination:?}: {message}")]
+    UnsupportedDestination { plugin: PluginId, destination: String, message: String },
+
     #[error("{plugin}: plan refused: {violation}")]
     PlanRefused { plugin: PluginId, violation: PlanViolation },
 
@@ -97,6 +100,7 @@ impl Error {
             | Error::PluginConfigInvalid { .. }
             | Error::PluginPlanFailed { .. }
             | Error::PluginUnsupported { .. }
+            | Error::UnsupportedDestination { .. }
             | Error::PlanRefused { .. }
             | Error::InvalidSpec(_)
             | Error::InvalidSelector(_)
@@ -121,6 +125,7 @@ impl Error {
             Error::PluginMemoryLimit { .. } | Error::PluginTrap { .. } | Error::PluginPlanFailed { .. } | Error::PluginUnsupported { .. } => {
                 "PluginFailed"
             }
+            Error::UnsupportedDestination { .. } => "UnsupportedDestination",
             Error::PlanRefused { .. } => "PlanRefused",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
@@ -148,6 +153,7 @@ impl Error {
             Error::PluginConfigInvalid { .. } => "PluginConfigInvalid",
             Error::PluginPlanFailed { .. } => "PluginFailed",
             Error::PluginUnsupported { .. } => "PluginUnsupported",
+            Error::UnsupportedDestination { .. } => "UnsupportedDestination",
             Error::PlanRefused { .. } => "PlanRefused",
             Error::PluginSource(_) => "PluginSource",
             Error::PluginNotFound(_) => "PluginNotFound",
@@ -187,6 +193,9 @@ impl Error {
             Error::PluginConfigInvalid { plugin, message } => Error::PluginConfigInvalid { plugin: plugin.clone(), message: message.clone() },
             Error::PluginPlanFailed { plugin, message } => Error::PluginPlanFailed { plugin: plugin.clone(), message: message.clone() },
             Error::PluginUnsupported { plugin, action } => Error::PluginUnsupported { plugin: plugin.clone(), action },
+            Error::UnsupportedDestination { plugin, destination, message } => {
+                Error::UnsupportedDestination { plugin: plugin.clone(), destination: destination.clone(), message: message.clone() }
+            }
             Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
         }
     }
@@ -242,6 +251,6 @@ mod tests {
         let long = Error::PluginPlanFailed { plugin: id(), message: "x".repeat(5000) }.classify();
         assert!(long.message.len() <= MAX_MESSAGE_BYTES, "{}", long.message.len());
         let incompatible = Error::PluginIncompatible { plugin: id(), found: "backup:strategy@0.1.0".into(), message: "m".into() }.to_string();
-        assert!(incompatible.contains("backup:strategy@0.1.0") && incompatible.contains("backup:strategy@0.2.0"), "{incompatible}");
+        assert!(incompatible.contains("backup:strategy@0.1.0") && incompatible.contains("backup:strategy@0.3.0"), "{incompatible}");
     }
 }

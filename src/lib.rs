@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cache_index;
 pub mod controller;
 pub mod decide;
+pub mod destination;
 pub mod error;
 pub mod events;
 pub mod kube_client;

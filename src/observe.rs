@@ -1,15 +1,18 @@
 //! Observe: what the cluster says about one policy, as plain data for [`crate::decide`]. The only
 //! part of a reconcile that reads from the API server.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use crate::api::{BackupPolicy, RunStatus, from_time};
+use crate::api::{BackupPolicy, BackupStrategyKind, RunStatus, from_time};
 use crate::controller::Context;
-use crate::decide::{self, Observed, ObservedPvc, ObservedRun, RunObject};
+use crate::decide::{self, NotReady, Observed, ObservedDestination, ObservedPvc, ObservedRun, RunObject};
+use crate::destination;
 use crate::error::{Error, Result};
 use crate::runs::{self, LABEL_KIND, RunKind, backup_job, snapshot, stuck};
 use crate::strategy::bindings::types::{AccessMode, KeyValue, PvcInfo, VolumeMode};
@@ -98,6 +101,7 @@ fn not_started(policy: &BackupPolicy) -> Vec<ObservedRun> {
             name: r.job_name.clone(),
             object: RunObject::NotStarted,
             pvc: r.pvc.clone(),
+            destination: r.destination.clone().unwrap_or_default(),
             scheduled: time(&r.scheduled_time),
             status: RunStatus::Failed,
             start: time(&r.start_time),
@@ -138,19 +142,18 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     let uid = policy.uid().unwrap_or_default();
 
     selector_query(&policy.spec.pvc_selector)?;
+    let destination_claims: Vec<String> = destination::of(&policy.spec).iter().filter_map(|d| d.claim().map(str::to_owned)).collect();
     let mut pvcs: Vec<PersistentVolumeClaim> = caches
         .pvcs_in(&ns)
         .into_iter()
         .filter(|p| selector_matches(&policy.spec.pvc_selector, p.labels()))
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
         .filter(|p| p.name_any() != policy.spec.backup_storage_claim)
+        .filter(|p| !destination_claims.iter().any(|c| *c == p.name_any()))
         .map(|p| (*p).clone())
         .collect();
     pvcs.sort_by_key(|p| p.name_any());
-    // A claim being deleted is as good as missing: a Job would keep it from ever going away.
-    let storage_claim = caches.pvc(&ns, &policy.spec.backup_storage_claim);
-    let storage_claim_deleting = storage_claim.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_some());
-    let storage_claim_exists = storage_claim.is_some() && !storage_claim_deleting;
+    let destinations = observe_destinations(policy, caches, client, &ns).await?;
 
     let jobs: Vec<Job> = caches.jobs_of_policy(&ns, &uid).into_iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).collect();
     let claims: std::collections::BTreeSet<String> = pvcs.iter().map(|p| p.name_any()).collect();
@@ -202,8 +205,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
                 }
             })
             .collect(),
-        storage_claim_exists,
-        storage_claim_deleting,
+        destinations,
         runs: run_list,
         prunes: of_kind(RunKind::Prune).map(|j| runs::observe_aux(j, &pods)).collect(),
         verifies: of_kind(RunKind::Verify).map(|j| runs::observe_aux(j, &pods)).collect(),
@@ -214,6 +216,66 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
         restoring: holds.targets,
     };
     Ok(Observation { observed, pvcs })
+}
+
+/// Each destination of the policy, and why no run can write to it, if none can: its claim is
+/// missing or being deleted, or a Secret key its Jobs need is missing. Secrets are read by name
+/// (never listed or watched) and only their key names are kept.
+async fn observe_destinations(policy: &BackupPolicy, caches: &crate::cache::Caches, client: &kube::Client, ns: &str) -> Result<Vec<ObservedDestination>> {
+    let spec = &policy.spec;
+    match spec.backup_strategy {
+        BackupStrategyKind::Snapshot if spec.destinations.is_some() => {
+            return Err(Error::InvalidSpec(
+                "the snapshot strategy keeps backups in the cluster as VolumeSnapshots: spec.destinations does not apply to it; remove it".into(),
+            ));
+        }
+        BackupStrategyKind::Restic if spec.restic.is_none() => {
+            return Err(Error::InvalidSpec("the restic strategy encrypts every repository: set spec.restic.passwordSecret".into()));
+        }
+        BackupStrategyKind::Snapshot | BackupStrategyKind::Restic | BackupStrategyKind::Tar | BackupStrategyKind::Custom => {}
+    }
+    let secrets_api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+    // Secret name -> its keys (None: it does not exist; Err: it cannot be read).
+    let mut secrets: BTreeMap<String, std::result::Result<Option<BTreeSet<String>>, String>> = BTreeMap::new();
+    let mut observed = Vec::new();
+    for d in destination::of(spec) {
+        let mut problem = None;
+        if let Some(claim) = d.claim() {
+            // A claim being deleted is as good as missing: a Job would keep it from ever going away.
+            match caches.pvc(ns, claim) {
+                None => problem = Some((NotReady::BackupStorageMissing, format!("{} does not exist in this namespace", d.describe()))),
+                Some(c) if c.metadata.deletion_timestamp.is_some() => {
+                    problem = Some((
+                        NotReady::BackupStorageMissing,
+                        format!("{} is being deleted: no run starts against it, so that it can go; create it again or point the policy elsewhere", d.describe()),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if problem.is_none() {
+            for (secret, key) in destination::required_keys(spec, &d) {
+                if !secrets.contains_key(&secret) {
+                    let keys = match secrets_api.get_opt(&secret).await {
+                        Ok(found) => Ok(found.map(|s| s.data.unwrap_or_default().into_keys().chain(s.string_data.unwrap_or_default().into_keys()).collect())),
+                        Err(kube::Error::Api(e)) if e.code == 403 => Err(format!("the operator may not read Secret {secret:?} ({}): grant it get on secrets", e.message)),
+                        Err(e) => return Err(e.into()),
+                    };
+                    secrets.insert(secret.clone(), keys);
+                }
+                let message = match secrets.get(&secret) {
+                    Some(Ok(Some(keys))) if keys.contains(&key) => continue,
+                    Some(Ok(Some(_))) => format!("Secret {secret:?} has no key {key:?}, which {} needs", d.describe()),
+                    Some(Ok(None)) | None => format!("Secret {secret:?} (key {key:?}, for {}) does not exist in this namespace", d.describe()),
+                    Some(Err(message)) => message.clone(),
+                };
+                problem = Some((NotReady::DestinationCredentialsMissing, message));
+                break;
+            }
+        }
+        observed.push(ObservedDestination { name: d.name.clone(), problem });
+    }
+    Ok(observed)
 }
 
 /// Why unfinished runs are not getting anywhere: from their pods, and for a run without pods from

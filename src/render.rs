@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, NodeAffinity, NodeSelector,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath, NodeAffinity, NodeSelector,
     NodeSelectorRequirement, NodeSelectorTerm, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -21,6 +21,8 @@ const NON_ROOT_UID: i64 = 65534;
 /// are in Pod Security `baseline`'s allowed set (DAC_READ_SEARCH is not, and DAC_OVERRIDE covers it).
 const ROOT_CAPABILITIES: [&str; 3] = ["CHOWN", "DAC_OVERRIDE", "FOWNER"];
 const SCRATCH_SIZE: &str = "1Gi";
+/// The host's volume with a destination's CA bundle (not a logical volume: plans cannot mount it).
+const CA_VOLUME: &str = "destination-ca";
 /// Where a Job reports what it wrote (read by the host from the pod's status).
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 
@@ -36,7 +38,12 @@ pub struct JobContext {
     pub annotations: BTreeMap<String, String>,
     /// The claim mounted as `data` (the PVC backed up or restored into).
     pub data_claim: String,
+    /// The claim mounted as `backup` (empty for object storage, where the plan check refuses it).
     pub storage_claim: String,
+    /// Secret keys set as environment variables (destination credentials, repository password).
+    pub secret_env: Vec<crate::destination::SecretEnv>,
+    /// A Secret key mounted as the destination's CA bundle: (secret, key).
+    pub ca_bundle: Option<(String, String)>,
     /// The only directory of the storage claim the Job sees as `backup`.
     pub backup_sub_path: String,
     pub owner: Option<OwnerReference>,
@@ -57,6 +64,7 @@ fn verification_annotation(v: &Verification) -> String {
     match v {
         Verification::Sha256File(path) => format!("sha256-file:{path}"),
         Verification::SnapshotReady => "snapshot-ready".into(),
+        Verification::CheckedByJob(how) => format!("checked-by-job:{how}"),
         Verification::None => "none".into(),
     }
 }
@@ -114,7 +122,19 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
         };
         volumes.push(Volume { name: mount.volume.clone(), ..volume });
     }
-    let mounts = plan
+    // The destination's CA bundle, from its credentials Secret: the host's volume, not the plan's.
+    if let Some((secret, key)) = &ctx.ca_bundle {
+        volumes.push(Volume {
+            name: CA_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![KeyToPath { key: key.clone(), path: crate::destination::CA_FILE_NAME.into(), mode: None }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    let mut mounts: Vec<VolumeMount> = plan
         .mounts
         .iter()
         .map(|m| VolumeMount {
@@ -128,8 +148,11 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
             ..VolumeMount::default()
         })
         .collect();
+    if ctx.ca_bundle.is_some() {
+        mounts.push(VolumeMount { name: CA_VOLUME.into(), mount_path: crate::destination::CA_DIR.into(), read_only: Some(true), ..VolumeMount::default() });
+    }
 
-    let env = plan
+    let mut env: Vec<EnvVar> = plan
         .env
         .iter()
         .map(|e| match &e.source {
@@ -144,6 +167,15 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
             },
         })
         .collect();
+    // Credentials and the repository password, which the plan check keeps plans from naming.
+    env.extend(ctx.secret_env.iter().map(|e| EnvVar {
+        name: e.env.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: e.secret.clone(), key: e.key.clone(), optional: None }),
+            ..EnvVarSource::default()
+        }),
+    }));
 
     let mut quantities = BTreeMap::new();
     if let Some(cpu) = plan.resources.cpu_millicores {
@@ -251,6 +283,8 @@ mod tests {
             annotations: BTreeMap::from([("backup.example.com/scheduled-time".to_owned(), "2026-11-29T01:00:00Z".to_owned())]),
             data_claim: "data-db-0".into(),
             storage_claim: "backup-storage".into(),
+            secret_env: Vec::new(),
+            ca_bundle: None,
             backup_sub_path: "prod/db-backup/data-db-0".into(),
             owner: None,
             backoff_limit: 2,

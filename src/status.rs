@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::api::{BackupPolicyStatus, to_time};
-use crate::decide::{self, ObservedRun, Readiness};
+use crate::api::{BackupPolicyStatus, DestinationStatus, RunStatus, to_time};
+use crate::decide::{self, ObservedDestination, ObservedRun, Readiness};
 use crate::error::{Classified, MAX_MESSAGE_BYTES};
 use crate::runs::report::bound;
 
@@ -17,6 +17,8 @@ pub struct Summary<'a> {
     pub last_verify_time: Option<DateTime<Utc>>,
     pub next_schedule_time: Option<DateTime<Utc>>,
     pub runs: &'a [ObservedRun],
+    /// The policy's destinations (named ones get a status entry each).
+    pub destinations: &'a [ObservedDestination],
     pub readiness: Readiness,
     /// A plugin or spec problem found outside any run (loading, config validation).
     pub plugin_error: Option<Classified>,
@@ -68,9 +70,38 @@ pub fn build(previous: &BackupPolicyStatus, s: &Summary<'_>) -> BackupPolicyStat
         next_schedule_time: s.next_schedule_time.map(to_time),
         last_verify_time: s.last_verify_time.map(to_time),
         backup_history: decide::history(s.namespace, s.policy, s.runs),
+        destinations: destinations(s.destinations, s.runs),
         conditions,
         observed_generation: s.generation,
     }
+}
+
+/// Per named destination: its newest success, the backups it holds, and what is wrong with it (its
+/// own problem, or its newest finished run's failure).
+pub fn destinations(destinations: &[ObservedDestination], runs: &[ObservedRun]) -> Vec<DestinationStatus> {
+    destinations
+        .iter()
+        .filter(|d| !d.name.is_empty())
+        .map(|d| {
+            let own: Vec<&ObservedRun> = runs.iter().filter(|r| r.destination == d.name).collect();
+            let succeeded: Vec<&&ObservedRun> = own.iter().filter(|r| r.status == RunStatus::Succeeded).collect();
+            let newest_finished = own
+                .iter()
+                .filter(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::Failed))
+                .max_by_key(|r| (r.scheduled, r.completion));
+            let message = match (&d.problem, newest_finished) {
+                (Some((_, message)), _) => message.clone(),
+                (None, Some(r)) if r.status == RunStatus::Failed => format!("latest run {} failed: {}", r.name, r.message),
+                (None, _) => String::new(),
+            };
+            DestinationStatus {
+                name: d.name.clone(),
+                last_successful_time: succeeded.iter().filter_map(|r| r.completion.or(r.scheduled)).max().map(to_time),
+                backups: u32::try_from(succeeded.len()).unwrap_or(u32::MAX),
+                message: bound(&message, MAX_MESSAGE_BYTES),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

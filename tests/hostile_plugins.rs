@@ -98,6 +98,7 @@ async fn escalating_plans_are_refused_each_with_its_violation() {
         ("host-network", PlanViolation::HostNamespace("network")),
         ("token-mount", PlanViolation::ServiceAccountToken),
         ("secret-env", PlanViolation::SecretEnv("AWS_SECRET_ACCESS_KEY".into())),
+        ("shadow-credentials", PlanViolation::ReservedEnv("AWS_ACCESS_KEY_ID".into())),
     ];
     for (attack, want) in cases {
         let err = s.attack(attack).await;
@@ -110,6 +111,31 @@ async fn escalating_plans_are_refused_each_with_its_violation() {
         }
         s.good_still_plans(attack).await;
     }
+}
+
+#[tokio::test]
+async fn a_plan_for_object_storage_cannot_mount_a_backup_volume() {
+    use backup_operator::strategy::bindings::types::{Destination, DestinationKind, S3Destination};
+    let s = suite().await;
+    let mut request = backup_request("escape");
+    request.policy.destination = Destination {
+        name: "offsite".into(),
+        kind: DestinationKind::S3(S3Destination {
+            endpoint: "http://s3.example:9000".into(),
+            bucket: "backups".into(),
+            prefix: "prod/db-backup/data-db-0".into(),
+            region: "us-east-1".into(),
+            access_key_id_env: "AWS_ACCESS_KEY_ID".into(),
+            secret_access_key_env: "AWS_SECRET_ACCESS_KEY".into(),
+            ca_file: None,
+        }),
+    };
+    match s.runtime.plan_backup(s.hostile.clone(), None, request).await {
+        Err(Error::PlanRefused { violation, .. }) => assert_eq!(violation, PlanViolation::NoBackupVolume("offsite".into())),
+        other => panic!("expected a refused plan, got {other:?}"),
+    }
+    // The same attack against a claim destination plans (the host confines it to its directory).
+    assert!(s.runtime.plan_backup(s.hostile.clone(), None, backup_request("escape")).await.is_ok());
 }
 
 #[tokio::test]
@@ -164,7 +190,7 @@ async fn a_component_for_the_previous_wit_version_is_incompatible_naming_both() 
     let err = s.runtime.load("other-wit", Arc::from(bytes), None).await.unwrap_err();
     assert!(matches!(&err, Error::PluginIncompatible { found, .. } if found == "backup:strategy@0.1.0"), "{err}");
     let message = err.to_string();
-    assert!(message.contains("backup:strategy@0.1.0") && message.contains("backup:strategy@0.2.0"), "{message}");
+    assert!(message.contains("backup:strategy@0.1.0") && message.contains("backup:strategy@0.3.0"), "{message}");
     assert_eq!(err.classify().reason, "PluginIncompatible");
     s.good_still_plans("other-wit").await;
 }

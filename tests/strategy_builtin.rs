@@ -1,4 +1,4 @@
-//! The built-in tar and snapshot strategies, built from plugins/ by build.rs and embedded in the
+//! The built-in tar, snapshot and restic strategies, built from plugins/ by build.rs and embedded in the
 //! operator, exercised through the real wasmtime host.
 
 mod support;
@@ -180,4 +180,63 @@ async fn bytes_of_a_version_seen_before_are_not_hashed_again() {
     let next = rt.load_versioned("configmap/ns/p[plugin.wasm]", "rv-2", Arc::from(BuiltinStrategy::Snapshot.wasm()), None).await.expect("load");
     assert_ne!(next.id.digest, first.id.digest);
     assert_eq!(next.description.name, "snapshot");
+}
+
+fn s3_destination() -> backup_operator::strategy::bindings::types::Destination {
+    use backup_operator::strategy::bindings::types::{Destination, DestinationKind, S3Destination};
+    Destination {
+        name: "offsite".into(),
+        kind: DestinationKind::S3(S3Destination {
+            endpoint: "http://s3.example:9000".into(),
+            bucket: "backups".into(),
+            prefix: "team/prod/db-backup/data-db-0".into(),
+            region: "eu-west-1".into(),
+            access_key_id_env: "AWS_ACCESS_KEY_ID".into(),
+            secret_access_key_env: "AWS_SECRET_ACCESS_KEY".into(),
+            ca_file: None,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn restic_plans_one_repository_per_pvc_and_destination_with_the_password_from_the_host() {
+    let rt = runtime();
+    let restic = load(&rt, BuiltinStrategy::Restic).await;
+    assert_eq!(restic.description.name, "restic");
+    assert_eq!(restic.description.actions, vec![Action::Backup, Action::Restore, Action::Prune, Action::Verify]);
+
+    // Without a password the plan fails, naming the spec field.
+    let err = rt.plan_backup(restic.clone(), None, backup_request("{}")).await.expect_err("no password");
+    assert!(err.to_string().contains("spec.restic.passwordSecret"), "{err}");
+
+    let mut on_claim = backup_request("{}");
+    on_claim.policy.repository_password_env = Some("BACKUP_REPOSITORY_PASSWORD".into());
+    let plan = rt.plan_backup(restic.clone(), None, on_claim.clone()).await.expect("plan to a claim");
+    assert_eq!(env(&plan, "REPO"), "/backup/repo");
+    assert_eq!(env(&plan, "PASSWORD_VAR"), "BACKUP_REPOSITORY_PASSWORD");
+    let Plan::Job(job) = &plan else { panic!("a job") };
+    assert_eq!(job.image, "restic/restic:0.14.0", "busybox has no restic");
+    assert_eq!(job.artifact_location, on_claim.policy.run_name, "the run's tag finds its snapshot");
+    assert!(matches!(&job.verification, Verification::CheckedByJob(how) if how.contains("restic check")));
+    assert!(job.mounts.iter().any(|m| m.volume == "backup"));
+
+    let mut to_s3 = on_claim.clone();
+    to_s3.policy.destination = s3_destination();
+    let plan = rt.plan_backup(restic.clone(), None, to_s3.clone()).await.expect("plan to S3");
+    assert_eq!(env(&plan, "REPO"), "s3:http://s3.example:9000/backups/team/prod/db-backup/data-db-0");
+    assert_eq!((env(&plan, "REGION"), env(&plan, "ACCESS_KEY_VAR")), ("eu-west-1".to_owned(), "AWS_ACCESS_KEY_ID".to_owned()));
+    let Plan::Job(job) = &plan else { panic!("a job") };
+    assert!(!job.mounts.iter().any(|m| m.volume == "backup"), "object storage has no backup volume");
+    let request = ArtifactRequest { policy: to_s3.policy.clone(), pvc: to_s3.pvc.clone(), artifact: to_s3.policy.run_name.clone() };
+    rt.plan_restore(restic.clone(), None, request.clone()).await.expect("restore");
+    rt.plan_prune(restic.clone(), None, request.clone()).await.expect("prune");
+    rt.plan_verify(restic.clone(), None, request).await.expect("verify");
+
+    // The tar strategy streams to object storage with rclone, and never mounts a backup volume there.
+    let tar = load(&rt, BuiltinStrategy::Tar).await;
+    let plan = rt.plan_backup(tar, None, to_s3).await.expect("tar to S3");
+    assert_eq!(env(&plan, "REMOTE"), "dest:backups/team/prod/db-backup/data-db-0");
+    let Plan::Job(job) = &plan else { panic!("a job") };
+    assert_eq!(job.image, "rclone/rclone:1.60.1");
+    assert!(!job.mounts.iter().any(|m| m.volume == "backup"));
 }

@@ -75,6 +75,8 @@ fn context(ns: &TestNamespace, name: &str, pvc: &str, data_writable: bool) -> Jo
         annotations: BTreeMap::new(),
         data_claim: pvc.into(),
         storage_claim: "backup-storage".into(),
+        secret_env: Vec::new(),
+        ca_bundle: None,
         backup_sub_path: storage_dir(&ns.name, "db-backup", "data-db-0"),
         owner: None,
         backoff_limit: 0,

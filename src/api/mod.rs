@@ -41,7 +41,8 @@ pub struct BackupPolicySpec {
     /// Selects the PVCs to back up, in the policy's namespace.
     pub pvc_selector: LabelSelector,
     /// How PVCs are backed up: tar (a verified archive on the storage claim), snapshot (a CSI
-    /// VolumeSnapshot) or custom (the WebAssembly plugin in spec.plugin).
+    /// VolumeSnapshot), restic (an encrypted, incremental restic repository per PVC and
+    /// destination) or custom (the WebAssembly plugin in spec.plugin).
     #[serde(default)]
     pub backup_strategy: BackupStrategyKind,
     /// Successful backups kept per PVC. The newest successful one is never deleted.
@@ -56,10 +57,20 @@ pub struct BackupPolicySpec {
     #[serde(default = "default_backup_image")]
     #[schemars(length(min = 1))]
     pub backup_image: String,
-    /// The claim backups are written to.
+    /// The claim backups are written to when spec.destinations is not set.
     #[serde(default = "default_backup_storage_claim")]
     #[schemars(length(min = 1))]
     pub backup_storage_claim: String,
+    /// Where backups are stored: claims and S3-compatible object storage, each PVC backed up to
+    /// every one by its own run. History, retention and the newest success are kept per
+    /// destination. Default: the one claim in spec.backupStorageClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub destinations: Option<Vec<Destination>>,
+    /// Settings of the restic strategy (backupStrategy: restic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restic: Option<ResticSpec>,
     /// Stops new runs; resuming does not replay the suspended period.
     #[serde(default)]
     pub suspend: bool,
@@ -98,6 +109,79 @@ pub struct BackupPolicySpec {
     /// Re-verification of stored backups on a schedule of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+}
+
+/// One place backups are stored: exactly one of `claim` and `s3`.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "has(self.claim) != has(self.s3)", "message": "exactly one of claim and s3"}]))]
+pub struct Destination {
+    /// Names the destination in run names, labels and the status: a DNS label of at most 20
+    /// characters, unique in the policy.
+    #[schemars(length(min = 1, max = 20), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// A PersistentVolumeClaim in the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<ClaimDestination>,
+    /// An S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+}
+
+/// A claim destination.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+pub struct ClaimDestination {
+    /// The PersistentVolumeClaim's name, in the policy's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// An S3-compatible bucket. Each PVC's backups go under `<prefix>/<namespace>/<policy>/<pvc>/`.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    /// The service's URL, `http://` or `https://` (for example https://s3.eu-west-1.amazonaws.com).
+    #[schemars(length(max = 512), regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"))]
+    pub endpoint: String,
+    /// The bucket (S3 naming rules: 3 to 63 lowercase letters, digits, dots and hyphens).
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+    /// A key prefix inside the bucket (no leading or trailing slash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), regex(pattern = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$"))]
+    pub prefix: Option<String>,
+    /// The bucket's region (default us-east-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+    /// A Secret in the policy's namespace with the keys AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY. The operator checks that they exist; the Job reads them.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// A key of credentialsSecret holding a PEM CA bundle to trust for the endpoint (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_bundle_key: Option<String>,
+}
+
+/// The restic strategy's settings.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResticSpec {
+    /// The Secret (in the policy's namespace) and key holding the repository password: every
+    /// repository of the policy is encrypted with it, and cannot be read without it.
+    pub password_secret: SecretKey,
+}
+
+/// A key of a Secret in the policy's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+pub struct SecretKey {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// What deleting a policy does to its backups.
@@ -172,6 +256,8 @@ pub enum BackupStrategyKind {
     #[default]
     Tar,
     Custom,
+    /// Incremental, encrypted, deduplicated backups with restic (spec.restic.passwordSecret).
+    Restic,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Default)]
@@ -252,6 +338,10 @@ pub struct BackupPolicyStatus {
     /// Recent runs, newest first, at most 10.
     #[serde(default)]
     pub backup_history: Vec<BackupRun>,
+    /// Per destination (spec.destinations): its newest successful backup, the backups it holds,
+    /// and why it is not working, if it is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<DestinationStatus>,
     /// Ready (backing up as specified, or why not) and Suspended.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -269,6 +359,9 @@ pub struct BackupRun {
     pub job_name: String,
     /// The PVC backed up.
     pub pvc: String,
+    /// The destination (spec.destinations[].name) the run wrote to; unset without destinations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// The time the run was scheduled for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<Time>,
@@ -311,6 +404,24 @@ pub struct BackupRun {
     /// entry is then the only record of the failure.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub not_started: bool,
+}
+
+/// One destination's state.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationStatus {
+    /// The destination's name.
+    pub name: String,
+    /// When its newest successful backup (of any PVC) finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    /// Successful backups it holds, over all PVCs.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 100000))]
+    pub backups: u32,
+    /// Why backups to it are not working (empty when they are).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// The state of a run.

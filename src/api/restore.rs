@@ -69,6 +69,10 @@ pub struct RestoreSource {
     /// One backup by the time it was scheduled for (RFC 3339, e.g. 2026-11-29T01:00:00Z).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_time: Option<Time>,
+    /// Only backups at this destination (spec.destinations[].name of the policy); default: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20))]
+    pub destination: Option<String>,
 }
 
 /// Where a backup is restored to. At most one of `claimName` and `newClaim`.
@@ -145,6 +149,9 @@ pub struct RestoredBackup {
     pub policy: String,
     /// The backup run's name.
     pub run_name: String,
+    /// The destination it was read from (none for a policy without spec.destinations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// Where it is: its path on the storage claim, or the VolumeSnapshot's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,

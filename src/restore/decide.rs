@@ -13,6 +13,8 @@ const LISTED: usize = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Candidate {
     pub run: String,
+    /// The destination the backup is at ("" without spec.destinations).
+    pub destination: String,
     pub object: RunObject,
     pub scheduled: Option<DateTime<Utc>>,
     pub status: RunStatus,
@@ -176,6 +178,7 @@ fn restored(spec: &BackupRestoreSpec, c: &Candidate) -> RestoredBackup {
     RestoredBackup {
         policy: spec.source.policy.clone(),
         run_name: c.run.clone(),
+        destination: (!c.destination.is_empty()).then(|| c.destination.clone()),
         artifact: c.artifact_path.clone(),
         sha256: c.sha256.clone(),
         scheduled_time: c.scheduled.map(to_time),
@@ -296,7 +299,7 @@ mod tests {
 
     fn spec(run: Option<&str>, allow_unverified: bool) -> BackupRestoreSpec {
         BackupRestoreSpec {
-            source: RestoreSource { policy: "db".into(), pvc: "data-0".into(), run_name: run.map(String::from), scheduled_time: None },
+            source: RestoreSource { policy: "db".into(), pvc: "data-0".into(), run_name: run.map(String::from), scheduled_time: None, destination: None },
             target: RestoreTarget::default(),
             allow_in_use: false,
             allow_unverified,
@@ -389,7 +392,7 @@ mod tests {
         let mut finished = observed(existing("data-0"));
         finished.phase = Some(RestorePhase::Failed);
         let mut gone = observed(existing("data-0"));
-        gone.chosen = Some(RestoredBackup { policy: "db".into(), run_name: "pruned".into(), artifact: None, sha256: None, scheduled_time: None, verified: true });
+        gone.chosen = Some(RestoredBackup { policy: "db".into(), run_name: "pruned".into(), destination: None, artifact: None, sha256: None, scheduled_time: None, verified: true });
         let cases = vec![
             ("existing, idle", observed(existing("data-0")), "StartJob"),
             ("in use", observed(in_use), "TargetInUse"),

@@ -183,8 +183,11 @@ async fn start_job(
 ) -> Result<String> {
     let plugin = resolve::plugin(policy, &ctx.client, &ctx.runtime, ctx.plugin_dir.as_deref()).await?;
     let artifact = candidate.artifact.clone().ok_or_else(|| Error::InvalidSpec(format!("backup {} has no artifact", backup.run_name)))?;
+    let destination = crate::destination::find(&policy.spec, &candidate.destination)
+        .ok_or_else(|| Error::InvalidSpec(format!("destination {:?} of backup {} is no longer in the policy's spec.destinations", candidate.destination, backup.run_name)))?;
+    let access = crate::destination::access(&policy.spec, &destination);
     let request = ArtifactRequest {
-        policy: crate::controller::policy_info(policy, job_name, candidate.scheduled),
+        policy: crate::controller::policy_info(policy, job_name, candidate.scheduled, &restore.spec.source.pvc, &destination),
         pvc: observed.target_info(),
         artifact,
     };
@@ -193,7 +196,7 @@ async fn start_job(
         return Err(Error::InvalidSpec("the strategy planned a VolumeSnapshot for a restore".into()));
     };
     let label = resolve::label(&plugin);
-    let job = render::job(&render::RestoreJob { restore, policy, backup, target: &observed.data.target.name, name: job_name, plugin: &label }, &plan);
+    let job = render::job(&render::RestoreJob { restore, policy, backup, target: &observed.data.target.name, name: job_name, plugin: &label, access: &access }, &plan);
     crate::runs::apply_job(&ctx.client, &restore.namespace().unwrap_or_default(), &job).await?;
     tracing::info!(restore = %restore.name_any(), job = %job_name, "created restore job");
     Ok(label)

@@ -45,6 +45,7 @@ pub fn candidate(namespace: &str, policy: &str, run: &ObservedRun) -> Candidate 
     let entry = crate::decide::history_entry(namespace, policy, run);
     Candidate {
         run: run.name.clone(),
+        destination: run.destination.clone(),
         object: run.object,
         scheduled: run.scheduled,
         status: run.status,
@@ -80,7 +81,12 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
             None if policy.spec.backup_strategy == BackupStrategyKind::Snapshot => found.extend(snapshot::observe(&ctx.client, &ns, &uid).await?),
             None => {}
         }
-        candidates = found.iter().filter(|r| r.pvc == spec.source.pvc).map(|r| candidate(&ns, &policy.name_any(), r)).collect();
+        candidates = found
+            .iter()
+            .filter(|r| r.pvc == spec.source.pvc)
+            .filter(|r| spec.source.destination.as_ref().is_none_or(|d| &r.destination == d))
+            .map(|r| candidate(&ns, &policy.name_any(), r))
+            .collect();
     }
     let source_pvc = caches.pvc(&ns, &spec.source.pvc).map(|p| (*p).clone());
     let target_name = render::target_name(spec);

@@ -29,6 +29,8 @@ pub struct RestoreJob<'a> {
     pub target: &'a str,
     pub name: &'a str,
     pub plugin: &'a str,
+    /// The backup's destination, as its Jobs get it.
+    pub access: &'a crate::destination::Access,
 }
 
 fn labels(restore: &BackupRestore) -> BTreeMap<String, String> {
@@ -56,7 +58,9 @@ pub fn job(r: &RestoreJob<'_>, plan: &JobPlan) -> Job {
             (ANNOTATION_PLUGIN.to_owned(), r.plugin.to_owned()),
         ]),
         data_claim: r.target.to_owned(),
-        storage_claim: r.policy.spec.backup_storage_claim.clone(),
+        storage_claim: r.access.storage_claim.clone(),
+        secret_env: r.access.env.clone(),
+        ca_bundle: r.access.ca_bundle.clone(),
         backup_sub_path: runs::storage_dir(&ns, &source.policy, &source.pvc),
         owner: r.restore.controller_owner_ref(&()),
         backoff_limit: 0,
@@ -116,7 +120,7 @@ mod tests {
         let mut r = BackupRestore::new(
             "restore-db",
             BackupRestoreSpec {
-                source: RestoreSource { policy: "db".into(), pvc: "data-db-0".into(), run_name: None, scheduled_time: None },
+                source: RestoreSource { policy: "db".into(), pvc: "data-db-0".into(), run_name: None, scheduled_time: None, destination: None },
                 target,
                 allow_in_use: false,
                 allow_unverified: false,
@@ -141,7 +145,7 @@ mod tests {
     fn the_restore_job_writes_only_the_target_and_reads_only_the_source_directory() {
         let r = restore(RestoreTarget { claim_name: Some("copy".into()), new_claim: None });
         let p = policy();
-        let backup = RestoredBackup { policy: "db".into(), run_name: "db-data-db-0-1".into(), artifact: None, sha256: None, scheduled_time: None, verified: true };
+        let backup = RestoredBackup { policy: "db".into(), run_name: "db-data-db-0-1".into(), destination: None, artifact: None, sha256: None, scheduled_time: None, verified: true };
         let plan = JobPlan {
             image: "busybox:latest".into(),
             command: vec!["sh".into()],
@@ -156,7 +160,7 @@ mod tests {
             artifact_location: "1.tar.gz".into(),
             verification: Verification::None,
         };
-        let job = job(&RestoreJob { restore: &r, policy: &p, backup: &backup, target: "copy", name: "restore-db-restore", plugin: "tar@x" }, &plan);
+        let job = job(&RestoreJob { restore: &r, policy: &p, backup: &backup, target: "copy", name: "restore-db-restore", plugin: "tar@x", access: &crate::destination::access(&p.spec, &crate::destination::of(&p.spec)[0]) }, &plan);
         let pod = job.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod");
         let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
         let mount = |n: &str| mounts.iter().find(|m| m.name == n).cloned().expect("mount");

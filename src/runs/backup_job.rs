@@ -33,10 +33,18 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         state.message = report::bound(&format!("{reason}: {message}"), report::MAX_MESSAGE_BYTES);
     }
     let recorded = annotations.get(ANNOTATION_RESULT);
+    let report = recorded.and_then(|r| report::from_annotation(r));
+    // A failed run's record keeps what its pod said (the pod may be gone by now).
+    if state.status == RunStatus::Failed
+        && let Some(said) = report.as_ref().map(|r| r.message.as_str()).filter(|m| !m.is_empty())
+    {
+        state.message = said.to_owned();
+    }
     Some(ObservedRun {
         name: job.name_any(),
         object: RunObject::Job,
         pvc,
+        destination: super::destination_of(job.labels()),
         scheduled: annotations.get(ANNOTATION_SCHEDULED_TIME).and_then(|s| parse_time(s)),
         status: state.status,
         start: state.start,
@@ -45,7 +53,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         message: state.message,
         plugin: annotations.get(ANNOTATION_PLUGIN).cloned(),
         artifact: annotations.get(ANNOTATION_ARTIFACT).filter(|a| !a.is_empty()).cloned(),
-        report: recorded.and_then(|r| report::from_annotation(r)),
+        report,
         recorded: recorded.is_some(),
         verifies: annotations.get(ANNOTATION_VERIFICATION).is_some_and(|v| v != "none"),
         verify: annotations.get(ANNOTATION_VERIFY_RESULT).and_then(|v| verify_record_from_annotation(v)),
@@ -78,7 +86,7 @@ pub struct BackupJob<'a> {
     pub pvc: &'a str,
     pub scheduled_time: &'a str,
     pub plugin: &'a str,
-    pub storage_claim: &'a str,
+    pub access: &'a crate::destination::Access,
     pub owner: Option<OwnerReference>,
     pub backoff_limit: i32,
     pub active_deadline_seconds: Option<i64>,
@@ -90,7 +98,7 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
     let ctx = JobContext {
         name: b.run.to_owned(),
         namespace: b.namespace.to_owned(),
-        labels: super::labels(b.policy, b.policy_uid, Some(b.pvc), RunKind::Backup),
+        labels: super::labels_to(b.policy, b.policy_uid, Some(b.pvc), &b.access.destination, RunKind::Backup),
         annotations: BTreeMap::from([
             (ANNOTATION_RUN.to_owned(), b.run.to_owned()),
             (ANNOTATION_POLICY.to_owned(), b.policy.to_owned()),
@@ -99,7 +107,9 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
             (ANNOTATION_PLUGIN.to_owned(), b.plugin.to_owned()),
         ]),
         data_claim: b.pvc.to_owned(),
-        storage_claim: b.storage_claim.to_owned(),
+        storage_claim: b.access.storage_claim.clone(),
+        secret_env: b.access.env.clone(),
+        ca_bundle: b.access.ca_bundle.clone(),
         backup_sub_path: super::storage_dir(b.namespace, b.policy, b.pvc),
         owner: b.owner.clone(),
         backoff_limit: b.backoff_limit,
@@ -114,7 +124,11 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
 
 /// Records a finished run once: its report (bounded) on the Job.
 pub async fn record(client: &Client, namespace: &str, run: &ObservedRun) -> Result<()> {
-    let value = report::to_annotation(&run.report.clone().unwrap_or_default());
+    let mut recorded = run.report.clone().unwrap_or_default();
+    if run.status == RunStatus::Failed {
+        recorded.message = report::bound(&run.message, report::MAX_MESSAGE_BYTES);
+    }
+    let value = report::to_annotation(&recorded);
     super::annotate_job(client, namespace, &run.name, &BTreeMap::from([(ANNOTATION_RESULT.to_owned(), value)])).await
 }
 

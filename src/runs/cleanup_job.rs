@@ -53,6 +53,8 @@ pub fn render(
         annotations: [(ANNOTATION_POLICY.to_owned(), policy.to_owned())].into(),
         data_claim: storage_claim.to_owned(),
         storage_claim: storage_claim.to_owned(),
+        secret_env: Vec::new(),
+        ca_bundle: None,
         backup_sub_path: namespace.to_owned(),
         owner,
         backoff_limit: 1,

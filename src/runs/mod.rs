@@ -32,6 +32,8 @@ pub const LABEL_PVC: &str = "pvc";
 pub const LABEL_POLICY_UID: &str = "backup.example.com/policy-uid";
 /// backup, prune, verify, cleanup or restore.
 pub const LABEL_KIND: &str = "backup.example.com/kind";
+/// The destination (spec.destinations[].name) a run writes to; absent without destinations.
+pub const LABEL_DESTINATION: &str = "backup.example.com/destination";
 
 pub const ANNOTATION_POLICY: &str = "backup.example.com/policy";
 pub const ANNOTATION_PVC: &str = "backup.example.com/pvc";
@@ -99,6 +101,16 @@ pub fn run_name(policy: &str, pvc: &str, scheduled: DateTime<Utc>) -> String {
     fit(&format!("{policy}-{pvc}"), &minutes.to_string(), &format!("{policy}/{pvc}"), MAX_NAME)
 }
 
+/// The run's name for one destination: `<policy>-<pvc>-<destination>-<minutes>`; the unnamed
+/// destination of a policy without spec.destinations keeps [`run_name`].
+pub fn run_name_to(policy: &str, pvc: &str, destination: &str, scheduled: DateTime<Utc>) -> String {
+    if destination.is_empty() {
+        return run_name(policy, pvc, scheduled);
+    }
+    let minutes = scheduled.timestamp().div_euclid(60);
+    fit(&format!("{policy}-{pvc}-{destination}"), &minutes.to_string(), &format!("{policy}/{pvc}/{destination}"), MAX_NAME)
+}
+
 /// The name of an object that belongs to `run` (its prune or verify Job), within 63 characters.
 pub fn child_name(run: &str, suffix: &str) -> String {
     fit(run, suffix, &format!("{run}/{suffix}"), MAX_NAME)
@@ -126,6 +138,20 @@ pub fn labels(policy: &str, policy_uid: &str, pvc: Option<&str>, kind: RunKind) 
         labels.insert(LABEL_PVC.to_owned(), label_value(pvc));
     }
     labels
+}
+
+/// [`labels`], plus the destination's name when it has one.
+pub fn labels_to(policy: &str, policy_uid: &str, pvc: Option<&str>, destination: &str, kind: RunKind) -> BTreeMap<String, String> {
+    let mut labels = labels(policy, policy_uid, pvc, kind);
+    if !destination.is_empty() {
+        labels.insert(LABEL_DESTINATION.to_owned(), destination.to_owned());
+    }
+    labels
+}
+
+/// The destination an object's labels name ("" for none).
+pub fn destination_of(labels: &BTreeMap<String, String>) -> String {
+    labels.get(LABEL_DESTINATION).cloned().unwrap_or_default()
 }
 
 /// A label query for every object of kind `kind` of the policy with this UID.
@@ -222,7 +248,7 @@ pub struct RunChild<'a> {
     pub run: &'a str,
     pub pvc: &'a str,
     pub plugin: &'a str,
-    pub storage_claim: &'a str,
+    pub access: &'a crate::destination::Access,
     pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     pub run_as: Option<crate::api::RunAs>,
 }
@@ -234,7 +260,7 @@ pub fn render_child(c: &RunChild<'_>, plan: &crate::strategy::bindings::types::J
     let ctx = crate::render::JobContext {
         name: c.name.to_owned(),
         namespace: c.namespace.to_owned(),
-        labels: labels(c.policy, c.policy_uid, Some(c.pvc), c.kind),
+        labels: labels_to(c.policy, c.policy_uid, Some(c.pvc), &c.access.destination, c.kind),
         annotations: BTreeMap::from([
             (ANNOTATION_RUN.to_owned(), c.run.to_owned()),
             (ANNOTATION_POLICY.to_owned(), c.policy.to_owned()),
@@ -242,7 +268,9 @@ pub fn render_child(c: &RunChild<'_>, plan: &crate::strategy::bindings::types::J
             (ANNOTATION_PLUGIN.to_owned(), c.plugin.to_owned()),
         ]),
         data_claim: c.pvc.to_owned(),
-        storage_claim: c.storage_claim.to_owned(),
+        storage_claim: c.access.storage_claim.clone(),
+        secret_env: c.access.env.clone(),
+        ca_bundle: c.access.ca_bundle.clone(),
         backup_sub_path: storage_dir(c.namespace, c.policy, c.pvc),
         owner: c.owner.clone(),
         backoff_limit: 0,

@@ -65,6 +65,8 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
         name: snapshot.name_any(),
         object: RunObject::Snapshot,
         pvc,
+        // Snapshots stay in the cluster: a snapshot policy has no destinations.
+        destination: String::new(),
         scheduled,
         status: run_status,
         start: snapshot.metadata.creation_timestamp.as_ref().and_then(crate::api::from_time),

@@ -5,18 +5,21 @@
 pub enum BuiltinStrategy {
     Tar,
     Snapshot,
+    Restic,
 }
 
 static TAR_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/backup_strategy_tar.wasm"));
 static SNAPSHOT_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/backup_strategy_snapshot.wasm"));
+static RESTIC_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/backup_strategy_restic.wasm"));
 
 impl BuiltinStrategy {
-    pub const ALL: [BuiltinStrategy; 2] = [BuiltinStrategy::Tar, BuiltinStrategy::Snapshot];
+    pub const ALL: [BuiltinStrategy; 3] = [BuiltinStrategy::Tar, BuiltinStrategy::Snapshot, BuiltinStrategy::Restic];
 
     pub fn name(self) -> &'static str {
         match self {
             BuiltinStrategy::Tar => "tar",
             BuiltinStrategy::Snapshot => "snapshot",
+            BuiltinStrategy::Restic => "restic",
         }
     }
 
@@ -25,6 +28,7 @@ impl BuiltinStrategy {
         match self {
             BuiltinStrategy::Tar => TAR_WASM,
             BuiltinStrategy::Snapshot => SNAPSHOT_WASM,
+            BuiltinStrategy::Restic => RESTIC_WASM,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The host's check of every plan before anything reaches the cluster. Pure: a plan and the
 //! operator's policy in, the first violation out.
 
-use super::bindings::types::{EnvSource, JobPlan, Plan, SnapshotPlan};
+use super::bindings::types::{Destination, DestinationKind, EnvSource, JobPlan, Plan, SnapshotPlan};
 
 /// The logical volumes a Job plan may mount.
 pub const LOGICAL_VOLUMES: [&str; 3] = ["data", "backup", "scratch"];
@@ -104,6 +104,32 @@ pub enum PlanViolation {
     BadResources(String),
     #[error("a volume-snapshot plan cannot {0}")]
     SnapshotCannot(&'static str),
+    #[error("destination {0:?} is object storage: there is no backup volume to mount")]
+    NoBackupVolume(String),
+    #[error("env {0:?} is set by the host (destination credentials or repository password)")]
+    ReservedEnv(String),
+}
+
+/// Environment variables only the host sets: a plan may not shadow them.
+pub const RESERVED_ENV: [&str; 3] = [
+    crate::destination::ACCESS_KEY_ID_ENV,
+    crate::destination::SECRET_ACCESS_KEY_ENV,
+    crate::destination::REPOSITORY_PASSWORD_ENV,
+];
+
+/// Checks a plan against the destination it was made for: no `backup` volume without a claim,
+/// and none of the variables the host sets for credentials.
+pub fn check_destination(plan: &Plan, destination: &Destination) -> Result<(), PlanViolation> {
+    let Plan::Job(job) = plan else { return Ok(()) };
+    if let DestinationKind::S3(_) = destination.kind
+        && job.mounts.iter().any(|m| m.volume == "backup")
+    {
+        return Err(PlanViolation::NoBackupVolume(destination.name.clone()));
+    }
+    if let Some(env) = job.env.iter().find(|e| RESERVED_ENV.contains(&e.name.as_str())) {
+        return Err(PlanViolation::ReservedEnv(env.name.clone()));
+    }
+    Ok(())
 }
 
 /// Checks `plan` against `policy`; the first violation found is returned.

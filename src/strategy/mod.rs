@@ -16,6 +16,6 @@ pub mod runtime;
 pub mod source;
 
 /// The WIT package this host implements (`wit/strategy.wit`).
-pub const WIT_PACKAGE: &str = "backup:strategy@0.2.0";
+pub const WIT_PACKAGE: &str = "backup:strategy@0.3.0";
 
 pub use runtime::{Plugin, PluginLimits, RuntimeConfig, StrategyRuntime};

@@ -20,6 +20,7 @@ pub async fn plugin(policy: &BackupPolicy, client: &Client, runtime: &StrategyRu
     let (name, bytes, version) = match policy.spec.backup_strategy {
         BackupStrategyKind::Tar => builtin(BuiltinStrategy::Tar),
         BackupStrategyKind::Snapshot => builtin(BuiltinStrategy::Snapshot),
+        BackupStrategyKind::Restic => builtin(BuiltinStrategy::Restic),
         BackupStrategyKind::Custom => {
             let spec = policy.spec.plugin.as_ref().ok_or_else(|| {
                 Error::InvalidSpec("backupStrategy custom needs spec.plugin.configMapRef or spec.plugin.file".into())

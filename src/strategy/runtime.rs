@@ -19,9 +19,9 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 
-use super::bindings::types::{ArtifactRequest, BackupRequest, Description, Plan, PlanError};
+use super::bindings::types::{ArtifactRequest, BackupRequest, Description, Destination, Plan, PlanError};
 use super::bindings::{BackupStrategy, BackupStrategyPre, host};
-use super::check::{PlanPolicy, PlanPurpose, check_plan};
+use super::check::{PlanPolicy, PlanPurpose, check_destination, check_plan};
 use crate::error::{Error, PluginId, Result};
 
 /// How often the epoch advances: the granularity of plugin deadlines.
@@ -602,8 +602,16 @@ impl StrategyRuntime {
     }
 
     fn plugin_result<T>(plugin: &Plugin, result: std::result::Result<T, PlanError>) -> Result<T> {
+        Self::plugin_result_at(plugin, "", result)
+    }
+
+    /// A plugin's answer; `destination` names the destination the request was for.
+    fn plugin_result_at<T>(plugin: &Plugin, destination: &str, result: std::result::Result<T, PlanError>) -> Result<T> {
         let id = || plugin.id.clone();
         result.map_err(|e| match e {
+            PlanError::UnsupportedDestination(m) => {
+                Error::UnsupportedDestination { plugin: id(), destination: destination.to_owned(), message: truncate(m, MAX_MESSAGE_BYTES) }
+            }
             PlanError::InvalidConfig(m) => Error::PluginConfigInvalid { plugin: id(), message: truncate(m, MAX_MESSAGE_BYTES) },
             PlanError::UnsupportedVolume(m) | PlanError::Failed(m) => {
                 Error::PluginPlanFailed { plugin: id(), message: truncate(m, MAX_MESSAGE_BYTES) }
@@ -639,13 +647,18 @@ impl StrategyRuntime {
         plugin: &Plugin,
         limits: Option<&PluginLimits>,
         purpose: PlanPurpose,
+        destination: &Destination,
         call: impl FnOnce(&BackupStrategy, &mut Store<HostState>) -> wasmtime::Result<std::result::Result<Plan, PlanError>>,
     ) -> Result<Plan> {
         let started = std::time::Instant::now();
         let planned = self
             .call_raw(&plugin.id, &plugin.pre, self.limits(limits), call)
-            .and_then(|result| Self::plugin_result(plugin, result))
-            .and_then(|plan| self.checked(plugin, plan, purpose));
+            .and_then(|result| Self::plugin_result_at(plugin, &destination.name, result))
+            .and_then(|plan| self.checked(plugin, plan, purpose))
+            .and_then(|plan| {
+                check_destination(&plan, destination).map_err(|violation| Error::PlanRefused { plugin: plugin.id.clone(), violation })?;
+                Ok(plan)
+            });
         let outcome = match &planned {
             Ok(_) => "ok",
             Err(e) => e.classify().reason,
@@ -656,19 +669,19 @@ impl StrategyRuntime {
 
     /// Plans one backup and checks the plan; on the calling thread.
     pub fn plan_backup_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &BackupRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Backup, |b, store| b.backup_strategy_strategy().call_plan_backup(store, request))
+        self.plan_blocking(plugin, limits, PlanPurpose::Backup, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_backup(store, request))
     }
 
     pub fn plan_restore_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Restore, |b, store| b.backup_strategy_strategy().call_plan_restore(store, request))
+        self.plan_blocking(plugin, limits, PlanPurpose::Restore, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_restore(store, request))
     }
 
     pub fn plan_prune_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Prune, |b, store| b.backup_strategy_strategy().call_plan_prune(store, request))
+        self.plan_blocking(plugin, limits, PlanPurpose::Prune, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_prune(store, request))
     }
 
     pub fn plan_verify_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Verify, |b, store| b.backup_strategy_strategy().call_plan_verify(store, request))
+        self.plan_blocking(plugin, limits, PlanPurpose::Verify, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_verify(store, request))
     }
 
     pub async fn validate_config(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, config: String) -> Result<()> {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl and etcd from the
-# published Go modules into the cache, keyed by version. Does nothing when they are already there.
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl, etcd and the
+# S3-compatible server (Versity Gateway, Apache-2.0) from the published Go modules into the cache,
+# keyed by version. Does nothing when they are already there.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/lib.sh"
@@ -64,11 +65,27 @@ build_etcd() {
   log "etcd $ETCD_VERSION built into $ETCD_BIN"
 }
 
+# Versity Gateway: an S3 API over a POSIX directory, the off-site destination of the tests.
+build_versitygw() {
+  if [ -x "$VERSITYGW_BIN/versitygw" ]; then log "versitygw $VERSITYGW_VERSION: cached in $VERSITYGW_BIN"; return; fi
+  log "building versitygw $VERSITYGW_VERSION from github.com/versity/versitygw"
+  local work; work="$(mktemp -d "$CACHE_DIR/versitygw-build.XXXXXX")"
+  trap 'rm -rf "$work"' RETURN
+  printf 'module backup-operator.test/versitygw-build\n\ngo %s\n\nrequire github.com/versity/versitygw %s\n' \
+    "$(go env GOVERSION | sed 's/^go//')" "$VERSITYGW_VERSION" > "$work/go.mod"
+  mkdir -p "$work/out"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/versitygw" github.com/versity/versitygw/cmd/versitygw)
+  mkdir -p "$BIN_DIR"
+  rm -rf "$VERSITYGW_BIN" && mv "$work/out" "$VERSITYGW_BIN"
+  log "versitygw $VERSITYGW_VERSION built into $VERSITYGW_BIN"
+}
+
 mkdir -p "$CACHE_DIR"
 command -v go >/dev/null || die "go is required to build the cluster binaries"
 case "${1:-all}" in
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
-  all) build_etcd; build_kubernetes ;;
-  *) die "usage: $0 [all|etcd|kubernetes]" ;;
+  versitygw) build_versitygw ;;
+  all) build_etcd; build_kubernetes; build_versitygw ;;
+  *) die "usage: $0 [all|etcd|kubernetes|versitygw]" ;;
 esac

@@ -5,6 +5,10 @@
 #   postgres:15                  Debian's PostgreSQL 15 server and client with their shared libraries,
 #                                busybox, and an entrypoint with the official image's contract
 #                                (images/postgres-entrypoint.sh)
+#   restic/restic:<version>      Debian's restic binary (the version the package has; a Go binary
+#                                that loads only libc) with busybox and CA certificates; the
+#                                entrypoint is restic, as upstream's
+#   rclone/rclone:<version>      Debian's rclone binary, likewise (the tar strategy's S3 uploads)
 # No registry is reachable here, so cluster-up imports these with `ctr images import`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,6 +24,15 @@ postgres_version="$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null)" ||
 postgres_digest="$(cat "$here/images/postgres-entrypoint.sh" "$here/images/runas.c" | sha256sum | cut -c1-12)"
 POSTGRES_TAR="$IMAGE_DIR/postgres-${postgres_version//[:~+]/_}-$postgres_digest.oci.tar"
 
+upstream_version() { local v="${1#*:}"; echo "${v%%[-+]*}"; }
+restic_version="$(dpkg-query -W -f='${Version}' restic 2>/dev/null)" || die "restic is not installed (scripts/install-deps.sh)"
+# The upstream tag: the Debian version without its epoch and revision (0.14.0-1+b5 -> 0.14.0).
+rclone_version="$(dpkg-query -W -f='${Version}' rclone 2>/dev/null)" || die "rclone is not installed (scripts/install-deps.sh)"
+restic_tag="$(upstream_version "$restic_version")"
+rclone_tag="$(upstream_version "$rclone_version")"
+RESTIC_TAR="$IMAGE_DIR/restic-${restic_version//[:~+]/_}-${busybox_version//[:~+]/_}.oci.tar"
+RCLONE_TAR="$IMAGE_DIR/rclone-${rclone_version//[:~+]/_}-${busybox_version//[:~+]/_}.oci.tar"
+
 # install_busybox ROOT: busybox-static with every applet linked, in ROOT/bin.
 install_busybox() {
   cp /bin/busybox "$1/bin/busybox"
@@ -27,6 +40,30 @@ install_busybox() {
   for applet in $(/bin/busybox --list); do
     [ "$applet" = busybox ] || ln -s busybox "$1/bin/$applet"
   done
+}
+
+# build_tool_image NAME BINARY TAR: a binary (and the libraries it loads) as the entrypoint, busybox
+# for scripts, CA certificates for HTTPS endpoints, and a nobody user.
+build_tool_image() {
+  local name="$1" binary="$2" tar="$3" root
+  [ -f "$tar" ] && return
+  log "building $name from Debian's $(basename "$binary")"
+  root="$(mktemp -d)"
+  mkdir -p "$root/bin" "$root/usr/bin" "$root/etc/ssl/certs" "$root/tmp" "$root/root" "$root/home"
+  chmod 1777 "$root/tmp"
+  install_busybox "$root"
+  cp "$binary" "$root/usr/bin/"
+  local lib
+  for lib in $(ldd "$binary" | awk '/=> \// {print $3} /^\t\/lib64/ {print $1}'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+  OCI_ENTRYPOINT="[\"/usr/bin/$(basename "$binary")\"]" oci_image "$name" "$root" "$tar" --help
+  rm -rf "$root"
+  log "$name: $(du -m "$tar" | cut -f1) MiB"
 }
 
 build_busybox() {
@@ -95,4 +132,6 @@ build_postgres() {
 build_busybox
 build_pause
 build_postgres
-printf '%s\n%s\n%s\n' "$BUSYBOX_TAR" "$PAUSE_TAR" "$POSTGRES_TAR"
+build_tool_image "docker.io/restic/restic:$restic_tag" /usr/bin/restic "$RESTIC_TAR"
+build_tool_image "docker.io/rclone/rclone:$rclone_tag" /usr/bin/rclone "$RCLONE_TAR"
+printf '%s\n' "$BUSYBOX_TAR" "$PAUSE_TAR" "$POSTGRES_TAR" "$RESTIC_TAR" "$RCLONE_TAR"

@@ -23,6 +23,7 @@ stop() {
 }
 
 stop kubelet
+stop s3
 stop kube-scheduler
 stop kube-controller-manager
 # Containers outlive containerd in their shims: kill them through containerd while it is still up.

@@ -45,6 +45,7 @@ ETCD_PORT=$(free_port); used_ports+="$ETCD_PORT "
 ETCD_PEER_PORT=$(free_port); used_ports+="$ETCD_PEER_PORT "
 APISERVER_PORT=$(free_port); used_ports+="$APISERVER_PORT "
 KUBELET_PORT=$(free_port); used_ports+="$KUBELET_PORT "
+S3_PORT=$(free_port); used_ports+="$S3_PORT "
 NODE_NAME="backup-node"
 POD_CIDR="10.88.0.0/24"
 POD_GATEWAY="10.88.0.1"
@@ -259,6 +260,25 @@ sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
 iptables -t nat -N BKOP-SERVICES 2>/dev/null || iptables -t nat -F BKOP-SERVICES
 iptables -t nat -A BKOP-SERVICES -d "$API_SERVICE_IP/32" -p tcp --dport 443 -j DNAT --to-destination "127.0.0.1:$APISERVER_PORT"
 iptables -t nat -C PREROUTING -i "$BRIDGE" -j BKOP-SERVICES 2>/dev/null || iptables -t nat -A PREROUTING -i "$BRIDGE" -j BKOP-SERVICES
+# --- S3-compatible object storage ----------------------------------------------------------------
+# Versity Gateway over a directory, on the bridge's gateway address: pods reach it directly, and so
+# does this host. One bucket, `backups`, and random root credentials, both in $CLUSTER_DIR/env for
+# the tests (which start their own instance from VERSITYGW when they need to stop one).
+S3_ENDPOINT="http://$POD_GATEWAY:$S3_PORT"
+S3_ACCESS_KEY="test$(openssl rand -hex 8)"
+S3_SECRET_KEY="$(openssl rand -hex 20)"
+mkdir -p "$CLUSTER_DIR/s3"
+ROOT_ACCESS_KEY="$S3_ACCESS_KEY" ROOT_SECRET_KEY="$S3_SECRET_KEY" \
+  start s3 "$VERSITYGW_BIN/versitygw" --port "$POD_GATEWAY:$S3_PORT" posix "$CLUSTER_DIR/s3"
+s3_bucket() { curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -X PUT "$S3_ENDPOINT/$1"; }
+wait_for "S3 server (versitygw) at $S3_ENDPOINT" 60 s3_bucket backups
+cat >> "$CLUSTER_DIR/env" <<EOF_S3
+S3_ENDPOINT=$S3_ENDPOINT
+S3_BUCKET=backups
+S3_ACCESS_KEY=$S3_ACCESS_KEY
+S3_SECRET_KEY=$S3_SECRET_KEY
+VERSITYGW=$VERSITYGW_BIN/versitygw
+EOF_S3
 start kubelet "$KUBE_BIN/kubelet" --config "$CLUSTER_DIR/kubelet-config.yaml" \
   --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
   --hostname-override "$NODE_NAME" --node-ip 127.0.0.1 --v 1

@@ -3,12 +3,14 @@
 KUBE_VERSION="${KUBE_VERSION:-v1.35.4}"
 KUBE_STAGING_VERSION="v0.${KUBE_VERSION#v1.}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
 
 # Everything slow and reusable lives outside the repository.
 CACHE_DIR="${BACKUP_OPERATOR_CACHE:-$HOME/.cache/backup-operator}"
 BIN_DIR="$CACHE_DIR/bin"
 KUBE_BIN="$BIN_DIR/kubernetes-$KUBE_VERSION"
 ETCD_BIN="$BIN_DIR/etcd-$ETCD_VERSION"
+VERSITYGW_BIN="$BIN_DIR/versitygw-$VERSITYGW_VERSION"
 export GOMODCACHE="${GOMODCACHE_OVERRIDE:-$CACHE_DIR/go/mod}"
 export GOCACHE="${GOCACHE_OVERRIDE:-$CACHE_DIR/go/build}"
 export GOFLAGS="-buildvcs=false"

@@ -11,7 +11,11 @@ pub fn policy(config: &str) -> PolicyInfo {
         scheduled_stamp: "20261129t010000z".into(),
         run_name: "db-backup-data-db-0-29401260".into(),
         backup_image: "busybox:latest".into(),
-        storage_claim: "backup-storage".into(),
+        destination: backup_operator::strategy::bindings::types::Destination {
+            name: String::new(),
+            kind: backup_operator::strategy::bindings::types::DestinationKind::Claim("backup-storage".into()),
+        },
+        repository_password_env: None,
         retention_count: 7,
         config: config.into(),
     }

@@ -11,15 +11,36 @@ mod component {
     wit_bindgen::generate!({ path: "../../wit", world: "backup-strategy" });
 
     use backup::strategy::types::{
-        Action, ArtifactRequest, BackupRequest, Description, EnvSource, EnvVar, JobPlan, Mount, Plan, PlanError,
-        PodPrivileges, PolicyInfo, PvcInfo, Resources, Verification, VolumeMode,
+        Action, ArtifactRequest, BackupRequest, Description, DestinationKind, EnvSource, EnvVar, JobPlan, Mount, Plan,
+        PlanError, PodPrivileges, PolicyInfo, PvcInfo, Resources, Verification, VolumeMode,
     };
     use exports::backup::strategy::strategy::Guest;
 
     struct Tar;
 
     fn target(policy: &PolicyInfo) -> Target<'_> {
-        Target { image: &policy.backup_image }
+        let remote = match &policy.destination.kind {
+            DestinationKind::Claim(_) => None,
+            DestinationKind::S3(s3) => Some(plan::Remote {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone(),
+                region: s3.region.clone(),
+                access_key_var: s3.access_key_id_env.clone(),
+                secret_key_var: s3.secret_access_key_env.clone(),
+                ca_file: s3.ca_file.clone(),
+            }),
+        };
+        Target { image: &policy.backup_image, remote }
+    }
+
+    /// The `backup` volume on a claim; scratch space for object storage (the streams' pipes and
+    /// rclone's config), which has no `backup` volume.
+    fn storage(policy: &PolicyInfo, backup_read_only: bool) -> Mount {
+        match &policy.destination.kind {
+            DestinationKind::Claim(_) => mount("backup", "/backup", backup_read_only),
+            DestinationKind::S3(_) => mount("scratch", "/scratch", false),
+        }
     }
 
     fn mount(volume: &str, path: &str, read_only: bool) -> Mount {
@@ -65,7 +86,7 @@ mod component {
             Description {
                 name: "tar".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                summary: "tar archive of the PVC on the backup claim, checksummed and verified after writing".into(),
+                summary: "tar archive of the PVC on a claim or in S3, checksummed and read back after writing".into(),
                 actions: vec![Action::Backup, Action::Restore, Action::Prune, Action::Verify],
                 config_schema: plan::CONFIG_SCHEMA.into(),
             }
@@ -78,24 +99,28 @@ mod component {
         fn plan_backup(request: BackupRequest) -> Result<Plan, PlanError> {
             filesystem_only(&request.pvc)?;
             let config = plan::parse_config(&request.policy.config).map_err(PlanError::InvalidConfig)?;
-            let job = plan::plan_backup(&target(&request.policy), &request.policy.scheduled_stamp, &config);
-            Ok(job_plan(job, vec![mount("data", "/data", true), mount("backup", "/backup", false), mount("scratch", "/scratch", false)]))
+            let job = plan::plan_backup(&target(&request.policy), &request.policy.scheduled_stamp, &config).map_err(PlanError::Failed)?;
+            let mut mounts = vec![mount("data", "/data", true), mount("scratch", "/scratch", false)];
+            if let DestinationKind::Claim(_) = request.policy.destination.kind {
+                mounts.push(mount("backup", "/backup", false));
+            }
+            Ok(job_plan(job, mounts))
         }
 
         fn plan_restore(request: ArtifactRequest) -> Result<Plan, PlanError> {
             filesystem_only(&request.pvc)?;
             let job = plan::plan_artifact_job(&target(&request.policy), &request.artifact, ArtifactAction::Restore).map_err(PlanError::Failed)?;
-            Ok(job_plan(job, vec![mount("data", "/data", false), mount("backup", "/backup", true)]))
+            Ok(job_plan(job, vec![mount("data", "/data", false), storage(&request.policy, true)]))
         }
 
         fn plan_prune(request: ArtifactRequest) -> Result<Plan, PlanError> {
             let job = plan::plan_artifact_job(&target(&request.policy), &request.artifact, ArtifactAction::Prune).map_err(PlanError::Failed)?;
-            Ok(job_plan(job, vec![mount("backup", "/backup", false)]))
+            Ok(job_plan(job, vec![storage(&request.policy, false)]))
         }
 
         fn plan_verify(request: ArtifactRequest) -> Result<Plan, PlanError> {
             let job = plan::plan_artifact_job(&target(&request.policy), &request.artifact, ArtifactAction::Verify).map_err(PlanError::Failed)?;
-            Ok(job_plan(job, vec![mount("backup", "/backup", true)]))
+            Ok(job_plan(job, vec![storage(&request.policy, true)]))
         }
     }
 

@@ -85,6 +85,143 @@ echo "verified $BACKUP_ARTIFACT bytes=$bytes sha256=$sum"
 printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "$bytes" "$sum" > /dev/termination-log
 "#;
 
+/// The image for S3 destinations when the policy keeps the default `backupImage` (busybox has no
+/// S3 client): rclone, with busybox's tar, gzip and sha256sum beside it.
+pub const S3_IMAGE: &str = "rclone/rclone:1.60.1";
+const BUSYBOX_DEFAULT: &str = "busybox:latest";
+
+/// Shared by the S3 scripts: credentials from the variables the host named, rclone's remote
+/// `dest:` from the environment, and `fail`, which reports a bounded message to the host.
+const S3_PRELUDE: &str = r#"set -eu
+set -o pipefail
+fail() { echo "$1" >&2; printf '%s' "$1" | head -c 3000 > /dev/termination-log; exit 1; }
+value_of() { eval "printf '%s' \"\${$1:-}\""; }
+export AWS_ACCESS_KEY_ID="$(value_of "$ACCESS_KEY_VAR")" AWS_SECRET_ACCESS_KEY="$(value_of "$SECRET_KEY_VAR")"
+# The root filesystem is read-only: rclone's config and cache live on scratch.
+export RCLONE_CONFIG=/scratch/rclone.conf RCLONE_CACHE_DIR=/scratch/rclone-cache
+export RCLONE_CONFIG_DEST_TYPE=s3 RCLONE_CONFIG_DEST_PROVIDER=Other RCLONE_CONFIG_DEST_ENV_AUTH=true
+export RCLONE_CONFIG_DEST_ENDPOINT="$S3_ENDPOINT" RCLONE_CONFIG_DEST_REGION="$S3_REGION" RCLONE_CONFIG_DEST_FORCE_PATH_STYLE=true
+if [ -n "$CA_FILE" ]; then export RCLONE_CA_CERT="$CA_FILE"; fi
+touch "$RCLONE_CONFIG"
+# hash_of FIFO OUT: the sha256 of what is written to FIFO, into OUT, in the background.
+hash_of() { rm -f "$1"; mkfifo "$1"; (sha256sum < "$1" | cut -d' ' -f1 > "$2") & }
+"#;
+
+/// Backup to S3: stream the archive to a temporary object while hashing it, read the object back
+/// whole (its sha256 must match what was written, and gzip must accept it), write its checksum
+/// object, then move it into place. Nothing is staged on the node's disk.
+pub const S3_BACKUP_SCRIPT: &str = r#"
+final="$REMOTE/$BACKUP_FILE"
+partial="$REMOTE/.$BACKUP_FILE.partial"
+trap 'rclone deletefile "$partial" > /dev/null 2>&1 || true' EXIT
+hash_of /scratch/written /scratch/written.sum
+if [ -n "$BACKUP_EXCLUDES" ]; then
+  printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
+  tar -c${TAR_COMPRESS}f - -X /scratch/excludes -C /data . | tee /scratch/written | rclone rcat "$partial" 2> /scratch/err     || fail "uploading the archive to $partial failed: $(tail -c 800 /scratch/err)"
+else
+  tar -c${TAR_COMPRESS}f - -C /data . | tee /scratch/written | rclone rcat "$partial" 2> /scratch/err     || fail "uploading the archive to $partial failed: $(tail -c 800 /scratch/err)"
+fi
+wait
+sum=$(cat /scratch/written.sum)
+hash_of /scratch/read /scratch/read.sum
+if [ "$TAR_COMPRESS" = z ]; then
+  rclone cat "$partial" 2> /scratch/err | tee /scratch/read | gzip -t || fail "reading $partial back failed or its gzip stream is damaged: $(tail -c 600 /scratch/err)"
+else
+  rclone cat "$partial" 2> /scratch/err | tee /scratch/read > /dev/null || fail "reading $partial back failed: $(tail -c 600 /scratch/err)"
+fi
+wait
+read_back=$(cat /scratch/read.sum)
+[ "$read_back" = "$sum" ] || fail "the object reads back with sha256 $read_back, but $sum was written"
+printf '%s  %s\n' "$sum" "$BACKUP_FILE" | rclone rcat "$final.sha256" 2> /scratch/err || fail "writing $final.sha256 failed: $(tail -c 600 /scratch/err)"
+rclone moveto "$partial" "$final" 2> /scratch/err || fail "moving the archive into place failed: $(tail -c 600 /scratch/err)"
+trap - EXIT
+bytes=$(rclone size --json "$final" | sed -n 's/.*"bytes":\([0-9]*\).*/\1/p')
+echo "backup verified: $final bytes=$bytes sha256=$sum"
+printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "${bytes:-0}" "$sum" > /dev/termination-log
+"#;
+
+/// Restore from S3: download the archive aside on the target, check it against its checksum
+/// object and list it before touching the target's files, extract it aside, then swap it in.
+pub const S3_RESTORE_SCRIPT: &str = r#"
+object="$REMOTE/$BACKUP_ARTIFACT"
+staging=/data/.backup-restore-staging
+archive=/data/.backup-restore-archive
+rm -rf "$staging" "$archive"
+trap 'rm -rf "$archive"' EXIT
+rclone copyto "$object" "$archive" 2> /scratch/err || fail "downloading $object failed: $(tail -c 600 /scratch/err); the target's files were not changed"
+expected=$(rclone cat "$object.sha256" 2> /scratch/err | cut -d' ' -f1) || fail "reading $object.sha256 failed; the target's files were not changed"
+sum=$(sha256sum "$archive" | cut -d' ' -f1)
+[ "$sum" = "$expected" ] || fail "sha256 of $BACKUP_ARTIFACT ($sum) does not match the recorded checksum; the target's files were not changed"
+tar -t${TAR_COMPRESS}f "$archive" > /dev/null 2>&1 || fail "$BACKUP_ARTIFACT does not list as a tar archive; the target's files were not changed"
+mkdir "$staging" || fail "cannot create $staging on the target"
+tar -x${TAR_COMPRESS}f "$archive" -C "$staging" || { rm -rf "$staging"; fail "extracting $BACKUP_ARTIFACT failed (is the target large enough?); the target's files were not changed"; }
+rm -f "$archive"
+find /data -mindepth 1 -maxdepth 1 ! -name .backup-restore-staging ! -name lost+found -exec rm -rf {} \; || fail "removing the target's old contents failed"
+find "$staging" -mindepth 1 -maxdepth 1 ! -name lost+found -exec mv {} /data/ \; || fail "moving the restored files into place failed"
+chmod "$(stat -c %a "$staging")" /data && chown "$(stat -c %u:%g "$staging")" /data || true
+rm -rf "$staging"
+echo "restored $object (sha256 $sum) into /data"
+printf '{"sha256":"%s","verified":true}' "$sum" > /dev/termination-log
+"#;
+
+/// Prune from S3: delete the archive and its checksum object; missing ones are already pruned.
+pub const S3_PRUNE_SCRIPT: &str = r#"
+for object in "$REMOTE/$BACKUP_ARTIFACT" "$REMOTE/$BACKUP_ARTIFACT.sha256"; do
+  if ! rclone deletefile "$object" 2> /scratch/err; then
+    grep -q -i "not found\|doesn't exist\|NoSuchKey\|404" /scratch/err || fail "deleting $object failed: $(tail -c 600 /scratch/err)"
+  fi
+done
+echo "pruned $REMOTE/$BACKUP_ARTIFACT"
+"#;
+
+/// Verify in S3: the object reads back whole with its recorded sha256 (and as gzip).
+pub const S3_VERIFY_SCRIPT: &str = r#"
+report() { printf '{"verified":%s,"message":"%s"}' "$1" "$2" > /dev/termination-log; }
+object="$REMOTE/$BACKUP_ARTIFACT"
+expected=$(rclone cat "$object.sha256" 2> /dev/null | cut -d' ' -f1) || { report false "checksum object missing"; exit 1; }
+[ -n "$expected" ] || { report false "checksum object missing"; exit 1; }
+hash_of /scratch/read /scratch/read.sum
+if [ "$TAR_COMPRESS" = z ]; then
+  rclone cat "$object" 2> /dev/null | tee /scratch/read | gzip -t 2> /dev/null || { wait; report false "object missing or its gzip stream is damaged"; exit 1; }
+else
+  rclone cat "$object" 2> /dev/null | tee /scratch/read > /dev/null || { wait; report false "object missing"; exit 1; }
+fi
+wait
+sum=$(cat /scratch/read.sum)
+[ "$sum" = "$expected" ] || { report false "sha256 does not match the recorded checksum"; exit 1; }
+echo "verified $object sha256=$sum"
+printf '{"sha256":"%s","verified":true}' "$sum" > /dev/termination-log
+"#;
+
+/// Object storage as plain data: where the PVC's objects go, and the variables the host fills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub access_key_var: String,
+    pub secret_key_var: String,
+    pub ca_file: Option<String>,
+}
+
+impl Remote {
+    fn env(&self) -> Vec<(String, String)> {
+        vec_of(&[
+            ("REMOTE", &format!("dest:{}/{}", self.bucket, self.prefix)),
+            ("S3_ENDPOINT", &self.endpoint),
+            ("S3_REGION", &self.region),
+            ("ACCESS_KEY_VAR", &self.access_key_var),
+            ("SECRET_KEY_VAR", &self.secret_key_var),
+            ("CA_FILE", self.ca_file.as_deref().unwrap_or("")),
+        ])
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && !s.starts_with(|c: char| c.is_ascii_digit()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     Gzip,
@@ -165,6 +302,28 @@ pub fn parse_config(json: &str) -> Result<TarConfig, String> {
 #[derive(Debug, Clone)]
 pub struct Target<'a> {
     pub image: &'a str,
+    /// Object storage, or none for the claim mounted as /backup.
+    pub remote: Option<Remote>,
+}
+
+impl Target<'_> {
+    fn image(&self) -> String {
+        match &self.remote {
+            Some(_) if self.image == BUSYBOX_DEFAULT || self.image.is_empty() => S3_IMAGE.to_string(),
+            _ => self.image.to_string(),
+        }
+    }
+
+    /// The script and its extra environment, for the claim or for object storage.
+    fn script(&self, claim: &str, s3: &str) -> Result<(String, Vec<(String, String)>), String> {
+        match &self.remote {
+            None => Ok((claim.to_string(), Vec::new())),
+            Some(remote) if is_env_name(&remote.access_key_var) && is_env_name(&remote.secret_key_var) => {
+                Ok((format!("{S3_PRELUDE}{s3}"), remote.env()))
+            }
+            Some(_) => Err("the host named invalid credential variables".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,19 +343,16 @@ fn shell(script: &str) -> Vec<String> {
 
 /// The host mounts only this PVC's directory as /backup, so the archive needs no directory of its
 /// own: the stamp separates runs.
-pub fn plan_backup(target: &Target<'_>, stamp: &str, config: &TarConfig) -> TarJob {
+pub fn plan_backup(target: &Target<'_>, stamp: &str, config: &TarConfig) -> Result<TarJob, String> {
     let file = format!("{stamp}.{}", config.compression.extension());
-    TarJob {
-        image: target.image.to_string(),
-        command: shell(BACKUP_SCRIPT),
-        env: vec_of(&[
-            ("BACKUP_FILE", &file),
-            ("BACKUP_EXCLUDES", &config.exclude.join("\n")),
-            ("TAR_COMPRESS", config.compression.tar_flag()),
-        ]),
-        checksum_file: format!("{file}.sha256"),
-        artifact: file,
-    }
+    let (script, remote_env) = target.script(BACKUP_SCRIPT, S3_BACKUP_SCRIPT)?;
+    let mut env = vec_of(&[
+        ("BACKUP_FILE", &file),
+        ("BACKUP_EXCLUDES", &config.exclude.join("\n")),
+        ("TAR_COMPRESS", config.compression.tar_flag()),
+    ]);
+    env.extend(remote_env);
+    Ok(TarJob { image: target.image(), command: shell(&script), env, checksum_file: format!("{file}.sha256"), artifact: file })
 }
 
 /// What an artifact job does with an earlier backup.
@@ -221,15 +377,17 @@ pub fn plan_artifact_job(target: &Target<'_>, artifact: &str, action: ArtifactAc
     } else {
         return Err(refuse());
     };
-    let script = match action {
-        ArtifactAction::Restore => RESTORE_SCRIPT,
-        ArtifactAction::Prune => PRUNE_SCRIPT,
-        ArtifactAction::Verify => VERIFY_SCRIPT,
+    let (script, remote_env) = match action {
+        ArtifactAction::Restore => target.script(RESTORE_SCRIPT, S3_RESTORE_SCRIPT)?,
+        ArtifactAction::Prune => target.script(PRUNE_SCRIPT, S3_PRUNE_SCRIPT)?,
+        ArtifactAction::Verify => target.script(VERIFY_SCRIPT, S3_VERIFY_SCRIPT)?,
     };
+    let mut env = vec_of(&[("BACKUP_ARTIFACT", artifact), ("TAR_COMPRESS", compression.tar_flag())]);
+    env.extend(remote_env);
     Ok(TarJob {
-        image: target.image.to_string(),
-        command: shell(script),
-        env: vec_of(&[("BACKUP_ARTIFACT", artifact), ("TAR_COMPRESS", compression.tar_flag())]),
+        image: target.image(),
+        command: shell(&script),
+        env,
         checksum_file: format!("{artifact}.sha256"),
         artifact: artifact.to_string(),
     })
@@ -244,7 +402,41 @@ mod tests {
     use super::*;
 
     fn target() -> Target<'static> {
-        Target { image: "busybox:latest" }
+        Target { image: "busybox:latest", remote: None }
+    }
+
+    fn remote() -> Target<'static> {
+        Target {
+            image: "busybox:latest",
+            remote: Some(Remote {
+                endpoint: "http://10.88.0.1:9000".into(),
+                bucket: "backups".into(),
+                prefix: "ns/p/data-0".into(),
+                region: "us-east-1".into(),
+                access_key_var: "AWS_ACCESS_KEY_ID".into(),
+                secret_key_var: "AWS_SECRET_ACCESS_KEY".into(),
+                ca_file: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn s3_destinations_stream_through_rclone_and_read_back() {
+        let job = plan_backup(&remote(), "20261129t010000z", &TarConfig::default()).unwrap();
+        assert_eq!(job.image, S3_IMAGE, "busybox has no S3 client");
+        assert!(job.env.contains(&("REMOTE".into(), "dest:backups/ns/p/data-0".into())));
+        let script = &job.command[2];
+        let at = |needle: &str| script.find(needle).unwrap_or_else(|| panic!("{needle} in the backup script"));
+        assert!(at("rclone rcat \"$partial\"") < at("rclone cat \"$partial\"") && at("rclone cat \"$partial\"") < at("rclone moveto"), "{script}");
+        for action in [ArtifactAction::Restore, ArtifactAction::Prune, ArtifactAction::Verify] {
+            let job = plan_artifact_job(&remote(), "20261129t010000z.tar.gz", action).unwrap();
+            assert!(job.command[2].contains("rclone") && !job.command[2].contains("/backup/"), "{action:?}");
+        }
+        let mut bad = remote();
+        if let Some(r) = bad.remote.as_mut() {
+            r.access_key_var = "X; rm -rf /".into();
+        }
+        assert!(plan_backup(&bad, "s", &TarConfig::default()).is_err());
     }
 
     #[test]
@@ -266,12 +458,12 @@ mod tests {
 
     #[test]
     fn backups_are_named_by_their_stamp_inside_the_pvc_directory() {
-        let job = plan_backup(&target(), "20261129t010000z", &TarConfig::default());
+        let job = plan_backup(&target(), "20261129t010000z", &TarConfig::default()).unwrap();
         assert_eq!(job.artifact, "20261129t010000z.tar.gz");
         assert_eq!(job.checksum_file, "20261129t010000z.tar.gz.sha256");
         assert!(job.env.contains(&("TAR_COMPRESS".into(), "z".into())));
         assert!(job.command[2].contains("/dev/termination-log"), "the run reports size and digest");
-        let other = plan_backup(&target(), "20261129t010100z", &TarConfig::default());
+        let other = plan_backup(&target(), "20261129t010100z", &TarConfig::default()).unwrap();
         assert_ne!(job.artifact, other.artifact);
     }
 

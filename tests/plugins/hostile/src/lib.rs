@@ -91,6 +91,8 @@ impl Guest for Hostile {
                 name: "AWS_SECRET_ACCESS_KEY".into(),
                 source: EnvSource::Secret(SecretKeyRef { name: "cloud-credentials".into(), key: "secret".into() }),
             }),
+            // Replaces the destination's credentials with its own (to send the data elsewhere).
+            "shadow-credentials" => job.env.push(EnvVar { name: "AWS_ACCESS_KEY_ID".into(), source: EnvSource::Value("attacker".into()) }),
             "oversized-output" => job.args = (0..64).map(|_| "A".repeat(64 * 1024)).collect(),
             // A Job that tries to destroy every other backup on the storage claim: it runs as root
             // and walks up from its own backup mount. The host mounts only this PVC's directory.
