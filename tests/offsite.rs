@@ -1,6 +1,6 @@
-//! Backups that leave the cluster, on the real cluster: the restic strategy writing each PVC to a
-//! claim and to the S3-compatible server the harness runs (Versity Gateway), incrementally and
-//! encrypted; retention per destination; a restore from S3; a destination whose server stops; and
+//! Backups that leave the cluster, on the real cluster: the restic strategy writing each PVC of a
+//! StatefulSet to a claim and to the S3-compatible server the harness runs (Versity Gateway),
+//! incrementally and encrypted; retention per destination; a restore from S3; a destination whose server stops; and
 //! the reasons for missing credentials and a wrong password. The repositories are inspected with
 //! the host's own restic, as a user would.
 
@@ -12,6 +12,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use backup_operator::api::{BackupRestore, RunStatus};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use serde_json::json;
@@ -107,13 +108,14 @@ fn digests(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// Waits until the destination's newest successful run was scheduled after `after`; returns its
-/// history entry.
+/// Waits until a successful run of data-db-0 to the destination was scheduled after `after`;
+/// returns its history entry.
 async fn success_after(ns: &TestNamespace, policy: &str, destination: &str, after: Option<chrono::DateTime<chrono::Utc>>) -> backup_operator::api::BackupRun {
     poll(&format!("a successful run of {policy} to {destination} scheduled after {after:?}"), RUNS_LIMIT, || async {
         let s = status(ns, policy).await;
         s.backup_history.into_iter().find(|r| {
             r.destination.as_deref() == Some(destination)
+                && r.pvc == "data-db-0"
                 && r.status == RunStatus::Succeeded
                 && after.is_none_or(|a| r.scheduled_time.as_ref().and_then(backup_operator::api::from_time).is_some_and(|t| t > a))
         })
@@ -133,7 +135,7 @@ fn seconds(run: &backup_operator::api::BackupRun) -> f64 {
 async fn restic_backs_up_to_a_claim_and_s3_incrementally_keeps_two_and_restores_from_s3() {
     let Some((cluster, ns)) = setup("offsite").await else { return };
     let s3 = S3::from_cluster();
-    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    statefulset(&ns).await;
     claim(&ns, "backup-storage", json!({})).await;
     secret(&ns, "s3-credentials", &[("AWS_ACCESS_KEY_ID", &s3.access_key), ("AWS_SECRET_ACCESS_KEY", &s3.secret_key)]).await;
     secret(&ns, "restic-password", &[("password", PASSWORD)]).await;
@@ -149,6 +151,7 @@ async fn restic_backs_up_to_a_claim_and_s3_incrementally_keeps_two_and_restores_
         "pvcSelector": {"matchLabels": {"app": "db"}},
         "backupStrategy": "restic",
         "retentionCount": 2,
+        "verify": {"schedule": "*/2 * * * *"},
         "restic": {"passwordSecret": {"name": "restic-password", "key": "password"}},
         "destinations": [
             {"name": "local", "claim": {"name": "backup-storage"}},
@@ -162,7 +165,15 @@ async fn restic_backs_up_to_a_claim_and_s3_incrementally_keeps_two_and_restores_
         .await
         .expect("create tar policy");
     let s3_repo = format!("s3:{}/{}/{}/{}/db/data-db-0", s3.endpoint, s3.bucket, ns.name, ns.name);
-    let claim_repo = claim_dir(&ns, "backup-storage").await.join(format!("{}/db/data-db-0/repo", ns.name)).to_string_lossy().into_owned();
+    let storage = claim_dir(&ns, "backup-storage").await;
+    let claim_repo = storage.join(format!("{}/db/data-db-0/repo", ns.name)).to_string_lossy().into_owned();
+    // Every PVC of the StatefulSet has a repository at each destination.
+    let repos: Vec<String> = ["data-db-0", "data-db-1"]
+        .iter()
+        .flat_map(|pvc| {
+            [format!("s3:{}/{}/{}/{}/db/{pvc}", s3.endpoint, s3.bucket, ns.name, ns.name), storage.join(format!("{}/db/{pvc}/repo", ns.name)).to_string_lossy().into_owned()]
+        })
+        .collect();
 
     // The first backup reaches both destinations.
     let first_offsite = success_after(&ns, "db", "offsite", None).await;
@@ -171,7 +182,7 @@ async fn restic_backs_up_to_a_claim_and_s3_incrementally_keeps_two_and_restores_
     let added_first = first_offsite.size_bytes.expect("bytes added by the first backup");
     assert!(added_first >= 200 * MIB as u64 * 9 / 10, "the first backup stores the whole dataset: {added_first}");
     let first_tar = poll("the tar policy's first backup", RUNS_LIMIT, || async {
-        status(&ns, "db-tar").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded)
+        status(&ns, "db-tar").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded && r.pvc == "data-db-0")
     })
     .await;
     ns.api::<backup_operator::api::BackupPolicy>().delete("db-tar", &Default::default()).await.expect("delete the tar policy");
@@ -211,14 +222,23 @@ async fn restic_backs_up_to_a_claim_and_s3_incrementally_keeps_two_and_restores_
         let last = s.last_schedule_time.as_ref().and_then(backup_operator::api::from_time)?;
         let done = (last - started).num_minutes() >= 4 && s.backup_history.iter().filter(|r| r.status == RunStatus::Running || r.status == RunStatus::Pending).count() == 0;
         // The status counts a pruned run until its Job is deleted, just after the prune.
-        let counted = s.destinations.len() == 2 && s.destinations.iter().all(|d| d.backups == 2);
-        (done && counted && snapshot_count(&s3_repo, &s3) == Some(2) && snapshot_count(&claim_repo, &s3) == Some(2)).then_some(())
+        let counted = s.destinations.len() == 2 && s.destinations.iter().all(|d| d.backups == 4);
+        (done && counted && repos.iter().all(|repo| snapshot_count(repo, &s3) == Some(2))).then_some(())
     })
     .await;
     let s = status(&ns, "db").await;
     for d in &s.destinations {
-        assert!(d.backups == 2 && d.last_successful_time.is_some() && d.message.is_empty(), "{d:?}");
+        assert!(d.backups == 4 && d.last_successful_time.is_some() && d.message.is_empty(), "2 PVCs × 2 kept: {d:?}");
     }
+    // spec.verify re-reads the newest backup of each PVC at each destination in full.
+    poll("a re-verified backup at each destination", RUNS_LIMIT, || async {
+        let s = status(&ns, "db").await;
+        ["local", "offsite"]
+            .iter()
+            .all(|d| s.backup_history.iter().any(|r| r.destination.as_deref() == Some(*d) && r.last_verify_time.is_some() && r.verified == Some(true)))
+            .then_some(())
+    })
+    .await;
 
     // A restore from the S3 destination into a new claim reproduces the data byte for byte.
     let restore: BackupRestore = serde_json::from_value(json!({
@@ -241,6 +261,35 @@ async fn restic_backs_up_to_a_claim_and_s3_incrementally_keeps_two_and_restores_
     let restored = claim_dir(&ns, "restored").await;
     assert_eq!(digests(&restored), digests(&data), "the restored files match the source byte for byte");
     ns.delete().await;
+}
+
+/// A StatefulSet of 2 whose pods keep their PVCs (data-db-0, data-db-1, labelled app=db) mounted.
+async fn statefulset(ns: &TestNamespace) {
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {
+            "serviceName": "db", "replicas": 2, "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "db", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                        "command": ["sh", "-c", "echo \"rows of $HOSTNAME\" > /data/table.txt && exec sleep 3600"],
+                        "readinessProbe": {"exec": {"command": ["test", "-f", "/data/table.txt"]}, "periodSeconds": 1},
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+                    }]
+                }
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "256Mi"}}}}]
+        }
+    }))
+    .expect("statefulset");
+    ns.api::<StatefulSet>().create(&PostParams::default(), &sts).await.expect("create statefulset");
+    support::wait_condition(ns.api::<StatefulSet>(), "db", "statefulset db with 2 ready replicas", RUNS_LIMIT, |o: Option<&StatefulSet>| {
+        o.and_then(|s| s.status.as_ref()?.ready_replicas) == Some(2)
+    })
+    .await;
 }
 
 /// A free port on the test bridge's address, for a server of this test's own.
