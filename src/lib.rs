@@ -17,6 +17,7 @@ pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod plugin_cli;
 pub mod quantity;
 pub mod render;
 pub mod restore;

@@ -1,4 +1,5 @@
-//! The operator binary: `backup-operator run` (the controller) and `backup-operator crd`.
+//! The operator binary: `backup-operator run` (the controller), `backup-operator crd` and
+//! `backup-operator plugin` (a strategy plugin on the command line).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,12 @@ enum Command {
     Crd {
         #[arg(long, value_enum, default_value = "backuppolicy")]
         kind: CrdKind,
+    },
+    /// Try a strategy plugin without a cluster: describe, validate a config, plan a sample
+    /// request (exit 2: the host refuses the plan; 3: the plugin failed), sha256.
+    Plugin {
+        #[command(subcommand)]
+        command: backup_operator::plugin_cli::PluginCommand,
     },
     /// Internal: compile the component on stdin for this operator's engine (run by the operator
     /// in a child process, within limits).
@@ -133,6 +140,16 @@ async fn main() -> std::process::ExitCode {
             }
         },
         Command::CompilePlugin => backup_operator::strategy::compile::compile_child_main(),
+        Command::Plugin { command } => match backup_operator::plugin_cli::run(command).await {
+            Ok(out) => {
+                print!("{out}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(failure) => {
+                eprintln!("{}", failure.message);
+                std::process::ExitCode::from(failure.code)
+            }
+        },
         Command::Run(args) => {
             init_logging(args.log_format);
             let readiness = backup_operator::serve::Readiness::default();

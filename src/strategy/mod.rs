@@ -18,4 +18,4 @@ pub mod source;
 /// The WIT package this host implements (`wit/strategy.wit`).
 pub const WIT_PACKAGE: &str = "backup:strategy@0.3.0";
 
-pub use runtime::{Plugin, PluginLimits, RuntimeConfig, StrategyRuntime};
+pub use runtime::{PlanRequest, Plugin, PluginLimits, RuntimeConfig, StrategyRuntime};

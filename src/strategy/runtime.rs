@@ -94,6 +94,26 @@ struct CallLimits {
     deadline: Duration,
 }
 
+/// One planning call, with its request.
+#[derive(Debug, Clone)]
+pub enum PlanRequest {
+    Backup(BackupRequest),
+    Restore(ArtifactRequest),
+    Prune(ArtifactRequest),
+    Verify(ArtifactRequest),
+}
+
+impl PlanRequest {
+    pub fn purpose(&self) -> PlanPurpose {
+        match self {
+            PlanRequest::Backup(_) => PlanPurpose::Backup,
+            PlanRequest::Restore(_) => PlanPurpose::Restore,
+            PlanRequest::Prune(_) => PlanPurpose::Prune,
+            PlanRequest::Verify(_) => PlanPurpose::Verify,
+        }
+    }
+}
+
 /// A compiled, pre-instantiated plugin, ready to be called.
 pub struct Plugin {
     pub id: PluginId,
@@ -665,6 +685,25 @@ impl StrategyRuntime {
         };
         crate::metrics::get().plugin_call(&plugin.id.name, outcome, started.elapsed());
         planned
+    }
+
+    /// Asks for a plan without checking it, on the calling thread: the command-line runner shows a
+    /// plan and the host's verdict on it separately. The plugin's own errors are ours as usual.
+    pub fn plan_unchecked_blocking(&self, plugin: &Plugin, request: &PlanRequest) -> Result<Plan> {
+        let destination = match request {
+            PlanRequest::Backup(r) => &r.policy.destination,
+            PlanRequest::Restore(r) | PlanRequest::Prune(r) | PlanRequest::Verify(r) => &r.policy.destination,
+        };
+        self.call_raw(&plugin.id, &plugin.pre, self.limits(None), |b, store| {
+            let s = b.backup_strategy_strategy();
+            match request {
+                PlanRequest::Backup(r) => s.call_plan_backup(store, r),
+                PlanRequest::Restore(r) => s.call_plan_restore(store, r),
+                PlanRequest::Prune(r) => s.call_plan_prune(store, r),
+                PlanRequest::Verify(r) => s.call_plan_verify(store, r),
+            }
+        })
+        .and_then(|result| Self::plugin_result_at(plugin, &destination.name, result))
     }
 
     /// Plans one backup and checks the plan; on the calling thread.
