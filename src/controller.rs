@@ -450,6 +450,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
                 destinations: &[],
                 readiness: decide::Readiness { not_ready: None, reason: None, message: String::new() },
                 plugin_error: Some(classified),
+                plugin: None,
                 suspended: policy.spec.suspend,
                 generation: policy.metadata.generation,
                 now,
@@ -482,6 +483,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
         destinations: &o.destinations,
         readiness,
         plugin_error: outcome.plugin_error.as_ref().map(Error::classify),
+        plugin: outcome.plugin.clone(),
         suspended: decision.suspended,
         generation: policy.metadata.generation,
         now,
@@ -525,6 +527,8 @@ struct Outcome {
     prune_failed: Vec<(String, String)>,
     /// A plugin problem found outside any run (config validation).
     plugin_error: Option<Error>,
+    /// The plugin loaded for this reconcile, for the status.
+    plugin: Option<crate::api::PluginStatus>,
     /// The first transient error: the reconcile is retried with backoff once the status is written.
     transient: Option<Error>,
 }
@@ -540,7 +544,7 @@ impl Outcome {
 
 async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outcome {
     let o = &observation.observed;
-    let mut out = Outcome { runs: o.runs.clone(), prune_failed: d.prune_failed.clone(), plugin_error: None, transient: None };
+    let mut out = Outcome { runs: o.runs.clone(), prune_failed: d.prune_failed.clone(), plugin_error: None, plugin: None, transient: None };
 
     if d.add_finalizer && let Err(e) = set_finalizer(t, true).await {
         out.transient(e);
@@ -563,6 +567,9 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     } else {
         Err(Error::Runtime("no plugin needed".into()))
     };
+    if let Ok(p) = &plugin {
+        out.plugin = Some(resolve::status(p));
+    }
     if check_only {
         let checked = match &plugin {
             Ok(p) => t.ctx.runtime.validate_config(p.clone(), resolve::limits(t.policy), resolve::config(t.policy)).await,

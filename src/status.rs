@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-use crate::api::{BackupPolicyStatus, DestinationStatus, RunStatus, to_time};
+use crate::api::{BackupPolicyStatus, DestinationStatus, PluginStatus, RunStatus, to_time};
 use crate::decide::{self, ObservedDestination, ObservedRun, Readiness};
 use crate::error::{Classified, MAX_MESSAGE_BYTES};
 use crate::runs::report::bound;
@@ -22,6 +22,8 @@ pub struct Summary<'a> {
     pub readiness: Readiness,
     /// A plugin or spec problem found outside any run (loading, config validation).
     pub plugin_error: Option<Classified>,
+    /// The plugin loaded in this reconcile, if one was (otherwise the status keeps the last one).
+    pub plugin: Option<PluginStatus>,
     pub suspended: bool,
     pub generation: Option<i64>,
     pub now: DateTime<Utc>,
@@ -70,6 +72,7 @@ pub fn build(previous: &BackupPolicyStatus, s: &Summary<'_>) -> BackupPolicyStat
         next_schedule_time: s.next_schedule_time.map(to_time),
         last_verify_time: s.last_verify_time.map(to_time),
         backup_history: decide::history(s.namespace, s.policy, s.runs),
+        plugin: s.plugin.clone().or_else(|| previous.plugin.clone()),
         destinations: destinations(s.destinations, s.runs),
         conditions,
         observed_generation: s.generation,

@@ -178,6 +178,9 @@ async fn restic_backs_up_to_a_claim_and_s3_incrementally_keeps_two_and_restores_
     // The first backup reaches both destinations.
     let first_offsite = success_after(&ns, "db", "offsite", None).await;
     let first_local = success_after(&ns, "db", "local", None).await;
+    // The status says which plugin the policy uses.
+    let plugin = status(&ns, "db").await.plugin.expect("status.plugin");
+    assert_eq!((plugin.source.as_str(), plugin.name.as_str(), plugin.sha256.len()), ("restic", "restic", 64), "{plugin:?}");
     let first_bytes = raw_data_bytes(&s3_repo, &s3);
     let added_first = first_offsite.size_bytes.expect("bytes added by the first backup");
     assert!(added_first >= 200 * MIB as u64 * 9 / 10, "the first backup stores the whole dataset: {added_first}");

@@ -337,6 +337,12 @@ async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
         assert!(job.annotations()["backup.example.com/plugin"].starts_with("configmap/"), "{:?}", job.annotations());
         assert!(job.annotations()["backup.example.com/artifact"].ends_with(".tar"), "the plugin's config reached it");
     }
+    // The status names the custom plugin: where it came from, what it calls itself, its digest.
+    let plugin = support::operator::poll("custom's status.plugin", Duration::from_secs(60), || async {
+        ns.api::<BackupPolicy>().get("custom").await.ok()?.status?.plugin
+    })
+    .await;
+    assert!(plugin.source.starts_with("configmap/") && plugin.name == "tar" && plugin.sha256.len() == 64, "{plugin:?}");
     let from_dir = wait_runs(&ns, "from-dir", 1).await;
     assert!(from_dir.iter().all(|j| j.annotations()["backup.example.com/plugin"].starts_with("plugin-dir/mounted.wasm@")));
     assert!(jobs(&ns, "broken").await.is_empty() && jobs(&ns, "bad-config").await.is_empty());

@@ -338,6 +338,9 @@ pub struct BackupPolicyStatus {
     /// Recent runs, newest first, at most 10.
     #[serde(default)]
     pub backup_history: Vec<BackupRun>,
+    /// The strategy plugin the policy uses, as last loaded (to plan a run or check the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginStatus>,
     /// Per destination (spec.destinations): its newest successful backup, the backups it holds,
     /// and why it is not working, if it is not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -404,6 +407,21 @@ pub struct BackupRun {
     /// entry is then the only record of the failure.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub not_started: bool,
+}
+
+/// Which plugin: what it says it is, and the digest of its bytes.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginStatus {
+    /// Where it came from: tar, snapshot or restic for a built-in, configmap/<ns>/<name>[<key>]
+    /// or plugin-dir/<file> for a custom one.
+    pub source: String,
+    /// The name the plugin gives itself (describe).
+    pub name: String,
+    /// The version the plugin gives itself (describe).
+    pub version: String,
+    /// sha256 of its bytes (what spec.plugin.sha256 pins).
+    pub sha256: String,
 }
 
 /// One destination's state.

@@ -49,6 +49,16 @@ pub fn limits(policy: &BackupPolicy) -> Option<PluginLimits> {
 }
 
 /// `name@sha256-prefix`, as objects and history entries name the plugin.
+/// The plugin as the policy's status shows it.
+pub fn status(plugin: &Plugin) -> crate::api::PluginStatus {
+    crate::api::PluginStatus {
+        source: plugin.id.name.clone(),
+        name: plugin.description.name.clone(),
+        version: plugin.description.version.clone(),
+        sha256: plugin.id.digest.clone(),
+    }
+}
+
 pub fn label(plugin: &Plugin) -> String {
     format!("{}@{}", plugin.id.name, plugin.id.digest.get(..12).unwrap_or(&plugin.id.digest))
 }
