@@ -16,6 +16,8 @@ trap 'rm -rf "$work"' EXIT
 export BACKUP_OPERATOR_MEASUREMENTS="$work/measurements"
 # The built-in planners' own unit tests, natively (their components are tested through the host).
 cargo test --locked --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1 | tee "$work/plugins.log"
+# The plugin SDK and its template, natively too (a planner's unit tests need no WebAssembly).
+cargo test --locked --manifest-path sdk/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1 | tee -a "$work/plugins.log"
 cargo test --locked --no-run --message-format=json-render-diagnostics "$@" > "$work/build.json"
 python3 - "$work/build.json" > "$work/binaries" <<'PY'
 import json, sys
