@@ -64,7 +64,7 @@ if [ ! -f "$out" ]; then
     oci_image "$name" "$root" "$out" run
 fi
 # Every operator build is a new tarball: keep this one and the 2 newest others, not one per commit.
-ls -t "$CACHE_DIR"/images/backup-operator-*.oci.tar 2>/dev/null | grep -vxF "$out" | tail -n +3 | xargs -r rm -f
+{ ls -t "$CACHE_DIR"/images/backup-operator-*.oci.tar 2>/dev/null | grep -vxF "$out" | tail -n +3 | xargs -r rm -f; } || true
 size_mib=$(( $(stat -c %s "$out") / 1048576 ))
 log "image $name: $out ($size_mib MiB, $(( $(date +%s) - started )) s including the release build)"
 if $import; then
