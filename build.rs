@@ -8,6 +8,7 @@ const BUILTINS: [&str; 3] = ["backup_strategy_tar", "backup_strategy_snapshot", 
 
 fn main() {
     println!("cargo:rerun-if-changed=plugins");
+    println!("cargo:rerun-if-changed=sdk/backup-strategy-sdk");
     println!("cargo:rerun-if-changed=wit");
     println!("cargo:rerun-if-changed=scripts/build-plugins.sh");
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -9,13 +9,7 @@ pub mod plan;
 mod component {
     use crate::plan::{self, Repository, Target};
 
-    wit_bindgen::generate!({ path: "../../wit", world: "backup-strategy" });
-
-    use backup::strategy::types::{
-        Action, ArtifactRequest, BackupRequest, Description, DestinationKind, EnvSource, EnvVar, JobPlan, Mount, Plan,
-        PlanError, PodPrivileges, PolicyInfo, PvcInfo, Resources, Verification, VolumeMode,
-    };
-    use exports::backup::strategy::strategy::Guest;
+    use backup_strategy_sdk::*;
 
     struct Restic;
 
@@ -42,21 +36,17 @@ mod component {
         }
     }
 
-    fn mount(volume: &str, path: &str, read_only: bool) -> Mount {
-        Mount { volume: volume.into(), path: path.into(), read_only }
-    }
-
     /// `data` as asked, `backup` only on a claim (object storage has none), and scratch space for
     /// restic's cache and the scripts' files.
     fn mounts(policy: &PolicyInfo, data: Option<bool>, backup_read_only: bool) -> Vec<Mount> {
         let mut mounts = Vec::new();
         if let Some(read_only) = data {
-            mounts.push(mount("data", "/data", read_only));
+            mounts.push(Mount::data(read_only));
         }
         if let DestinationKind::Claim(_) = policy.destination.kind {
-            mounts.push(mount("backup", "/backup", backup_read_only));
+            mounts.push(Mount::backup(backup_read_only));
         }
-        mounts.push(mount("scratch", "/scratch", false));
+        mounts.push(Mount::scratch());
         mounts
     }
 
@@ -69,16 +59,7 @@ mod component {
             mounts,
             resources: Resources { cpu_millicores: None, memory_bytes: None },
             // Root, so that files of every owner on the PVC can be read and restored; nothing more.
-            privileges: PodPrivileges {
-                privileged: false,
-                add_capabilities: Vec::new(),
-                host_network: false,
-                host_pid: false,
-                host_ipc: false,
-                automount_service_account_token: false,
-                host_paths: Vec::new(),
-                run_as_root: true,
-            },
+            privileges: PodPrivileges::root(),
             verification,
             artifact_location: job.artifact,
         })
@@ -98,7 +79,7 @@ mod component {
         plan::parse_config(&policy.config).map_err(PlanError::InvalidConfig)
     }
 
-    impl Guest for Restic {
+    impl Strategy for Restic {
         fn describe() -> Description {
             Description {
                 name: "restic".into(),
@@ -144,5 +125,5 @@ mod component {
         }
     }
 
-    export!(Restic);
+    backup_strategy_sdk::plugin!(Restic);
 }

@@ -8,13 +8,7 @@ pub mod plan;
 mod component {
     use crate::plan::{self, ArtifactAction, Target};
 
-    wit_bindgen::generate!({ path: "../../wit", world: "backup-strategy" });
-
-    use backup::strategy::types::{
-        Action, ArtifactRequest, BackupRequest, Description, DestinationKind, EnvSource, EnvVar, JobPlan, Mount, Plan,
-        PlanError, PodPrivileges, PolicyInfo, PvcInfo, Resources, Verification, VolumeMode,
-    };
-    use exports::backup::strategy::strategy::Guest;
+    use backup_strategy_sdk::*;
 
     struct Tar;
 
@@ -38,13 +32,9 @@ mod component {
     /// rclone's config), which has no `backup` volume.
     fn storage(policy: &PolicyInfo, backup_read_only: bool) -> Mount {
         match &policy.destination.kind {
-            DestinationKind::Claim(_) => mount("backup", "/backup", backup_read_only),
-            DestinationKind::S3(_) => mount("scratch", "/scratch", false),
+            DestinationKind::Claim(_) => Mount::backup(backup_read_only),
+            DestinationKind::S3(_) => Mount::scratch(),
         }
-    }
-
-    fn mount(volume: &str, path: &str, read_only: bool) -> Mount {
-        Mount { volume: volume.into(), path: path.into(), read_only }
     }
 
     fn job_plan(job: plan::TarJob, mounts: Vec<Mount>) -> Plan {
@@ -56,16 +46,7 @@ mod component {
             mounts,
             resources: Resources { cpu_millicores: None, memory_bytes: None },
             // Root, so that files of every owner on the PVC can be read; nothing beyond that.
-            privileges: PodPrivileges {
-                privileged: false,
-                add_capabilities: Vec::new(),
-                host_network: false,
-                host_pid: false,
-                host_ipc: false,
-                automount_service_account_token: false,
-                host_paths: Vec::new(),
-                run_as_root: true,
-            },
+            privileges: PodPrivileges::root(),
             verification: Verification::Sha256File(job.checksum_file),
             artifact_location: job.artifact,
         })
@@ -81,7 +62,7 @@ mod component {
         }
     }
 
-    impl Guest for Tar {
+    impl Strategy for Tar {
         fn describe() -> Description {
             Description {
                 name: "tar".into(),
@@ -100,9 +81,9 @@ mod component {
             filesystem_only(&request.pvc)?;
             let config = plan::parse_config(&request.policy.config).map_err(PlanError::InvalidConfig)?;
             let job = plan::plan_backup(&target(&request.policy), &request.policy.scheduled_stamp, &config).map_err(PlanError::Failed)?;
-            let mut mounts = vec![mount("data", "/data", true), mount("scratch", "/scratch", false)];
+            let mut mounts = vec![Mount::data(true), Mount::scratch()];
             if let DestinationKind::Claim(_) = request.policy.destination.kind {
-                mounts.push(mount("backup", "/backup", false));
+                mounts.push(Mount::backup(false));
             }
             Ok(job_plan(job, mounts))
         }
@@ -110,7 +91,7 @@ mod component {
         fn plan_restore(request: ArtifactRequest) -> Result<Plan, PlanError> {
             filesystem_only(&request.pvc)?;
             let job = plan::plan_artifact_job(&target(&request.policy), &request.artifact, ArtifactAction::Restore).map_err(PlanError::Failed)?;
-            Ok(job_plan(job, vec![mount("data", "/data", false), storage(&request.policy, true)]))
+            Ok(job_plan(job, vec![Mount::data(false), storage(&request.policy, true)]))
         }
 
         fn plan_prune(request: ArtifactRequest) -> Result<Plan, PlanError> {
@@ -124,5 +105,5 @@ mod component {
         }
     }
 
-    export!(Tar);
+    backup_strategy_sdk::plugin!(Tar);
 }
