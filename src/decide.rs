@@ -157,6 +157,13 @@ pub struct Observed {
     pub cause_reportable_at: Option<DateTime<Utc>>,
 }
 
+impl Observed {
+    /// Whether the run writes to one of the policy's current destinations.
+    pub fn knows(&self, run: &ObservedRun) -> bool {
+        self.destinations.iter().any(|d| d.name == run.destination)
+    }
+}
+
 /// Holds back causes that clear on their own (a pod waiting for a node) while their run is younger
 /// than the grace, capped by half the start timeout so that a stuck run shows why before it fails. Returns when
 /// the first held-back cause becomes reportable (the reconcile looks again then).
@@ -554,7 +561,7 @@ fn verification(observed: &Observed, d: &mut Decision) -> Option<DateTime<Utc>> 
         d.last_verify_time = Some(at);
         let minutes = at.timestamp().div_euclid(60);
         let mut by_pvc: BTreeMap<(&str, &str), Vec<&ObservedRun>> = BTreeMap::new();
-        for run in observed.runs.iter().filter(|r| r.object == RunObject::Job && r.status == RunStatus::Succeeded && r.artifact.is_some()) {
+        for run in observed.runs.iter().filter(|r| r.object == RunObject::Job && r.status == RunStatus::Succeeded && r.artifact.is_some() && observed.knows(r)) {
             by_pvc.entry(run.series()).or_default().push(run);
         }
         for (_, mut runs) in by_pvc {
@@ -665,7 +672,10 @@ pub fn decide(observed: &Observed) -> Decision {
             d.create.push(NewRun { name, pvc: pvc.name.clone(), destination: destination.to_owned(), scheduled, node });
         }
     }
-    let dropped: Vec<String> = retention(&observed.runs, spec.retention_count, spec.failed_jobs_history_limit)
+    // Runs to a destination the spec no longer has are left as they are: there is nothing to
+    // prune them with, and nothing new arrives to replace them.
+    let current: Vec<ObservedRun> = observed.runs.iter().filter(|r| observed.knows(r)).cloned().collect();
+    let dropped: Vec<String> = retention(&current, spec.retention_count, spec.failed_jobs_history_limit)
         .into_iter()
         .filter(|n| !d.replace.contains(n) && !observed.held.contains(n))
         .collect();
@@ -735,10 +745,11 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
         return not_ready(NotReady::NoMatchingPvcs, "no PersistentVolumeClaim in this namespace matches spec.pvcSelector".into());
     }
     // The latest finished run of each PVC decides whether backups are working.
-    let latest = newest_per_pvc(runs.iter().filter(|r| r.finished()));
-    let newest_success = newest_per_pvc(runs.iter().filter(|r| r.status == RunStatus::Succeeded));
+    // Only the destinations the spec has now decide (an old failure at a removed one never heals).
+    let latest = newest_per_pvc(runs.iter().filter(|r| r.finished() && observed.knows(r)));
+    let newest_success = newest_per_pvc(runs.iter().filter(|r| r.status == RunStatus::Succeeded && observed.knows(r)));
     // A run that cannot start says so at once, before its timeout fails it.
-    if let Some(run) = runs.iter().filter(|r| matches!(r.status, RunStatus::Pending | RunStatus::Running)).find(|r| r.stuck.is_some()) {
+    if let Some(run) = runs.iter().filter(|r| matches!(r.status, RunStatus::Pending | RunStatus::Running) && observed.knows(r)).find(|r| r.stuck.is_some()) {
         let stuck = run.stuck.clone().unwrap_or_else(|| crate::runs::stuck::Stuck { reason: "RunStuck", message: String::new() });
         return Readiness {
             not_ready: Some(NotReady::RunStuck),
@@ -1259,6 +1270,18 @@ mod tests {
         let r = readiness(&failing, &runs, &[]);
         assert_eq!(r.not_ready, Some(NotReady::BackupFailed));
         assert!(r.message.contains("data-db-0 to offsite (o2)") && !r.message.contains("(l2)"), "{}", r.message);
+        // A destination removed from the spec: its old failure no longer decides, and its runs are
+        // neither pruned nor verified (there is nothing to do that with).
+        let mut removed = failing.clone();
+        removed.destinations = vec![named("local")];
+        assert_eq!(readiness(&removed, &runs, &[]).not_ready, None, "only local decides now");
+        assert_eq!(retention(&runs, 1, 1), vec!["l1".to_owned()]);
+        removed.runs = runs.clone();
+        removed.spec.retention_count = 1;
+        removed.spec.failed_jobs_history_limit = 0;
+        let d = decide(&removed);
+        let pruned: Vec<String> = d.prune.iter().map(|p| format!("{p:?}")).collect();
+        assert!(pruned.iter().any(|p| p.contains("\"l1\"")) && pruned.iter().all(|p| !p.contains("\"o2\"")), "{pruned:?}");
         let entry = history_entry("ns", "p", &runs[0]);
         assert_eq!((entry.destination.as_deref(), entry.artifact.as_deref()), (Some("local"), Some("local:ns/p/data-db-0/l1.tar.gz")));
     }
