@@ -256,26 +256,28 @@ pub fn render(sample: &Sample, plan: &Plan, plugin_label: &str) -> Result<String
             };
             yaml(&runs::backup_job::render(&b, job))
         }
-        (Plan::Job(job), PlanRequest::Restore(_)) => {
-            let ctx = crate::render::JobContext {
-                name: runs::child_name(&sample.run, "restore"),
-                namespace: ns.clone(),
-                labels: runs::labels_to(&name, uid, Some(&pvc), &access.destination, RunKind::Restore),
-                annotations: BTreeMap::new(),
-                data_claim: pvc.clone(),
-                storage_claim: access.storage_claim.clone(),
-                secret_env: access.env.clone(),
-                ca_bundle: access.ca_bundle.clone(),
-                backup_sub_path: runs::storage_dir(&ns, &name, &pvc),
-                owner: None,
-                backoff_limit: 0,
-                active_deadline_seconds: Some(6 * 3600),
-                data_writable: true,
-                backup_writable: false,
-                node: None,
-                run_as: policy.spec.pod_security_context.clone(),
+        (Plan::Job(job), PlanRequest::Restore(r)) => {
+            // A BackupRestore of this PVC into itself, rendered by the operator's own code.
+            let restore_name = sample.run.clone();
+            let spec: crate::api::BackupRestoreSpec = serde_json::from_value(serde_json::json!({"source": {"policy": name, "pvc": pvc}}))
+                .map_err(|e| e.to_string())?;
+            let mut restore = crate::api::BackupRestore::new(&restore_name, spec);
+            restore.metadata.namespace = Some(ns.clone());
+            let backup = crate::api::restore::RestoredBackup {
+                policy: name.clone(),
+                run_name: sample.run.clone(),
+                destination: (!access.destination.is_empty()).then(|| access.destination.clone()),
+                artifact: Some(r.artifact.clone()),
+                sha256: None,
+                scheduled_time: None,
+                verified: true,
             };
-            yaml(&crate::render::render_job(&ctx, job))
+            let job_name = crate::restore::render::job_name(&restore);
+            let rendered = crate::restore::render::job(
+                &crate::restore::render::RestoreJob { restore: &restore, policy, backup: &backup, target: &pvc, name: &job_name, plugin: plugin_label, access: &access },
+                job,
+            );
+            yaml(&rendered)
         }
         (Plan::Job(job), PlanRequest::Prune(_) | PlanRequest::Verify(_)) => {
             let kind = if matches!(sample.request, PlanRequest::Prune(_)) { RunKind::Prune } else { RunKind::Verify };
