@@ -394,3 +394,40 @@ async fn a_component_made_to_be_slow_to_compile_is_refused_before_compiling() {
         Err(other) => panic!("the largest component: {other}"),
     }
 }
+
+/// A component that imports WASI p2 loads and plans; what it tries through WASI gets an error
+/// value or nothing (each attempt reports what it saw as its plan error), never access.
+#[tokio::test]
+async fn wasi_is_linked_deny_all() {
+    let s = suite().await;
+    let dir = support::built_plugins("tests/plugins");
+    let bytes = std::fs::read(dir.join("wasi_hostile_plugin.wasm")).expect("wasi-hostile plugin built");
+    let plugin = s.runtime.load("wasi-hostile", Arc::from(bytes), None).await.expect("a component importing WASI loads");
+    let saw = |attempt: &'static str| {
+        let (runtime, plugin) = (s.runtime.clone(), plugin.clone());
+        async move {
+            match runtime.plan_backup(plugin, None, backup_request(attempt)).await {
+                Err(Error::PluginPlanFailed { message, .. }) => message,
+                other => panic!("{attempt}: {other:?}"),
+            }
+        }
+    };
+    // No preopened directory: nothing to open a file from.
+    assert_eq!(saw("files").await, "preopens: 0");
+    // No socket of either kind, no name lookup (wasmtime answers a refused lookup so).
+    assert_eq!(saw("sockets").await, "tcp: access-denied; udp: access-denied; lookup: permanent-resolver-failure");
+    // No environment, arguments or working directory; stdin closed.
+    assert_eq!(saw("environment").await, "env: 0; args: 0; cwd: none; stdin: closed");
+    // Frozen clocks: an hour's sleep returns at once (it cannot hold a call slot) and no time passes.
+    assert_eq!(saw("time").await, "wall: 946684800; monotonic: 0 -> 0; slept");
+    // Randomness is a fixed sequence: the same request gets the same plan.
+    assert_eq!(saw("random").await, "random: c3c3c3c3c3c3c3c3; seed: 00");
+    assert_eq!(saw("random").await, "random: c3c3c3c3c3c3c3c3; seed: 00");
+    // Exiting ends the call as a trap.
+    let exited = s.runtime.plan_backup(plugin.clone(), None, backup_request("exit")).await.expect_err("exit");
+    assert!(matches!(exited, Error::PluginTrap { .. }), "{exited}");
+    // 2 MiB to stdout and stderr: kept up to the cap, the plan still made.
+    s.runtime.plan_backup(plugin.clone(), None, backup_request("output")).await.expect("output flood still plans");
+    s.runtime.plan_backup(plugin.clone(), None, backup_request("{}")).await.expect("plans");
+    s.good_still_plans("wasi").await;
+}

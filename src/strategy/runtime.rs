@@ -1,7 +1,8 @@
 //! The plugin sandbox. One wasmtime `Engine` per process; each component compiled once, keyed by
 //! its sha256 (in memory, and on disk so a restart does not recompile) and pre-instantiated once.
 //! Every call gets a fresh `Store` with a memory cap and an epoch deadline and runs on a blocking
-//! thread, at most `max_concurrency` at a time. Plugins import nothing but a log.
+//! thread, at most `max_concurrency` at a time. Plugins import a log and WASI p2, deny-all
+//! ([`super::wasi`]): nothing behind it but their own capped output.
 //!
 //! Compiling is kept apart from calling: a component's shape is checked first
 //! ([`super::compile`]), compilations queue for their own slots (never a call slot), one per
@@ -127,12 +128,51 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// Per-call host state: the memory limiter and the plugin's log.
+/// Per-call host state: the memory limiter, the plugin's log and its deny-all WASI context.
 struct HostState {
     plugin: String,
     memory_limit: usize,
     memory_denied: bool,
     log_lines: usize,
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+    output: super::wasi::GuestOutput,
+}
+
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl HostState {
+    /// One line of the plugin's log, within the per-call line cap.
+    fn log_line(&mut self, level: host::LogLevel, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        let message = escape_log(&truncate(message, MAX_LOG_BYTES));
+        let plugin = self.plugin.as_str();
+        match level {
+            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    /// What the plugin wrote to stdout and stderr, line by line into its log (same caps).
+    fn flush_output(&mut self) {
+        let (bytes, dropped) = self.output.take();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            self.log_line(host::LogLevel::Info, String::from_utf8_lossy(line).into_owned());
+        }
+        if dropped > 0 {
+            self.log_line(host::LogLevel::Warn, format!("{dropped} more bytes of output dropped (cap {} bytes per call)", super::wasi::MAX_OUTPUT_BYTES));
+        }
+    }
 }
 
 impl ResourceLimiter for HostState {
@@ -151,19 +191,7 @@ impl ResourceLimiter for HostState {
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::LogLevel, message: String) {
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES {
-            return;
-        }
-        let message = escape_log(&truncate(message, MAX_LOG_BYTES));
-        let plugin = self.plugin.as_str();
-        match level {
-            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
+        self.log_line(level, message);
     }
 }
 
@@ -304,9 +332,11 @@ impl StrategyRuntime {
         let slots = u32::try_from(config.max_concurrency.max(1) * 2 + 2).unwrap_or(u32::MAX);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
-            .total_core_instances(slots * 4)
+            // A C or `cargo component` plugin carries the WASI adapter and its shims: a few more
+            // core instances and tables per component than a Rust one.
+            .total_core_instances(slots * 8)
             .total_memories(slots * 2)
-            .total_tables(slots * 4)
+            .total_tables(slots * 8)
             .max_memory_size(usize::try_from(config.memory_limit_bytes).unwrap_or(usize::MAX))
             // Reset the first pages of memory (a planner's stack, data and small heap) by memset
             // rather than decommitting them, so the next call does not fault them back in.
@@ -316,6 +346,7 @@ impl StrategyRuntime {
         let mut linker = Linker::new(&engine);
         BackupStrategy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| Error::Runtime(format!("linker: {e:#}")))?;
+        super::wasi::add_to_linker(&mut linker).map_err(|e| Error::Runtime(format!("linker (WASI): {e:#}")))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = hasher.finish();
@@ -597,11 +628,15 @@ impl StrategyRuntime {
         limits: CallLimits,
         f: impl FnOnce(&BackupStrategy, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R> {
+        let output = super::wasi::GuestOutput::default();
         let state = HostState {
             plugin: id.name.clone(),
             memory_limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
             memory_denied: false,
             log_lines: 0,
+            wasi: super::wasi::context(&output),
+            table: wasmtime::component::ResourceTable::new(),
+            output,
         };
         let _in_flight = self.inner.ticker.enter();
         let mut store = Store::new(&self.inner.engine, state);
@@ -610,6 +645,7 @@ impl StrategyRuntime {
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         let result = pre.instantiate(&mut store).and_then(|bindings| f(&bindings, &mut store));
+        store.data_mut().flush_output();
         result.map_err(|e| {
             if store.data().memory_denied {
                 Error::PluginMemoryLimit { plugin: id.clone(), limit_bytes: limits.memory_bytes }
