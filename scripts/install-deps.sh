@@ -12,6 +12,8 @@ packages=(
   restic rclone
   # WebAssembly guests: rustc/cargo 1.96 with std sources for -Zbuild-std, wasm-component-ld, lld
   rustc-web cargo-web rust-web-src rust-web-llvm lld-22
+  # the C plugin example: clang for wasm32 with wasi-libc and its compiler-rt builtins
+  clang-22 wasi-libc libclang-rt-22-dev-wasm32
 )
 missing=()
 for p in "${packages[@]}"; do

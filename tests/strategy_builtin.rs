@@ -11,7 +11,7 @@ use backup_operator::strategy::bindings::types::{
 };
 use backup_operator::strategy::builtin::BuiltinStrategy;
 use backup_operator::strategy::{Plugin, RuntimeConfig, StrategyRuntime};
-use support::requests::{backup_request, policy, pvc};
+use support::requests::{backup_request, policy, pvc, s3_destination};
 
 async fn load(runtime: &StrategyRuntime, builtin: BuiltinStrategy) -> Arc<Plugin> {
     runtime.load(builtin.name(), Arc::from(builtin.wasm()), None).await.expect("built-in plugin loads")
@@ -180,22 +180,6 @@ async fn bytes_of_a_version_seen_before_are_not_hashed_again() {
     let next = rt.load_versioned("configmap/ns/p[plugin.wasm]", "rv-2", Arc::from(BuiltinStrategy::Snapshot.wasm()), None).await.expect("load");
     assert_ne!(next.id.digest, first.id.digest);
     assert_eq!(next.description.name, "snapshot");
-}
-
-fn s3_destination() -> backup_operator::strategy::bindings::types::Destination {
-    use backup_operator::strategy::bindings::types::{Destination, DestinationKind, S3Destination};
-    Destination {
-        name: "offsite".into(),
-        kind: DestinationKind::S3(S3Destination {
-            endpoint: "http://s3.example:9000".into(),
-            bucket: "backups".into(),
-            prefix: "team/prod/db-backup/data-db-0".into(),
-            region: "eu-west-1".into(),
-            access_key_id_env: "AWS_ACCESS_KEY_ID".into(),
-            secret_access_key_env: "AWS_SECRET_ACCESS_KEY".into(),
-            ca_file: None,
-        }),
-    }
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! Sample strategy requests, shared by the plugin tests and the benchmark.
 #![allow(dead_code)]
 
-use backup_operator::strategy::bindings::types::{AccessMode, BackupRequest, KeyValue, PolicyInfo, PvcInfo, VolumeMode};
+use backup_operator::strategy::bindings::types::{
+    AccessMode, ArtifactRequest, BackupRequest, Destination, DestinationKind, KeyValue, PolicyInfo, PvcInfo, S3Destination, VolumeMode,
+};
 
 pub fn policy(config: &str) -> PolicyInfo {
     PolicyInfo {
@@ -36,4 +38,24 @@ pub fn pvc(name: &str, mode: VolumeMode) -> PvcInfo {
 
 pub fn backup_request(config: &str) -> BackupRequest {
     BackupRequest { policy: policy(config), pvc: pvc("data-db-0", VolumeMode::Filesystem) }
+}
+
+pub fn artifact_request(config: &str, artifact: &str) -> ArtifactRequest {
+    ArtifactRequest { policy: policy(config), pvc: pvc("data-db-0", VolumeMode::Filesystem), artifact: artifact.into() }
+}
+
+/// An S3 destination as the host describes it to a plan.
+pub fn s3_destination() -> Destination {
+    Destination {
+        name: "offsite".into(),
+        kind: DestinationKind::S3(S3Destination {
+            endpoint: "http://s3.example:9000".into(),
+            bucket: "backups".into(),
+            prefix: "team/prod/db-backup/data-db-0".into(),
+            region: "eu-west-1".into(),
+            access_key_id_env: "AWS_ACCESS_KEY_ID".into(),
+            secret_access_key_env: "AWS_SECRET_ACCESS_KEY".into(),
+            ca_file: None,
+        }),
+    }
 }
