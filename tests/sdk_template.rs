@@ -1,6 +1,6 @@
-//! The plugin author kit: the template strategy, written with `backup-strategy-sdk` (sdk/) and
-//! built by the project's script, loads in the operator's sandbox, plans what the host accepts, and
-//! backs up a PVC on the real cluster from a ConfigMap.
+//! The plugin author kit: the template strategy, written with `backup-strategy-sdk` (sdk/), built
+//! by the project's script and by `cargo component` (a WASI p2 component), loads in the operator's
+//! sandbox, plans what the host accepts, and backs up a PVC on the real cluster from a ConfigMap.
 
 mod support;
 
@@ -15,6 +15,39 @@ use support::requests::backup_request;
 
 fn template() -> Vec<u8> {
     std::fs::read(support::built_plugins("sdk").join("backup_strategy_template.wasm")).expect("template built")
+}
+
+/// The template as a plugin author outside this repository builds it: the SDK workspace copied to a
+/// directory of its own, `cargo component build --release` in the environment of
+/// scripts/cargo-component-env.sh. The copy and its target directory stay in the cache, so that
+/// the next run rebuilds only the two crates.
+fn template_by_cargo_component() -> Vec<u8> {
+    static BUILT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let cache = std::env::var("BACKUP_OPERATOR_CACHE")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/backup-operator"));
+            let base = cache.join("wasm-target/cargo-component-template");
+            let (copy, target) = (base.join("my-plugins"), base.join("target"));
+            let _ = std::fs::remove_dir_all(&copy);
+            std::fs::create_dir_all(&copy).expect("mkdir");
+            let status = std::process::Command::new("cp").arg("-r").arg(repo.join("sdk/.")).arg(&copy).status().expect("cp");
+            assert!(status.success());
+            let _ = std::fs::remove_dir_all(copy.join("target"));
+            let script = format!(
+                "set -e; eval \"$({}/scripts/cargo-component-env.sh)\"; export CARGO_TARGET_DIR={}; cargo component build --release --locked -p backup-strategy-template",
+                repo.display(),
+                target.display()
+            );
+            let started = std::time::Instant::now();
+            let output = std::process::Command::new("bash").arg("-c").arg(&script).current_dir(&copy).output().expect("bash");
+            assert!(output.status.success(), "cargo component build failed:\n{}", String::from_utf8_lossy(&output.stderr));
+            support::measured(&format!("cargo component build --release of the template: {:.1} s", started.elapsed().as_secs_f64()));
+            std::fs::read(target.join("wasm32-wasip1/release/backup_strategy_template.wasm")).expect("the component")
+        })
+        .clone()
 }
 
 #[tokio::test]
@@ -32,6 +65,23 @@ async fn the_template_loads_and_plans_what_the_host_accepts() {
 }
 
 #[tokio::test]
+async fn the_template_built_by_cargo_component_imports_wasi_and_plans_the_same() {
+    let runtime = StrategyRuntime::new(RuntimeConfig::default()).expect("runtime");
+    let bytes = template_by_cargo_component();
+    support::measured(&format!("sdk template component by cargo component: {} bytes", bytes.len()));
+    let engine = wasmtime::Engine::default();
+    let component = wasmtime::component::Component::new(&engine, &bytes).expect("a component");
+    let imports: Vec<String> = component.component_type().imports(&engine).map(|(name, _)| name.to_owned()).collect();
+    assert!(imports.iter().any(|i| i.starts_with("wasi:cli/environment@")), "the preview 1 adapter imports WASI p2: {imports:?}");
+    let plugin = runtime.load("template", Arc::from(bytes), None).await.expect("the template loads");
+    let by_script = runtime.load("template-by-script", Arc::from(template()), None).await.expect("the template loads");
+    let request = backup_request(r#"{"skipSuffixes": [".tmp"]}"#);
+    let plan = runtime.plan_backup(plugin, None, request.clone()).await.expect("an accepted plan");
+    let same = runtime.plan_backup(by_script, None, request).await.expect("an accepted plan");
+    assert_eq!(format!("{plan:?}"), format!("{same:?}"), "both builds plan alike");
+}
+
+#[tokio::test]
 async fn the_template_backs_up_a_pvc_from_a_configmap() {
     let Some((cluster, ns)) = setup("sdk-template").await else { return };
     claim(&ns, "data-db-0", json!({"app": "db"})).await;
@@ -40,7 +90,8 @@ async fn the_template_backs_up_a_pvc_from_a_configmap() {
     std::fs::create_dir_all(data.join("sub")).expect("mkdir");
     std::fs::write(data.join("sub/rows"), b"1\n2\n").expect("data");
     std::fs::write(data.join("scratch.tmp"), b"skip me").expect("data");
-    plugin_configmap(&ns, "copy-strategy", &template()).await;
+    // The `cargo component` build: a WASI-importing component, as most authors will have.
+    plugin_configmap(&ns, "copy-strategy", &template_by_cargo_component()).await;
     let _operator = Operator::start(&cluster, &ns);
     create_policy(&ns, "db", json!({
         "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "backupStrategy": "custom",
