@@ -85,6 +85,8 @@ async fn the_template_built_by_cargo_component_imports_wasi_and_plans_the_same()
 async fn the_template_backs_up_a_pvc_from_a_configmap() {
     let Some((cluster, ns)) = setup("sdk-template").await else { return };
     claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    // An empty PVC too, as a newcomer's first one often is.
+    claim(&ns, "data-db-1", json!({"app": "db"})).await;
     claim(&ns, "backup-storage", json!({})).await;
     let data = claim_dir(&ns, "data-db-0").await;
     std::fs::create_dir_all(data.join("sub")).expect("mkdir");
@@ -99,10 +101,19 @@ async fn the_template_backs_up_a_pvc_from_a_configmap() {
     }))
     .await
     .expect("policy");
-    let run = poll("the template's first backup", support::operator::LIMIT * 2, || async {
-        status(&ns, "db").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded)
+    let run = poll("the template's first backup of data-db-0", support::operator::LIMIT * 2, || async {
+        status(&ns, "db").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded && r.pvc == "data-db-0")
     })
     .await;
+    let empty = poll("the template's first backup of the empty data-db-1", support::operator::LIMIT * 2, || async {
+        let history = status(&ns, "db").await.backup_history;
+        if let Some(failed) = history.iter().find(|r| r.pvc == "data-db-1" && r.status == RunStatus::Failed) {
+            panic!("the empty PVC's backup failed: {failed:?}");
+        }
+        history.into_iter().find(|r| r.status == RunStatus::Succeeded && r.pvc == "data-db-1")
+    })
+    .await;
+    assert_eq!(empty.verified, Some(true), "{empty:?}");
     assert_eq!(run.verified, Some(true), "{run:?}");
     let copy = claim_dir(&ns, "backup-storage").await.join(format!("{}/db/data-db-0/{}", ns.name, run.job_name));
     assert_eq!(std::fs::read(copy.join("sub/rows")).expect("copied file"), b"1\n2\n");
