@@ -19,7 +19,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::{BackupPolicy, RunStatus};
+use crate::api::{BackupPolicy, NotificationEvent, RunStatus};
 use crate::decide::{self, Decision, Finalize, NewRun, ObservedRun, PruneStep, RunObject};
 use crate::destination::{self, Destination};
 use crate::error::{Error, MAX_MESSAGE_BYTES, Result, Retry};
@@ -55,6 +55,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Writes the policies' statuses (and shows them until the store does).
     statuses: crate::status_writer::StatusWriter,
+    /// Delivers the policies' webhook notifications in the background.
+    notifier: crate::notify::Notifier,
 }
 
 impl Context {
@@ -70,6 +72,7 @@ impl Context {
     ) -> Self {
         let events = crate::events::Publisher::start(client.clone(), FIELD_MANAGER);
         let statuses = crate::status_writer::StatusWriter::start(client.clone(), events.clone());
+        let notifier = crate::notify::Notifier::start(client.clone(), events.clone(), crate::notify::Config::default());
         Context {
             client,
             runtime,
@@ -82,7 +85,14 @@ impl Context {
             events,
             failures: Mutex::default(),
             statuses,
+            notifier,
         }
+    }
+
+    /// Delivers notifications with `config` (address rules, timeouts, attempts).
+    pub fn with_notifications(mut self, config: crate::notify::Config) -> Self {
+        self.notifier = crate::notify::Notifier::start(self.client.clone(), self.events.clone(), config);
+        self
     }
 
     /// The watched objects (set, with every store listed once, before the controllers start).
@@ -323,6 +333,30 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
+    /// Hands a notification about `run` (or, without one, about `pvc` and `scheduled`) to the
+    /// notifier, when a target of the policy wants `event`; never waits.
+    fn notify(&self, event: NotificationEvent, run: Option<&ObservedRun>, pvc: Option<&str>, scheduled: Option<chrono::DateTime<Utc>>, message: String) {
+        if !self.policy.spec.notifications.iter().any(|n| n.events.contains(&event)) {
+            return;
+        }
+        let report = run.and_then(|r| r.report.as_ref());
+        let notification = crate::notify::Notification {
+            event,
+            namespace: self.ns.clone(),
+            policy: self.name.clone(),
+            pvc: run.map(|r| r.pvc.clone()).or_else(|| pvc.map(str::to_owned)),
+            destination: run.map(|r| r.destination.clone()),
+            run: run.map(|r| r.name.clone()),
+            scheduled_time: run.and_then(|r| r.scheduled).or(scheduled),
+            time: Utc::now(),
+            message,
+            artifact: run.and_then(|r| r.artifact.clone()),
+            size_bytes: report.and_then(|r| r.size_bytes),
+            sha256: report.and_then(|r| r.sha256.clone()),
+        };
+        self.ctx.notifier.notify(self.policy, &notification);
+    }
+
     /// Queues an event of the policy for the end of the reconcile.
     fn event(&self, type_: EventType, reason: &str, note: String) {
         if let Ok(mut events) = self.events.lock() {
@@ -428,6 +462,14 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
     result
 }
 
+/// The targets' problems for the Notifications condition; `None` for a policy without targets.
+async fn notification_problems(policy: &BackupPolicy, ctx: &Context) -> Option<Vec<crate::notify::TargetProblem>> {
+    if policy.spec.notifications.is_empty() {
+        return None;
+    }
+    Some(ctx.notifier.check(policy).await)
+}
+
 async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: &Arc<Context>) -> Result<Action> {
     let now = Utc::now();
     // Snapshots are looked for when the API was there at start-up (and is watched), or when the
@@ -451,6 +493,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
                 readiness: decide::Readiness { not_ready: None, reason: None, message: String::new() },
                 plugin_error: Some(classified),
                 plugin: None,
+                notifications: notification_problems(policy, ctx).await,
                 suspended: policy.spec.suspend,
                 generation: policy.metadata.generation,
                 now,
@@ -484,6 +527,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
         readiness,
         plugin_error: outcome.plugin_error.as_ref().map(Error::classify),
         plugin: outcome.plugin.clone(),
+        notifications: notification_problems(policy, ctx).await,
         suspended: decision.suspended,
         generation: policy.metadata.generation,
         now,
@@ -600,6 +644,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
             Err(e) if e.is_permanent() => {
                 let c = e.classify();
                 t.event(EventType::Warning, c.reason, format!("{}: run {} not started: {}", decide::target(&new.pvc, &new.destination), new.name, c.message));
+                let plugin_failed = matches!(e, Error::PlanRefused { .. }) || c.reason.starts_with("Plugin");
                 out.runs.push(ObservedRun {
                     name: new.name.clone(),
                     object: RunObject::NotStarted,
@@ -615,6 +660,11 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
                     recorded: true,
                     ..ObservedRun::default()
                 });
+                // Recorded once (in the status's history): at most one notification.
+                if let Some(run) = out.runs.last() {
+                    let event = if plugin_failed { NotificationEvent::PluginFailed } else { NotificationEvent::Failed };
+                    t.notify(event, Some(run), None, None, run.message.clone());
+                }
             }
             Err(e) => out.transient(e),
         }
@@ -624,13 +674,19 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
         out.runs.push(refused.clone());
     }
     for (pvc, restore) in &d.skipped_restoring {
-        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: BackupRestore {restore} is restoring into it"));
+        let note = format!("{pvc}: BackupRestore {restore} is restoring into it");
+        t.notify(NotificationEvent::Skipped, None, Some(pvc), d.due, note.clone());
+        t.event(EventType::Normal, "RunSkipped", note);
     }
     for pvc in &d.skipped_active {
-        t.event(EventType::Normal, "RunSkipped", format!("{pvc}: the previous backup is still running (concurrencyPolicy Forbid)"));
+        let note = format!("{pvc}: the previous backup is still running (concurrencyPolicy Forbid)");
+        t.notify(NotificationEvent::Skipped, None, Some(pvc), d.due, note.clone());
+        t.event(EventType::Normal, "RunSkipped", note);
     }
     if d.skipped_past_deadline {
-        t.event(EventType::Warning, "RunMissed", "the scheduled run could not start within startingDeadlineSeconds and was skipped".into());
+        let note = "the scheduled run could not start within startingDeadlineSeconds and was skipped".to_owned();
+        t.notify(NotificationEvent::Missed, None, None, d.due, note.clone());
+        t.event(EventType::Warning, "RunMissed", note);
     }
     if d.missed > crate::schedule::TOO_MANY_MISSED {
         t.event(EventType::Warning, "TooManyMissedRuns", format!("{} scheduled runs were missed; only the most recent one starts", d.missed));
@@ -684,9 +740,11 @@ async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
                     (false, _, _) => "written, unverified (the plan verifies nothing)".to_owned(),
                 };
                 let note = format!("{}: run {} succeeded: {what}", run.pvc, run.name);
+                t.notify(NotificationEvent::Succeeded, Some(&*run), None, None, what);
                 t.event(EventType::Normal, "RunSucceeded", note);
             }
             RunStatus::Failed => {
+                t.notify(NotificationEvent::Failed, Some(&*run), None, None, run.message.clone());
                 t.event(EventType::Warning, "RunFailed", format!("{}: run {} failed: {}", run.pvc, run.name, run.message));
             }
             RunStatus::Pending | RunStatus::Running => {}
@@ -866,6 +924,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
                 Ok(()) => tracing::info!(policy = %t.name, run = %run, job = %job, "started prune job"),
                 Err(e) if e.is_permanent() => {
                     let message = format!("run {run}: cannot plan pruning {artifact}: {}", e.classify().message);
+                    t.notify(NotificationEvent::PruneFailed, out.runs.iter().find(|r| &r.name == run), Some(pvc.as_str()), None, message.clone());
                     t.event(EventType::Warning, "PruneFailed", message.clone());
                     out.prune_failed.push((run.clone(), message));
                 }
@@ -891,6 +950,7 @@ async fn prune(t: &Target<'_>, observation: &Observation, d: &Decision, plugin: 
     }
     for (run, message) in &d.prune_failed {
         if !run.is_empty() {
+            t.notify(NotificationEvent::PruneFailed, out.runs.iter().find(|r| &r.name == run), None, None, message.clone());
             t.event(EventType::Warning, "PruneFailed", format!("run {run}: {message}"));
         }
     }
@@ -920,6 +980,7 @@ async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin:
                 t.event(EventType::Normal, "Verified", format!("{}: run {} re-verified", run.pvc, run.name));
             } else {
                 t.event(EventType::Warning, "BackupCorrupted", format!("{}: run {}: {}", run.pvc, run.name, done.record.message));
+                t.notify(NotificationEvent::Corrupted, Some(&*run), None, None, done.record.message.clone());
             }
         }
         if let Err(e) = verify_job::delete(&t.ctx.client, &t.ns, &done.job).await {

@@ -16,6 +16,7 @@ pub mod events;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod plugin_cli;
 pub mod quantity;

@@ -110,6 +110,13 @@ struct RunArgs {
     /// at 16 against 6.2 s at 8 (make bench-scale).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     reconcile_concurrency: u16,
+    /// Address ranges webhooks may reach although internal (loopback, link-local, private,
+    /// shared), comma-separated CIDRs: e.g. the range of an in-cluster receiver.
+    #[arg(long, value_delimiter = ',')]
+    notification_allow_cidr: Vec<ipnet::IpNet>,
+    /// Webhook host names allowed whatever they resolve to (comma-separated, exact).
+    #[arg(long, value_delimiter = ',')]
+    notification_allow_host: Vec<String>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -237,7 +244,17 @@ async fn main() -> std::process::ExitCode {
             let snapshots_api = controller::has_snapshot_api(&client).await;
             let restores_api = controller::has_restore_api(&client).await;
             tracing::info!(snapshots_api, restores_api, "backup-operator starting");
-            let run = controller::run(Arc::new(Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)));
+            let notifications = backup_operator::notify::Config {
+                rules: backup_operator::notify::AddressRules {
+                    allow_cidrs: args.notification_allow_cidr,
+                    allow_hosts: args.notification_allow_host,
+                    deny_cidrs: backup_operator::notify::address::api_server_addresses().await,
+                },
+                ..backup_operator::notify::Config::default()
+            };
+            let context = Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)
+                .with_notifications(notifications);
+            let run = controller::run(Arc::new(context));
             let ran = match leadership {
                 None => run.await,
                 Some(mut leadership) => {

@@ -29,6 +29,14 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub namespace: String,
+    pub policy: String,
+    /// delivered, failed (after the last attempt), refused (address rules) or dropped (queue full).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PvcLabels {
     pub namespace: String,
     pub policy: String,
@@ -90,6 +98,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub events_dropped: Counter,
     pub status_write_failures: Counter,
+    pub notifications: Family<NotificationLabels, Counter>,
     /// The PVC series each policy has, so that they can be removed with it.
     series: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
 }
@@ -142,6 +151,8 @@ impl Metrics {
         registry.register("events_dropped", "Kubernetes events not published because the publishing queue was full", events_dropped.clone());
         let status_write_failures = Counter::default();
         registry.register("status_write_failures", "Policy status writes that failed (retried with backoff unless refused)", status_write_failures.clone());
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register("notifications", "Webhook notifications by policy and result (delivered, failed, refused, dropped)", notifications.clone());
         Metrics {
             registry,
             runs,
@@ -157,6 +168,7 @@ impl Metrics {
             requests,
             events_dropped,
             status_write_failures,
+            notifications,
             series: Mutex::default(),
         }
     }

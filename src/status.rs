@@ -24,6 +24,8 @@ pub struct Summary<'a> {
     pub plugin_error: Option<Classified>,
     /// The plugin loaded in this reconcile, if one was (otherwise the status keeps the last one).
     pub plugin: Option<PluginStatus>,
+    /// The notification targets' problems; `None` for a policy without targets.
+    pub notifications: Option<Vec<crate::notify::TargetProblem>>,
     pub suspended: bool,
     pub generation: Option<i64>,
     pub now: DateTime<Utc>,
@@ -66,6 +68,16 @@ pub fn build(previous: &BackupPolicyStatus, s: &Summary<'_>) -> BackupPolicyStat
     let (suspended_reason, suspended_message) =
         if s.suspended { ("Suspended", "spec.suspend is true: no new runs") } else { ("Active", "runs start on schedule") };
     set_condition(&mut conditions, "Suspended", s.suspended, suspended_reason, suspended_message.into(), s.generation, s.now);
+    match &s.notifications {
+        None => conditions.retain(|c| c.type_ != "Notifications"),
+        Some(problems) => match problems.first() {
+            None => set_condition(&mut conditions, "Notifications", true, "Configured", "every target's URL is allowed".into(), s.generation, s.now),
+            Some(first) => {
+                let message = problems.iter().map(|p| format!("target {}: {}", p.target, p.message)).collect::<Vec<_>>().join("; ");
+                set_condition(&mut conditions, "Notifications", false, first.reason, message, s.generation, s.now);
+            }
+        },
+    }
     BackupPolicyStatus {
         last_schedule_time: s.last_schedule_time.map(to_time),
         last_successful_time: decide::last_success(s.runs).map(to_time),

@@ -109,6 +109,64 @@ pub struct BackupPolicySpec {
     /// Re-verification of stored backups on a schedule of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+    /// Webhooks told about runs: each target names the events it wants. Delivery never delays a
+    /// run; refused addresses show in the Notifications condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub notifications: Vec<NotificationTarget>,
+}
+
+/// One webhook and the events it is sent.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationTarget {
+    /// Names the target in events and the status: a DNS label of at most 63 characters, unique
+    /// in the policy.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// The events sent: Succeeded and Failed (a run's result), Corrupted (a stored backup failed
+    /// re-verification), PruneFailed (retention could not delete a backup), PluginFailed (the
+    /// strategy could not plan a run), Skipped (a run skipped: the previous one still runs, or a
+    /// restore writes the PVC) and Missed (a run not started within startingDeadlineSeconds).
+    #[schemars(length(min = 1, max = 7))]
+    pub events: Vec<NotificationEvent>,
+    /// Where and how the notification is sent.
+    pub webhook: Webhook,
+}
+
+/// What happened, as a notification names it.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NotificationEvent {
+    Succeeded,
+    Failed,
+    Missed,
+    Skipped,
+    Corrupted,
+    PruneFailed,
+    PluginFailed,
+}
+
+/// An HTTP(S) webhook.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    /// The Secret key (in the policy's namespace) holding the URL: webhook URLs often carry a
+    /// token. http or https; https is verified against the system's CA certificates.
+    pub url_secret: SecretKey,
+    /// The body: Generic (the documented JSON), Slack (an incoming-webhook message) or CloudEvents
+    /// (a CloudEvents 1.0 structured JSON event).
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// The body of a webhook request.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Default)]
+pub enum WebhookFormat {
+    #[default]
+    Generic,
+    Slack,
+    CloudEvents,
 }
 
 /// One place backups are stored: exactly one of `claim` and `s3`.

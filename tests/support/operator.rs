@@ -55,6 +55,11 @@ impl Operator {
         Operator(child, log_path)
     }
 
+    /// What the operator has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
     pub fn kill(mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

@@ -1,0 +1,254 @@
+//! Webhook notifications about runs. A reconcile hands a [`Notification`] to the [`Notifier`] and
+//! goes on: delivery happens in the background from a bounded queue (full: dropped and counted),
+//! a few at a time, each with a timeout and retried with exponential backoff and jitter; after the
+//! last attempt a `NotificationFailed` Warning event goes to the policy.
+//!
+//! At most one delivery per run (or scheduled time) and event, across restarts: notifications
+//! come from the points where the operator records a run's outcome once on its object (the run's
+//! result annotation), so a restarted operator never sees the same outcome as new.
+//!
+//! - [`payload`]: the request bodies (generic JSON, Slack, CloudEvents), pure.
+//! - [`address`]: which addresses may be reached, pure.
+//! - [`http`]: one request, to a checked address.
+
+pub mod address;
+pub mod http;
+pub mod payload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::Resource;
+use kube::runtime::events::EventType;
+
+pub use address::AddressRules;
+pub use payload::Notification;
+
+use crate::api::{BackupPolicy, NotificationTarget};
+
+/// Notifications waiting for delivery; more are dropped (and counted).
+const QUEUE: usize = 1024;
+/// Deliveries at once.
+const CONCURRENCY: usize = 4;
+
+/// The operator's delivery settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub rules: AddressRules,
+    /// Per request: resolve, connect, send and read the answer.
+    pub timeout: Duration,
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // 8 attempts over about 4 minutes: a receiver restarting or redeployed gets it.
+        Config { rules: AddressRules::default(), timeout: Duration::from_secs(10), attempts: 8, first_backoff: Duration::from_secs(2), max_backoff: Duration::from_secs(60) }
+    }
+}
+
+struct Delivery {
+    target: NotificationTarget,
+    policy: ObjectReference,
+    notification: Notification,
+}
+
+struct Inner {
+    queue: tokio::sync::mpsc::Sender<Delivery>,
+    config: Config,
+    client: kube::Client,
+    /// What was queued (notification id and target), newest last, bounded: an outcome seen
+    /// again in this process (a prune that keeps failing) is not sent again.
+    sent: std::sync::Mutex<(std::collections::HashSet<String>, std::collections::VecDeque<String>)>,
+}
+
+/// Notifications remembered as sent, per process.
+const REMEMBERED: usize = 16 * 1024;
+
+/// Delivers notifications in the background. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+/// Why a target cannot be sent to, for the policy's Notifications condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetProblem {
+    pub target: String,
+    /// NotificationRefused, NotificationInvalid or NotificationSecretMissing.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Notifier {
+    /// Starts the delivery task (on the current runtime).
+    pub fn start(client: kube::Client, events: crate::events::Publisher, config: Config) -> Notifier {
+        let (queue, receiver) = tokio::sync::mpsc::channel::<Delivery>(QUEUE);
+        let inner = Arc::new(Inner { queue, config, client, sent: std::sync::Mutex::default() });
+        let tls = http::tls_config();
+        let worker = inner.clone();
+        let queued = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|d| (d, r)) });
+        tokio::spawn(queued.for_each_concurrent(CONCURRENCY, move |d| {
+            let (inner, tls, events) = (worker.clone(), tls.clone(), events.clone());
+            async move { deliver(&inner, &tls, &events, d).await }
+        }));
+        Notifier { inner }
+    }
+
+    /// Queues `notification` for every target of `policy` that wants its event; never waits.
+    pub fn notify(&self, policy: &BackupPolicy, notification: &Notification) {
+        for target in policy.spec.notifications.iter().filter(|t| t.events.contains(&notification.event)) {
+            if !self.first_time(format!("{}#{}", notification.id(), target.name)) {
+                continue;
+            }
+            let delivery = Delivery { target: target.clone(), policy: policy.object_ref(&()), notification: notification.clone() };
+            if self.inner.queue.try_send(delivery).is_err() {
+                count(&notification.namespace, &notification.policy, "dropped");
+                tracing::warn!(namespace = %notification.namespace, policy = %notification.policy, target = %target.name, "notification queue full: dropped");
+            }
+        }
+    }
+
+    fn first_time(&self, key: String) -> bool {
+        let Ok(mut sent) = self.inner.sent.lock() else { return true };
+        let (set, order) = &mut *sent;
+        if !set.insert(key.clone()) {
+            return false;
+        }
+        order.push_back(key);
+        while order.len() > REMEMBERED {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Each target's problem, found by reading its URL and resolving its host now: what the
+    /// policy's Notifications condition shows.
+    pub async fn check(&self, policy: &BackupPolicy) -> Vec<TargetProblem> {
+        let ns = policy.metadata.namespace.clone().unwrap_or_default();
+        let mut problems = Vec::new();
+        for target in &policy.spec.notifications {
+            let problem = match url_of(&self.inner.client, &ns, target).await {
+                Err(problem) => Some(problem),
+                Ok(url) => match http::parse(&url) {
+                    Err(f) => Some(TargetProblem { target: target.name.clone(), reason: "NotificationInvalid", message: f.message().to_owned() }),
+                    Ok(parsed) => match http::resolve(&parsed, &self.inner.config.rules, self.inner.config.timeout).await {
+                        Err(http::Failure::Refused(m)) => Some(TargetProblem { target: target.name.clone(), reason: "NotificationRefused", message: m }),
+                        // Resolution can fail for a while (DNS); delivery retries it then.
+                        Err(_) | Ok(_) => None,
+                    },
+                },
+            };
+            problems.extend(problem);
+        }
+        problems
+    }
+}
+
+fn count(namespace: &str, policy: &str, result: &str) {
+    crate::metrics::get()
+        .notifications
+        .get_or_create(&crate::metrics::NotificationLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), result: result.to_owned() })
+        .inc();
+}
+
+/// The webhook URL from the target's Secret.
+async fn url_of(client: &kube::Client, ns: &str, target: &NotificationTarget) -> Result<String, TargetProblem> {
+    let secret_ref = &target.webhook.url_secret;
+    let problem = |message: String| TargetProblem { target: target.name.clone(), reason: "NotificationSecretMissing", message };
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+    let secret = match api.get_opt(&secret_ref.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(problem(format!("Secret {:?} (key {:?}, the URL of target {}) does not exist in this namespace", secret_ref.name, secret_ref.key, target.name))),
+        Err(e) => return Err(problem(format!("cannot read Secret {:?}: {e}", secret_ref.name))),
+    };
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(&secret_ref.key).map(|b| b.0.clone()))
+        .or_else(|| secret.string_data.and_then(|d| d.get(&secret_ref.key).map(|s| s.clone().into_bytes())));
+    match bytes {
+        Some(b) => String::from_utf8(b).map_err(|_| problem(format!("Secret {:?} key {:?} is not text", secret_ref.name, secret_ref.key))),
+        None => Err(problem(format!("Secret {:?} has no key {:?} (the URL of target {})", secret_ref.name, secret_ref.key, target.name))),
+    }
+}
+
+/// The wait before attempt `attempt` (1-based retries): doubling from `first`, capped, with up to
+/// a fifth of jitter either way so that many retries do not arrive together.
+pub fn backoff(config: &Config, attempt: u32, jitter_seed: u64) -> Duration {
+    let base = config.first_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(config.max_backoff);
+    let fifth = base.as_millis() as u64 / 5;
+    if fifth == 0 {
+        return base;
+    }
+    let offset = jitter_seed % (2 * fifth + 1);
+    Duration::from_millis((base.as_millis() as u64 - fifth) + offset)
+}
+
+async fn deliver(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate::events::Publisher, d: Delivery) {
+    let n = &d.notification;
+    let (body, content_type) = payload::body(d.target.webhook.format, n);
+    let mut last = String::new();
+    for attempt in 0..inner.config.attempts.max(1) {
+        if attempt > 0 {
+            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos() as u64).unwrap_or_default();
+            tokio::time::sleep(backoff(&inner.config, attempt, seed)).await;
+        }
+        let result = async {
+            let url = url_of(&inner.client, &n.namespace, &d.target).await.map_err(|p| http::Failure::Invalid(p.message))?;
+            let target = http::parse(&url)?;
+            let addresses = http::resolve(&target, &inner.config.rules, inner.config.timeout).await?;
+            http::post(&target, &addresses, body.clone(), content_type, tls.clone(), inner.config.timeout).await
+        }
+        .await;
+        match result {
+            Ok(status) => {
+                count(&n.namespace, &n.policy, "delivered");
+                tracing::info!(namespace = %n.namespace, policy = %n.policy, target = %d.target.name, id = %n.id(), status, "notification delivered");
+                return;
+            }
+            Err(http::Failure::Transient(m)) => {
+                tracing::info!(namespace = %n.namespace, policy = %n.policy, target = %d.target.name, id = %n.id(), attempt = attempt + 1, "notification attempt failed: {m}");
+                last = m;
+            }
+            Err(f @ (http::Failure::Invalid(_) | http::Failure::Refused(_) | http::Failure::Rejected(_))) => {
+                let refused = matches!(f, http::Failure::Refused(_));
+                count(&n.namespace, &n.policy, if refused { "refused" } else { "failed" });
+                let reason = if refused { "NotificationRefused" } else { "NotificationFailed" };
+                events.publish(&d.policy, EventType::Warning, reason, format!("target {}: {} not sent: {}", d.target.name, n.id(), f.message()));
+                return;
+            }
+        }
+    }
+    count(&n.namespace, &n.policy, "failed");
+    events.publish(
+        &d.policy,
+        EventType::Warning,
+        "NotificationFailed",
+        format!("target {}: {} not delivered after {} attempts: {last}", d.target.name, n.id(), inner.config.attempts.max(1)),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
+        let c = Config::default();
+        let cases = [(1, 2_000), (2, 4_000), (3, 8_000), (5, 32_000), (6, 60_000), (7, 60_000), (30, 60_000)];
+        for (attempt, base) in cases {
+            for seed in [0u64, 1, 7_919, u64::MAX] {
+                let ms = backoff(&c, attempt, seed).as_millis() as u64;
+                assert!(ms >= base - base / 5 && ms <= base + base / 5, "attempt {attempt} seed {seed}: {ms}");
+            }
+        }
+        let total: u64 = (1..c.attempts).map(|a| backoff(&c, a, 0).as_millis() as u64).sum();
+        assert!((120_000..=300_000).contains(&total), "{total} ms of retries");
+    }
+}

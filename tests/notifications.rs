@@ -1,0 +1,255 @@
+//! Webhook notifications on the real cluster: a receiver pod (busybox httpd with a CGI script that
+//! records every request) gets exactly one notification per run and event in each format, also
+//! when it was down while the run finished; internal addresses are refused with a condition and
+//! nothing is sent to them.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use support::operator::{LIMIT, Operator, claim, claim_dir, condition_is, create_policy, event_reasons, poll, setup, status, wait_policy};
+
+/// The receiver: httpd on port 8080; `record` keeps each request's query, content type and body;
+/// `list` prints them, one per line. While /tmp/down exists, httpd is stopped.
+const RECEIVER: &str = r#"mkdir -p /www/cgi-bin /www/requests
+cat > /www/cgi-bin/record <<'END'
+#!/bin/sh
+f=/www/requests/$(date +%s)-$$-$RANDOM
+head -c "${CONTENT_LENGTH:-0}" > "$f.tmp"
+printf '%s\t%s\t%s' "$QUERY_STRING" "$CONTENT_TYPE" "$(date +%s)" > "$f.meta"
+mv "$f.tmp" "$f.body"
+printf 'Content-Type: text/plain\r\n\r\nok\n'
+END
+cat > /www/cgi-bin/list <<'END'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+for f in /www/requests/*.body; do [ -e "$f" ] || continue; printf '%s\t' "$(cat "${f%.body}.meta")"; tr -d '\n' < "$f"; echo; done
+END
+chmod +x /www/cgi-bin/record /www/cgi-bin/list
+while :; do
+  if [ -e /tmp/down ]; then sleep 0.2; continue; fi
+  httpd -f -p 8080 -h /www & pid=$!
+  while [ ! -e /tmp/down ] && kill -0 $pid 2>/dev/null; do sleep 0.2; done
+  kill $pid 2>/dev/null; wait $pid
+done"#;
+
+/// One recorded request.
+#[derive(Debug, Clone)]
+struct Received {
+    format: String,
+    content_type: String,
+    /// When the receiver got it (Unix seconds).
+    arrived: i64,
+    body: Value,
+}
+
+async fn start_receiver(ns: &support::TestNamespace) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "receiver", "labels": {"app": "receiver"}},
+        "spec": {"containers": [{"name": "httpd", "image": "busybox:latest", "imagePullPolicy": "IfNotPresent",
+                                 "command": ["/bin/sh", "-c", RECEIVER]}],
+                 "terminationGracePeriodSeconds": 0}
+    }))
+    .expect("pod");
+    ns.api::<Pod>().create(&PostParams::default(), &pod).await.expect("receiver pod");
+    support::wait_condition(ns.api::<Pod>(), "receiver", "receiver running", LIMIT, kube::runtime::conditions::is_pod_running()).await;
+    let pod = ns.api::<Pod>().get("receiver").await.expect("pod");
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("pod IP");
+    poll("the receiver answering", LIMIT, || async { received(&ip).map(|_| ()) }).await;
+    ip
+}
+
+/// The receiver's requests, through its `list` script (plain HTTP from the node); `None` while it
+/// does not answer.
+fn received(ip: &str) -> Option<Vec<Received>> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&format!("{ip}:8080").parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /cgi-bin/list HTTP/1.0\r\nHost: receiver\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let body = response.split_once("\r\n\r\n")?.1;
+    Some(
+        body.lines()
+            .filter_map(|line| {
+                let mut parts = line.splitn(4, '\t');
+                let (query, content_type, arrived, body) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+                Some(Received {
+                    format: query.strip_prefix("format=").unwrap_or(query).to_owned(),
+                    content_type: content_type.to_owned(),
+                    arrived: arrived.parse().ok()?,
+                    body: serde_json::from_str(body).unwrap_or(Value::Null),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The run and event a request is about, whatever its format.
+fn about(r: &Received) -> (String, String) {
+    let field = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    match r.format.as_str() {
+        "generic" => (field(&r.body["run"]), field(&r.body["event"])),
+        "cloudevents" => (field(&r.body["data"]["run"]), field(&r.body["data"]["event"])),
+        // ":white_check_mark: backup <ns>/<policy> <pvc>, run <run>: <event> — <message>"
+        _ => {
+            let text = r.body["text"].as_str().unwrap_or_default();
+            let (run, rest) = text.split_once(", run ").and_then(|(_, t)| t.split_once(": ")).unwrap_or_default();
+            (run.to_owned(), rest.split(' ').next().unwrap_or_default().to_owned())
+        }
+    }
+}
+
+fn counts(all: &[Received]) -> BTreeMap<(String, String, String), usize> {
+    let mut counts = BTreeMap::new();
+    for r in all {
+        let (run, event) = about(r);
+        *counts.entry((r.format.clone(), run, event)).or_default() += 1;
+    }
+    counts
+}
+
+async fn url_secret(ns: &support::TestNamespace, name: &str, url: &str) {
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"url": url}})).expect("secret");
+    ns.api::<Secret>().create(&PostParams::default(), &secret).await.expect("secret");
+}
+
+fn target(name: &str, secret: &str, format: &str, events: &[&str]) -> Value {
+    json!({"name": name, "events": events, "webhook": {"urlSecret": {"name": secret, "key": "url"}, "format": format}})
+}
+
+const FORMATS: [&str; 3] = ["generic", "slack", "cloudevents"];
+
+#[tokio::test]
+async fn each_run_is_notified_once_per_format_even_after_the_receiver_was_down() {
+    let Some((cluster, ns)) = setup("notify").await else { return };
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    claim(&ns, "backup-storage", json!({})).await;
+    std::fs::write(claim_dir(&ns, "data-db-0").await.join("rows"), b"1\n2\n").expect("data");
+    let ip = start_receiver(&ns).await;
+    for format in FORMATS {
+        url_secret(&ns, &format!("hook-{format}"), &format!("http://{ip}:8080/cgi-bin/record?format={format}")).await;
+    }
+    // The receiver is a pod: an internal address, allowed by the operator's flag.
+    let allow = format!("--notification-allow-cidr={ip}/32");
+    let operator = Operator::start_with(&cluster, &ns, &[&allow]);
+    let kinds = [("generic", "Generic"), ("slack", "Slack"), ("cloudevents", "CloudEvents")];
+    let targets: Vec<Value> = kinds.iter().map(|(f, kind)| target(f, &format!("hook-{f}"), kind, &["Succeeded", "Failed"])).collect();
+    create_policy(&ns, "db", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "notifications": targets
+    }))
+    .await
+    .expect("policy");
+    // A run that cannot start: its image does not exist (failed after startTimeoutSeconds).
+    create_policy(&ns, "broken", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "backupImage": "no-such-image:0",
+        "startTimeoutSeconds": 10, "notifications": [target("generic", "hook-generic", "Generic", &["Failed"])]
+    }))
+    .await
+    .expect("policy");
+    wait_policy(&ns, "db", "Notifications=True", condition_is("Notifications", "True", "Configured")).await;
+
+    // The first success, in all three formats; the broken policy's failure.
+    let (ok_run, all) = poll("a successful run notified in every format and a failed one", LIMIT * 3, || async {
+        let all = received(&ip)?;
+        let c = counts(&all);
+        let ok_run = c.keys().find(|(f, r, e)| f == "generic" && e == "Succeeded" && r.starts_with("db-")).map(|(_, r, _)| r.clone())?;
+        let every_format = FORMATS.iter().all(|f| c.contains_key(&(f.to_string(), ok_run.clone(), "Succeeded".into())));
+        let failed = c.keys().any(|(f, r, e)| f == "generic" && e == "Failed" && r.starts_with("broken-"));
+        (every_format && failed).then_some((ok_run, all))
+    })
+    .await;
+    let generic = all.iter().find(|r| r.format == "generic" && about(r) == (ok_run.clone(), "Succeeded".into())).expect("generic");
+    for field in ["namespace", "policy", "pvc", "run", "scheduledTime", "time", "result", "message", "artifact", "sizeBytes", "sha256"] {
+        assert!(!generic.body[field].is_null(), "the generic notification lacks {field}: {}", generic.body);
+    }
+    assert_eq!((generic.body["policy"].as_str(), generic.body["pvc"].as_str()), (Some("db"), Some("data-db-0")));
+    assert_eq!(generic.content_type, "application/json");
+    let completed = status(&ns, "db").await.backup_history.into_iter().find(|r| r.job_name == ok_run).and_then(|r| r.completion_time).expect("completion time");
+    support::measured(&format!(
+        "notification latency: run {ok_run} completed -> received by the webhook in {} s (1 s resolution)",
+        generic.arrived - completed.0.as_second()
+    ));
+    let ce = all.iter().find(|r| r.format == "cloudevents").expect("cloudevent");
+    assert_eq!(ce.content_type, "application/cloudevents+json; charset=utf-8");
+    assert_eq!((ce.body["specversion"].as_str(), ce.body["type"].as_str()), (Some("1.0"), Some("com.example.backup.succeeded")));
+    let slack = all.iter().find(|r| r.format == "slack").expect("slack");
+    assert!(slack.body["text"].as_str().is_some_and(|t| t.contains(&format!("backup {}/db data-db-0, run {ok_run}: Succeeded", ns.name))), "{}", slack.body);
+    let failed = all.iter().find(|r| r.format == "generic" && r.body["policy"] == "broken").expect("failure");
+    assert_eq!(failed.body["event"], "Failed");
+    assert!(failed.body["message"].as_str().unwrap_or_default().contains("no-such-image"), "{}", failed.body);
+
+    // The receiver goes down; the next run finishes meanwhile; it comes back and gets it once.
+    support::kubectl(&cluster, &["-n", &ns.name, "exec", "receiver", "--", "touch", "/tmp/down"]);
+    poll("the receiver down", LIMIT, || async { received(&ip).is_none().then_some(()) }).await;
+    let next = poll("a run of db finished while the receiver is down", LIMIT * 3, || async {
+        let history = status(&ns, "db").await.backup_history;
+        let known = |name: &str| name == ok_run || counts(&all).keys().any(|(_, r, _)| r == name);
+        history.into_iter().find(|r| r.status == backup_operator::api::RunStatus::Succeeded && !known(&r.job_name)).map(|r| r.job_name)
+    })
+    .await;
+    poll("a failed delivery attempt for that run", LIMIT * 2, || async {
+        operator.log().lines().any(|l| l.contains("notification attempt failed") && l.contains(&next)).then_some(())
+    })
+    .await;
+    support::kubectl(&cluster, &["-n", &ns.name, "exec", "receiver", "--", "rm", "/tmp/down"]);
+    poll("that run notified after the receiver came back", Duration::from_secs(300), || async {
+        let c = counts(&received(&ip)?);
+        FORMATS.iter().all(|f| c.contains_key(&(f.to_string(), next.clone(), "Succeeded".into()))).then_some(())
+    })
+    .await;
+    // Exactly once per run, event and format: the first run (several reconciles and later runs
+    // have passed since) and the one delivered late.
+    let after = counts(&received(&ip).expect("receiver up"));
+    for f in FORMATS {
+        for run in [&ok_run, &next] {
+            assert_eq!(after.get(&(f.to_string(), run.clone(), "Succeeded".into())), Some(&1), "{f} {run}: {after:?}");
+        }
+    }
+    assert!(after.values().all(|n| *n == 1), "a duplicate: {after:?}");
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn internal_addresses_are_refused_and_nothing_is_sent() {
+    let Some((cluster, ns)) = setup("notify-refused").await else { return };
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    claim(&ns, "backup-storage", json!({})).await;
+    // A listener on the operator's own loopback: it must never see a connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    url_secret(&ns, "loopback", &format!("http://127.0.0.1:{port}/hook")).await;
+    url_secret(&ns, "metadata", "http://169.254.169.254/latest/meta-data/").await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
+    let api_server = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kubeconfig").cluster_url.to_string();
+    url_secret(&ns, "apiserver", &format!("{}/api/v1/namespaces/kube-system/secrets", api_server.trim_end_matches('/'))).await;
+    let _operator = Operator::start(&cluster, &ns);
+    create_policy(&ns, "db", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
+        "notifications": [target("loopback", "loopback", "Generic", &["Succeeded"]), target("metadata", "metadata", "Slack", &["Succeeded"]),
+                          target("apiserver", "apiserver", "CloudEvents", &["Succeeded"])]
+    }))
+    .await
+    .expect("policy");
+    wait_policy(&ns, "db", "Notifications=False NotificationRefused", condition_is("Notifications", "False", "NotificationRefused")).await;
+    let message = status(&ns, "db").await.conditions.into_iter().find(|c| c.type_ == "Notifications").map(|c| c.message).unwrap_or_default();
+    // This cluster's API server listens on loopback: the more specific reason is given.
+    for expected in ["target loopback: 127.0.0.1 resolves to 127.0.0.1, an address of the Kubernetes API server", "--notification-allow-cidr=127.0.0.1/32", "target metadata: 169.254.169.254", "link-local", "target apiserver: 127.0.0.1"] {
+        assert!(message.contains(expected), "{expected:?} not in {message:?}");
+    }
+    // The run succeeds (notifications never hold a run), its notifications are refused at
+    // delivery too (an event), and nothing reached the listener.
+    poll("a successful run", LIMIT * 2, || async {
+        status(&ns, "db").await.backup_history.into_iter().find(|r| r.status == backup_operator::api::RunStatus::Succeeded)
+    })
+    .await;
+    event_reasons(&cluster, &ns, "db", &["NotificationRefused"]).await;
+    assert!(listener.accept().is_err(), "the loopback listener got a connection");
+    ns.delete().await;
+}
+
