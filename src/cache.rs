@@ -229,6 +229,12 @@ impl Caches {
         names.iter().filter_map(|name| self.pods.get(&reflector::ObjectRef::new(name).within(namespace))).map(|p| (*p).clone()).collect()
     }
 
+    /// The pods that mount a claim (any phase), for its hooks.
+    pub fn pods_mounting(&self, namespace: &str, claim: &str) -> Vec<Pod> {
+        let names = self.pods_by_claim.names(namespace, claim);
+        names.iter().filter_map(|name| self.pods.get(&reflector::ObjectRef::new(name).within(namespace))).map(|p| (*p).clone()).collect()
+    }
+
     /// The Jobs of a namespace labelled with a policy's uid.
     pub fn jobs_of_policy(&self, namespace: &str, policy_uid: &str) -> Vec<Job> {
         let names = self.jobs_by_policy.names(namespace, policy_uid);

@@ -710,6 +710,24 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
 /// Finished runs, recorded once on their object, with an event.
 async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
     for name in &d.record {
+        // The post hook, once, before the run is recorded (its result is recorded on the Job
+        // first, so that a retried record does not run it again).
+        let pending_post = out
+            .runs
+            .iter()
+            .find(|r| &r.name == name && r.object == RunObject::Job)
+            .and_then(|r| r.hooks.clone())
+            .filter(|h| h.pod.is_some() && h.post.is_none() && t.policy.spec.hooks.as_ref().is_some_and(|h| h.post.is_some()));
+        if let Some(hooks) = pending_post {
+            let done = post_hook(t, &hooks).await;
+            if let Err(e) = backup_job::record_hooks(&t.ctx.client, &t.ns, name, &done).await {
+                out.transient(e);
+                continue;
+            }
+            if let Some(run) = out.runs.iter_mut().find(|r| &r.name == name) {
+                run.hooks = Some(done);
+            }
+        }
         let Some(run) = out.runs.iter_mut().find(|r| &r.name == name) else { continue };
         let result = match run.object {
             RunObject::Job => backup_job::record(&t.ctx.client, &t.ns, run).await,
@@ -799,9 +817,12 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
     let plan = t.ctx.runtime.plan_backup(plugin.clone(), resolve::limits(t.policy), request.clone()).await?;
     let plugin_label = resolve::label(plugin);
     let owner = t.policy.controller_owner_ref(&());
+    // Planned first (a plan the host refuses never runs the application's hooks), then the pre
+    // hook, then the run's object.
+    let hooks = pre_hook(t, &new.pvc).await?;
     match plan {
         Plan::Job(job_plan) => {
-            let job = backup_job::render(
+            let mut job = backup_job::render(
                 &backup_job::BackupJob {
                     namespace: &t.ns,
                     policy: &t.name,
@@ -819,6 +840,9 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 },
                 &job_plan,
             );
+            if let Some(record) = &hooks {
+                job.metadata.annotations.get_or_insert_default().insert(crate::hooks::ANNOTATION.to_owned(), record.to_annotation());
+            }
             let created = runs::applied_job(&t.ctx.client, &t.ns, &job).await?;
             tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created backup job");
             return Ok((plugin_label, backup_job::observe(&created)));
@@ -834,11 +858,57 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 plugin: &plugin_label,
                 owner,
             };
-            snapshot::apply(&t.ctx.client, &t.ns, &new.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await?;
+            let applied = snapshot::apply(&t.ctx.client, &t.ns, &new.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await;
+            // A snapshot is taken when it is created: the post hook follows at once.
+            if let Some(record) = &hooks {
+                post_hook(t, record).await;
+            }
+            applied?;
             tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created volume snapshot");
         }
     }
     Ok((plugin_label, None))
+}
+
+/// The policy's pre hook for a new run of `pvc`, in the running pod that mounts it. Returns what to
+/// record on the run (`None` for a policy without hooks), or the run's failure when the pre hook
+/// failed and stops the backup (its post hook has run then).
+async fn pre_hook(t: &Target<'_>, pvc: &str) -> Result<Option<crate::hooks::HookRecord>> {
+    let Some(hooks) = &t.policy.spec.hooks else { return Ok(None) };
+    let Some(first) = hooks.pre.as_ref().or(hooks.post.as_ref()) else { return Ok(None) };
+    let pods = t.ctx.caches().await?.pods_mounting(&t.ns, pvc);
+    let Some((pod, container)) = crate::hooks::pod_for(&pods, pvc, first.container.as_deref()) else {
+        return Ok(Some(crate::hooks::HookRecord { skipped: Some(format!("no running pod mounts {pvc}")), ..Default::default() }));
+    };
+    let mut record = crate::hooks::HookRecord { pod: Some(pod.clone()), container: Some(container.clone()), ..Default::default() };
+    let Some(pre) = &hooks.pre else { return Ok(Some(record)) };
+    let outcome = crate::hooks::exec(&t.ctx.client, &t.ns, &pod, &container, pre).await;
+    tracing::info!(policy = %t.name, pvc, pod = %pod, ok = outcome.ok, millis = outcome.millis as u64, "pre hook: {}", outcome.summary);
+    record.pre = Some(outcome.summary.clone());
+    if !outcome.ok {
+        if crate::hooks::stops_backup(pre) {
+            let record = post_hook(t, &record).await;
+            return Err(Error::HookFailed { pvc: pvc.to_owned(), message: record.note().unwrap_or(outcome.summary) });
+        }
+        t.event(EventType::Warning, "HookFailed", format!("{pvc}: pre hook in pod {pod}: {} (onError: Continue)", outcome.summary));
+    }
+    Ok(Some(record))
+}
+
+/// The policy's post hook in the pod the pre hook ran in; returns the record with its result.
+/// Nothing to do when the hooks were skipped or there is no post hook.
+async fn post_hook(t: &Target<'_>, record: &crate::hooks::HookRecord) -> crate::hooks::HookRecord {
+    let mut record = record.clone();
+    let (Some(post), Some(pod), Some(container)) = (t.policy.spec.hooks.as_ref().and_then(|h| h.post.as_ref()), &record.pod, &record.container) else {
+        return record;
+    };
+    let outcome = crate::hooks::exec(&t.ctx.client, &t.ns, pod, container, post).await;
+    tracing::info!(policy = %t.name, pod = %pod, ok = outcome.ok, millis = outcome.millis as u64, "post hook: {}", outcome.summary);
+    if !outcome.ok {
+        t.event(EventType::Warning, "HookFailed", format!("post hook in pod {pod}: {}", outcome.summary));
+    }
+    record.post = Some(outcome.summary);
+    record
 }
 
 fn artifact_request(t: &Target<'_>, observation: &Observation, run: &str, pvc: &str, destination: &Destination, artifact: &str) -> ArtifactRequest {

@@ -60,6 +60,8 @@ pub struct ObservedRun {
     pub verify: Option<VerifyRecord>,
     /// Why a run that has not finished is not getting anywhere (its pods or Job events say).
     pub stuck: Option<crate::runs::stuck::Stuck>,
+    /// What the run's hooks did (from its Job).
+    pub hooks: Option<crate::hooks::HookRecord>,
 }
 
 impl ObservedRun {
@@ -417,6 +419,11 @@ pub fn history_entry(namespace: &str, policy: &str, r: &ObservedRun) -> BackupRu
             (_, None) => "succeeded".into(),
         },
         _ => r.message.clone(),
+    };
+    let message = match r.hooks.as_ref().and_then(crate::hooks::HookRecord::note) {
+        Some(note) if message.is_empty() => note,
+        Some(note) => crate::runs::report::bound(&format!("{message}; {note}"), crate::error::MAX_MESSAGE_BYTES),
+        None => message,
     };
     BackupRun {
         job_name: r.name.clone(),

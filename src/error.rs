@@ -63,6 +63,9 @@ pub enum Error {
     #[error("{plugin}: plan refused: {violation}")]
     PlanRefused { plugin: PluginId, violation: PlanViolation },
 
+    #[error("the pre hook failed for {pvc}: {message}")]
+    HookFailed { pvc: String, message: String },
+
     #[error("plugin source: {0}")]
     PluginSource(String),
 
@@ -102,6 +105,7 @@ impl Error {
             | Error::PluginUnsupported { .. }
             | Error::UnsupportedDestination { .. }
             | Error::PlanRefused { .. }
+            | Error::HookFailed { .. }
             | Error::InvalidSpec(_)
             | Error::InvalidSelector(_)
             | Error::PluginNotFound(_)
@@ -127,6 +131,7 @@ impl Error {
             }
             Error::UnsupportedDestination { .. } => "UnsupportedDestination",
             Error::PlanRefused { .. } => "PlanRefused",
+            Error::HookFailed { .. } => "HookFailed",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
@@ -155,6 +160,7 @@ impl Error {
             Error::PluginUnsupported { .. } => "PluginUnsupported",
             Error::UnsupportedDestination { .. } => "UnsupportedDestination",
             Error::PlanRefused { .. } => "PlanRefused",
+            Error::HookFailed { .. } => "HookFailed",
             Error::PluginSource(_) => "PluginSource",
             Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
@@ -197,6 +203,7 @@ impl Error {
                 Error::UnsupportedDestination { plugin: plugin.clone(), destination: destination.clone(), message: message.clone() }
             }
             Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
+            Error::HookFailed { pvc, message } => Error::HookFailed { pvc: pvc.clone(), message: message.clone() },
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod decide;
 pub mod destination;
 pub mod error;
+pub mod hooks;
 pub mod events;
 pub mod kube_client;
 pub mod leader;

@@ -117,6 +117,10 @@ struct RunArgs {
     /// Webhook host names allowed whatever they resolve to (comma-separated, exact).
     #[arg(long, value_delimiter = ',')]
     notification_allow_host: Vec<String>,
+    /// More ranges webhooks may not reach (comma-separated CIDRs): the cluster's service and pod
+    /// ranges when they are public addresses (private ones are refused anyway).
+    #[arg(long, value_delimiter = ',')]
+    notification_deny_cidr: Vec<ipnet::IpNet>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -248,7 +252,7 @@ async fn main() -> std::process::ExitCode {
                 rules: backup_operator::notify::AddressRules {
                     allow_cidrs: args.notification_allow_cidr,
                     allow_hosts: args.notification_allow_host,
-                    deny_cidrs: backup_operator::notify::address::api_server_addresses().await,
+                    deny_cidrs: backup_operator::notify::address::api_server_addresses().await.into_iter().chain(args.notification_deny_cidr).collect(),
                 },
                 ..backup_operator::notify::Config::default()
             };

@@ -145,9 +145,10 @@ async fn each_run_is_notified_once_per_format_even_after_the_receiver_was_down()
     .await
     .expect("policy");
     // A run that cannot start: its image does not exist (failed after startTimeoutSeconds).
+    let failed_targets: Vec<Value> = kinds.iter().map(|(f, kind)| target(f, &format!("hook-{f}"), kind, &["Failed"])).collect();
     create_policy(&ns, "broken", json!({
         "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "backupImage": "no-such-image:0",
-        "startTimeoutSeconds": 10, "notifications": [target("generic", "hook-generic", "Generic", &["Failed"])]
+        "startTimeoutSeconds": 10, "notifications": failed_targets
     }))
     .await
     .expect("policy");
@@ -159,8 +160,9 @@ async fn each_run_is_notified_once_per_format_even_after_the_receiver_was_down()
         let c = counts(&all);
         let ok_run = c.keys().find(|(f, r, e)| f == "generic" && e == "Succeeded" && r.starts_with("db-")).map(|(_, r, _)| r.clone())?;
         let every_format = FORMATS.iter().all(|f| c.contains_key(&(f.to_string(), ok_run.clone(), "Succeeded".into())));
-        let failed = c.keys().any(|(f, r, e)| f == "generic" && e == "Failed" && r.starts_with("broken-"));
-        (every_format && failed).then_some((ok_run, all))
+        let failed_run = c.keys().find(|(f, r, e)| f == "generic" && e == "Failed" && r.starts_with("broken-")).map(|(_, r, _)| r.clone())?;
+        let failed_every_format = FORMATS.iter().all(|f| c.contains_key(&(f.to_string(), failed_run.clone(), "Failed".into())));
+        (every_format && failed_every_format).then_some((ok_run, all))
     })
     .await;
     let generic = all.iter().find(|r| r.format == "generic" && about(r) == (ok_run.clone(), "Succeeded".into())).expect("generic");
@@ -211,6 +213,19 @@ async fn each_run_is_notified_once_per_format_even_after_the_receiver_was_down()
         }
     }
     assert!(after.values().all(|n| *n == 1), "a duplicate: {after:?}");
+
+    // A restarted operator sees every earlier outcome as recorded: nothing is sent again.
+    operator.kill();
+    let restarted = Operator::start_with(&cluster, &ns, &[&allow]);
+    let before: std::collections::BTreeSet<String> = after.keys().map(|(_, r, _)| r.clone()).collect();
+    poll("a run after the restart notified", LIMIT * 3, || async {
+        let c = counts(&received(&ip)?);
+        c.keys().any(|(f, r, e)| f == "generic" && e == "Succeeded" && !before.contains(r)).then_some(())
+    })
+    .await;
+    let final_counts = counts(&received(&ip).expect("receiver up"));
+    assert!(final_counts.values().all(|n| *n == 1), "a duplicate after the restart: {final_counts:?}");
+    drop(restarted);
     ns.delete().await;
 }
 
@@ -239,7 +254,7 @@ async fn internal_addresses_are_refused_and_nothing_is_sent() {
     wait_policy(&ns, "db", "Notifications=False NotificationRefused", condition_is("Notifications", "False", "NotificationRefused")).await;
     let message = status(&ns, "db").await.conditions.into_iter().find(|c| c.type_ == "Notifications").map(|c| c.message).unwrap_or_default();
     // This cluster's API server listens on loopback: the more specific reason is given.
-    for expected in ["target loopback: 127.0.0.1 resolves to 127.0.0.1, an address of the Kubernetes API server", "--notification-allow-cidr=127.0.0.1/32", "target metadata: 169.254.169.254", "link-local", "target apiserver: 127.0.0.1"] {
+    for expected in ["target loopback: 127.0.0.1 resolves to 127.0.0.1, an address of the Kubernetes API server or a denied range", "--notification-allow-cidr=127.0.0.1/32", "target metadata: 169.254.169.254", "link-local", "target apiserver: 127.0.0.1"] {
         assert!(message.contains(expected), "{expected:?} not in {message:?}");
     }
     // The run succeeds (notifications never hold a run), its notifications are refused at

@@ -116,23 +116,24 @@ async fn suspend(ns: &TestNamespace, policy: &str, suspend: bool) {
 const ROWS: &str = "create table orders(id int primary key, item text); insert into orders select g, 'item ' || g from generate_series(1, 1000) g";
 
 /// The Quick Start StatefulSet with 1,000 rows, and a verified backup of them taken while the
-/// database was stopped (scaled to 0: a file-level copy of a stopped PostgreSQL is consistent).
-/// The policy is suspended afterwards, so that this backup stays the newest.
+/// database runs, with a `CHECKPOINT` pre hook in its pod (spec.hooks) flushing everything to
+/// the data files first. The policy is suspended afterwards, so that this backup stays the newest.
 async fn database_with_backup(prefix: &str) -> Option<(TestCluster, TestNamespace, Operator, backup_operator::api::BackupRun)> {
     let (cluster, ns) = setup(prefix).await?;
     kubectl_ns(&cluster, &ns, &["apply", "-f", QUICK_START], None).expect("apply the Quick Start manifests");
     wait_postgres(&cluster, &ns, "postgres-0").await;
     psql(&cluster, &ns, "postgres-0", ROWS).expect("create rows");
     assert_eq!(psql(&cluster, &ns, "postgres-0", "select count(*) from orders").as_deref(), Ok("1000"));
-    scale(&cluster, &ns, "postgres", 0).await;
     let operator = Operator::start(&cluster, &ns);
     let since = Utc::now();
     create_policy(&ns, "db-backup", json!({
-        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "postgres"}}, "backupStrategy": "tar", "retentionCount": 3
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "postgres"}}, "backupStrategy": "tar", "retentionCount": 3,
+        "hooks": {"pre": {"command": ["psql", "-U", "postgres", "-c", "CHECKPOINT"], "container": "postgres"}}
     }))
     .await
     .expect("policy");
     let backup = wait_verified_backup(&ns, "db-backup", "data-postgres-0", since).await;
+    assert!(backup.message.contains("pre hook ok in") && backup.message.contains("(pod postgres-0)"), "the CHECKPOINT hook ran: {}", backup.message);
     suspend(&ns, "db-backup", true).await;
     wait_policy(&ns, "db-backup", "suspended", condition_is("Suspended", "True", "Suspended")).await;
     // A run that started before the suspension finishes first.
@@ -141,7 +142,6 @@ async fn database_with_backup(prefix: &str) -> Option<(TestCluster, TestNamespac
         (!active).then_some(())
     })
     .await;
-    scale(&cluster, &ns, "postgres", 1).await;
     Some((cluster, ns, operator, backup))
 }
 

@@ -115,6 +115,51 @@ pub struct BackupPolicySpec {
     #[schemars(length(max = 8))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub notifications: Vec<NotificationTarget>,
+    /// Commands run in the application's pod around each backup (a checkpoint, a flush), with
+    /// pods/exec: see the hooks ClusterRole in config/rbac.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<Hooks>,
+}
+
+/// Commands run in the running pod that mounts the PVC being backed up.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+pub struct Hooks {
+    /// Before the backup starts. A failure fails the run (unless onError is Continue); its output
+    /// goes to the run's history message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<Hook>,
+    /// After the backup finished (succeeded or failed), whenever the pre hook ran, in the same pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<Hook>,
+}
+
+/// One command run with pods/exec.
+#[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Hook {
+    /// The command and its arguments (no shell unless it names one, e.g. ["sh", "-c", "..."]).
+    #[schemars(length(min = 1, max = 64))]
+    pub command: Vec<String>,
+    /// The container it runs in. Default: the first container that mounts the PVC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub container: Option<String>,
+    /// Seconds it may take (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u32>,
+    /// Fail (default): a failed pre hook fails the run. Continue: the backup runs anyway, and
+    /// the failure is noted on the run.
+    #[serde(default)]
+    pub on_error: HookErrorPolicy,
+}
+
+/// What a failed hook does to the run.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, JsonSchema, PartialEq, Eq, Default)]
+pub enum HookErrorPolicy {
+    #[default]
+    Fail,
+    Continue,
 }
 
 /// One webhook and the events it is sent.

@@ -15,7 +15,7 @@ pub struct AddressRules {
     pub allow_cidrs: Vec<IpNet>,
     /// Host names allowed whatever they resolve to (exact, case-insensitive).
     pub allow_hosts: Vec<String>,
-    /// Denied even if public: the API server's addresses.
+    /// Denied even if public: the API server's addresses and `--notification-deny-cidr`.
     pub deny_cidrs: Vec<IpNet>,
 }
 
@@ -26,7 +26,7 @@ impl AddressRules {
         if self.allow_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) || self.allow_cidrs.iter().any(|n| n.contains(&ip)) {
             return None;
         }
-        let kind = if self.deny_cidrs.iter().any(|n| n.contains(&ip)) { Some("an address of the Kubernetes API server") } else { kind(ip) }?;
+        let kind = if self.deny_cidrs.iter().any(|n| n.contains(&ip)) { Some("an address of the Kubernetes API server or a denied range") } else { kind(ip) }?;
         let single = match ip {
             IpAddr::V4(_) => format!("{ip}/32"),
             IpAddr::V6(_) => format!("{ip}/128"),

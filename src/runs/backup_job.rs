@@ -58,6 +58,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         verifies: annotations.get(ANNOTATION_VERIFICATION).is_some_and(|v| v != "none"),
         verify: annotations.get(ANNOTATION_VERIFY_RESULT).and_then(|v| verify_record_from_annotation(v)),
         stuck: None,
+        hooks: annotations.get(crate::hooks::ANNOTATION).and_then(|h| serde_json::from_str(h).ok()),
     })
 }
 
@@ -130,6 +131,11 @@ pub async fn record(client: &Client, namespace: &str, run: &ObservedRun) -> Resu
     }
     let value = report::to_annotation(&recorded);
     super::annotate_job(client, namespace, &run.name, &BTreeMap::from([(ANNOTATION_RESULT.to_owned(), value)])).await
+}
+
+/// Records what the run's hooks did on its Job.
+pub async fn record_hooks(client: &Client, namespace: &str, run: &str, hooks: &crate::hooks::HookRecord) -> Result<()> {
+    super::annotate_job(client, namespace, run, &BTreeMap::from([(crate::hooks::ANNOTATION.to_owned(), hooks.to_annotation())])).await
 }
 
 /// Records a re-verification of the run's artifact on its Job.

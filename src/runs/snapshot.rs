@@ -80,6 +80,7 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
         verifies: true,
         verify: None,
         stuck: None,
+        hooks: None,
     })
 }
 

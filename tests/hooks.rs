@@ -1,0 +1,80 @@
+//! Application-consistent hooks on the real cluster: commands run with pods/exec in the pod that
+//! mounts the PVC, before and after each backup.
+
+mod support;
+
+use backup_operator::api::{BackupRun, RunStatus};
+use serde_json::json;
+use support::operator::{LIMIT, Operator, claim, claim_dir, create_policy, mount_pod, poll, setup, status};
+
+fn sh(script: &str) -> serde_json::Value {
+    json!(["sh", "-c", script])
+}
+
+async fn first_finished(ns: &support::TestNamespace, policy: &str) -> BackupRun {
+    poll(&format!("a finished run of {policy}"), LIMIT * 2, || async {
+        status(ns, policy).await.backup_history.into_iter().find(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::Failed))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hooks_run_in_the_pod_that_mounts_the_pvc() {
+    let Some((cluster, ns)) = setup("hooks").await else { return };
+    for (claim_name, app) in [("data-ok", "ok"), ("data-pre", "pre"), ("data-post", "post"), ("data-idle", "idle")] {
+        claim(&ns, claim_name, json!({"app": app})).await;
+    }
+    claim(&ns, "backup-storage", json!({})).await;
+    for (pod, claim_name) in [("app-ok", "data-ok"), ("app-pre", "data-pre"), ("app-post", "data-post")] {
+        mount_pod(&ns, pod, claim_name).await;
+    }
+    let _operator = Operator::start(&cluster, &ns);
+    let policy = |app: &str, extra: serde_json::Value| {
+        let mut spec = json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": app}}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        spec
+    };
+    let log_both = json!({"hooks": {"pre": {"command": sh("echo pre >> /data/hooks.log")}, "post": {"command": sh("echo post >> /data/hooks.log")}}});
+    create_policy(&ns, "ok", policy("ok", log_both.clone())).await.expect("policy");
+    create_policy(&ns, "pre", policy("pre", json!({"hooks": {
+        "pre": {"command": sh("echo checkpoint refused >&2; exit 3")},
+        "post": {"command": sh("echo post-after-failed-pre >> /data/hooks.log")}
+    }})))
+    .await
+    .expect("policy");
+    // A backup that fails (its image does not exist) after the pre hook ran: the post hook still runs.
+    let mut failing = log_both.clone();
+    failing["backupImage"] = json!("no-such-image:0");
+    failing["startTimeoutSeconds"] = json!(10);
+    create_policy(&ns, "post", policy("post", failing)).await.expect("policy");
+    // No pod mounts data-idle: the run goes ahead without hooks, and says so.
+    create_policy(&ns, "idle", policy("idle", json!({"hooks": {"pre": {"command": sh("exit 1")}}}))).await.expect("policy");
+
+    let ok = first_finished(&ns, "ok").await;
+    assert_eq!(ok.status, RunStatus::Succeeded, "{ok:?}");
+    assert!(ok.message.contains("pre hook ok in") && ok.message.contains("post hook ok in") && ok.message.contains("(pod app-ok)"), "{}", ok.message);
+    let log = std::fs::read_to_string(claim_dir(&ns, "data-ok").await.join("hooks.log")).expect("hooks.log");
+    assert!(log.starts_with("pre\npost\n"), "{log:?}");
+    let millis: u64 = ok.message.split(" ok in ").skip(1).filter_map(|t| t.split(' ').next()?.parse::<u64>().ok()).sum();
+    support::measured(&format!("hooks: pre + post exec in the application's pod add {millis} ms to a run ({})", ok.message));
+
+    let pre = first_finished(&ns, "pre").await;
+    assert_eq!((pre.status, pre.reason.as_deref()), (RunStatus::Failed, Some("HookFailed")), "{pre:?}");
+    assert!(pre.message.contains("exit code 3") && pre.message.contains("checkpoint refused"), "the pre hook's output: {}", pre.message);
+    let log = std::fs::read_to_string(claim_dir(&ns, "data-pre").await.join("hooks.log")).expect("hooks.log");
+    assert!(log.starts_with("post-after-failed-pre\n") && !log.contains("pre\npost"), "{log:?}");
+    assert!(support::operator::jobs(&ns, "pre").await.is_empty(), "no backup Job after a failed pre hook");
+
+    let post = first_finished(&ns, "post").await;
+    assert_eq!(post.status, RunStatus::Failed, "{post:?}");
+    assert!(post.message.contains("no-such-image") && post.message.contains("post hook ok in"), "{}", post.message);
+    let log = std::fs::read_to_string(claim_dir(&ns, "data-post").await.join("hooks.log")).expect("hooks.log");
+    assert!(log.starts_with("pre\npost\n"), "{log:?}");
+
+    let idle = first_finished(&ns, "idle").await;
+    assert_eq!(idle.status, RunStatus::Succeeded, "{idle:?}");
+    assert!(idle.message.contains("hooks skipped: no running pod mounts data-idle"), "{}", idle.message);
+    ns.delete().await;
+}
