@@ -120,20 +120,7 @@ pub async fn exec(client: &kube::Client, namespace: &str, pod: &str, container: 
         let mut process = api.exec(pod, hook.command.clone(), &params).await.map_err(|e| format!("cannot exec in pod {pod}: {e}"))?;
         let mut output = Vec::new();
         let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
-        let read_out = async {
-            let mut buf = Vec::new();
-            if let Some(s) = stdout.as_mut() {
-                let _ = s.read_to_end(&mut buf).await;
-            }
-            buf
-        };
-        let read_err = async {
-            let mut buf = Vec::new();
-            if let Some(s) = stderr.as_mut() {
-                let _ = s.read_to_end(&mut buf).await;
-            }
-            buf
-        };
+        let (read_out, read_err) = (last_bytes(stdout.as_mut()), last_bytes(stderr.as_mut()));
         let status = process.take_status();
         let (out, err, status) = tokio::join!(read_out, read_err, async {
             match status {
@@ -169,6 +156,25 @@ pub async fn exec(client: &kube::Client, namespace: &str, pod: &str, container: 
             };
             let summary = if output.is_empty() { format!("{why} after {millis} ms") } else { format!("{why} after {millis} ms: {output}") };
             Outcome { ok: false, summary, millis }
+        }
+    }
+}
+
+/// Reads a stream to its end keeping only its last [`MAX_OUTPUT_BYTES`]: a hook that prints
+/// gigabytes costs the operator no more memory than one that prints a line.
+async fn last_bytes<R: tokio::io::AsyncRead + Unpin>(stream: Option<&mut R>) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let Some(stream) = stream else { return kept };
+    let mut chunk = vec![0u8; 8192];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                kept.extend_from_slice(&chunk[..n]);
+                if kept.len() > MAX_OUTPUT_BYTES {
+                    kept.drain(..kept.len() - MAX_OUTPUT_BYTES);
+                }
+            }
         }
     }
 }
@@ -222,6 +228,15 @@ mod tests {
             let got = pod_for(&pods, claim, container);
             assert_eq!(got, expected.map(|(p, c)| (p.to_owned(), c.to_owned())), "{claim} {container:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_output_is_read_within_the_cap() {
+        let flood = vec![b'y'; 10 * 1024 * 1024];
+        let mut reader: &[u8] = &flood;
+        let kept = last_bytes(Some(&mut reader)).await;
+        assert_eq!(kept.len(), MAX_OUTPUT_BYTES);
+        assert!(last_bytes::<&[u8]>(None).await.is_empty());
     }
 
     #[test]

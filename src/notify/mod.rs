@@ -64,10 +64,20 @@ struct Inner {
     /// What was queued (notification id and target), newest last, bounded: an outcome seen
     /// again in this process (a prune that keeps failing) is not sent again.
     sent: std::sync::Mutex<(std::collections::HashSet<String>, std::collections::VecDeque<String>)>,
+    /// Each policy's last check (by namespace/name): when, for which targets, what it found. A
+    /// reconcile then costs no Secret read or DNS lookup while the targets are unchanged.
+    checked: std::sync::Mutex<std::collections::HashMap<String, Checked>>,
 }
 
 /// Notifications remembered as sent, per process.
 const REMEMBERED: usize = 16 * 1024;
+/// A policy's last check: when, for which targets, what it found.
+type Checked = (std::time::Instant, Vec<NotificationTarget>, Vec<TargetProblem>);
+
+/// How long a policy's target check (Secret reads, DNS lookups) stands before it is done again.
+const CHECK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Policies whose last check is kept.
+const CHECKS_KEPT: usize = 4096;
 
 /// Delivers notifications in the background. Cheap to clone.
 #[derive(Clone)]
@@ -88,7 +98,7 @@ impl Notifier {
     /// Starts the delivery task (on the current runtime).
     pub fn start(client: kube::Client, events: crate::events::Publisher, config: Config) -> Notifier {
         let (queue, receiver) = tokio::sync::mpsc::channel::<Delivery>(QUEUE);
-        let inner = Arc::new(Inner { queue, config, client, sent: std::sync::Mutex::default() });
+        let inner = Arc::new(Inner { queue, config, client, sent: std::sync::Mutex::default(), checked: std::sync::Mutex::default() });
         let tls = http::tls_config();
         let worker = inner.clone();
         let queued = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|d| (d, r)) });
@@ -128,12 +138,36 @@ impl Notifier {
         true
     }
 
-    /// Each target's problem, found by reading its URL and resolving its host now: what the
-    /// policy's Notifications condition shows.
+    /// Each target's problem, found by reading its URL and resolving its host (at most once a
+    /// minute per policy while its targets stay the same): what its Notifications condition shows.
     pub async fn check(&self, policy: &BackupPolicy) -> Vec<TargetProblem> {
         let ns = policy.metadata.namespace.clone().unwrap_or_default();
+        let key = format!("{ns}/{}", policy.metadata.name.clone().unwrap_or_default());
+        let targets = &policy.spec.notifications;
+        if let Ok(checked) = self.inner.checked.lock()
+            && let Some((at, seen, problems)) = checked.get(&key)
+            && at.elapsed() < CHECK_TTL
+            && seen == targets
+        {
+            return problems.clone();
+        }
+        let problems = self.check_now(&ns, targets).await;
+        if let Ok(mut checked) = self.inner.checked.lock() {
+            if checked.len() >= CHECKS_KEPT {
+                checked.retain(|_, (at, _, _)| at.elapsed() < CHECK_TTL);
+                if checked.len() >= CHECKS_KEPT {
+                    checked.clear();
+                }
+            }
+            checked.insert(key, (std::time::Instant::now(), targets.clone(), problems.clone()));
+        }
+        problems
+    }
+
+    async fn check_now(&self, ns: &str, targets: &[NotificationTarget]) -> Vec<TargetProblem> {
+        let ns = ns.to_owned();
         let mut problems = Vec::new();
-        for target in &policy.spec.notifications {
+        for target in targets {
             let problem = match url_of(&self.inner.client, &ns, target).await {
                 Err(problem) => Some(problem),
                 Ok(url) => match http::parse(&url) {
