@@ -11,6 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::cache_index::{Index, KeyFn};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -40,6 +41,8 @@ pub struct Caches {
     pub failed_creates: Store<Event>,
     /// Jobs by namespace and policy uid (label).
     jobs_by_policy: Index<Job>,
+    /// PVCs by namespace and label pair ([`pvc_keys`]).
+    pvcs_by_label: Index<PersistentVolumeClaim>,
     /// Pods by namespace and policy uid (label): the runs' pods.
     pods_by_policy: Index<Pod>,
     /// Pods by namespace and the claims they mount.
@@ -48,6 +51,34 @@ pub struct Caches {
 
 fn policy_uid<K: kube::Resource>(o: &K) -> Vec<String> {
     o.meta().labels.as_ref().and_then(|l| l.get(LABEL_POLICY_UID)).cloned().into_iter().collect()
+}
+
+/// The key under which every PVC of a namespace is found.
+const ALL_PVCS: &str = "*";
+
+/// A PVC's index keys: [`ALL_PVCS`] and `key=value` for each label.
+fn pvc_keys(p: &PersistentVolumeClaim) -> Vec<String> {
+    std::iter::once(ALL_PVCS.to_owned()).chain(p.labels().iter().map(|(k, v)| format!("{k}={v}"))).collect()
+}
+
+/// For each requirement of a selector that names values (a `matchLabels` pair, an `In`
+/// expression), the index keys of which a matching PVC has at least one.
+fn candidate_keys(selector: &LabelSelector) -> Vec<Vec<String>> {
+    let pairs = selector.match_labels.iter().flatten().map(|(k, v)| vec![format!("{k}={v}")]);
+    let ins = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .filter(|e| e.operator == "In")
+        .map(|e| e.values.iter().flatten().map(|v| format!("{}={v}", e.key)).collect());
+    pairs.chain(ins).collect()
+}
+
+/// The names of the PVCs with the keys of the selector's rarest requirement.
+fn candidate_names(index: &Index<PersistentVolumeClaim>, namespace: &str, selector: &LabelSelector) -> std::collections::BTreeSet<String> {
+    let rarest = candidate_keys(selector).into_iter().min_by_key(|keys| keys.iter().map(|key| index.count(namespace, key)).sum::<usize>());
+    let keys = rarest.unwrap_or_else(|| vec![ALL_PVCS.to_owned()]);
+    keys.iter().flat_map(|key| index.names(namespace, key)).collect()
 }
 
 fn claims(p: &Pod) -> Vec<String> {
@@ -135,9 +166,10 @@ fn one<K>(mut handles: Vec<K>) -> Result<K> {
 
 /// Starts the watches. `namespace` limits them to one namespace.
 pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, restores_api: bool) -> Result<(Caches, Triggers)> {
+    let pvcs_by_label = Index::new(pvc_keys as KeyFn<PersistentVolumeClaim>);
     let (pvcs, pvc_triggers) = shared(api::<PersistentVolumeClaim>(client, namespace), (), watcher::Config::default(), 1, |p| {
         p.metadata.managed_fields = None;
-    }, Vec::new())?;
+    }, vec![pvcs_by_label.clone()])?;
     let jobs_by_policy = Index::new(policy_uid as KeyFn<Job>);
     let (jobs, mut job_triggers) = shared(api::<Job>(client, namespace), (), watcher::Config::default().labels(LABEL_KIND), 2, |j| {
         j.metadata.managed_fields = None;
@@ -177,7 +209,7 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
     } else {
         (None, None)
     };
-    let caches = Caches { pvcs, jobs, pods, snapshots, restores, failed_creates, jobs_by_policy, pods_by_policy, pods_by_claim };
+    let caches = Caches { pvcs, jobs, pods, snapshots, restores, failed_creates, jobs_by_policy, pvcs_by_label, pods_by_policy, pods_by_claim };
     let restore_jobs = job_triggers.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
     let triggers = Triggers {
         policy_jobs: one(job_triggers)?,
@@ -206,8 +238,12 @@ impl Caches {
         Ok(())
     }
 
-    pub fn pvcs_in(&self, namespace: &str) -> Vec<Arc<PersistentVolumeClaim>> {
-        self.pvcs.state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+    /// The PVCs of a namespace that `selector` may match (the caller checks each): those with its
+    /// rarest required label pair, or every PVC of the namespace when it requires none. A policy's
+    /// reconcile costs what it selects, not what the namespace holds.
+    pub fn pvc_candidates(&self, namespace: &str, selector: &LabelSelector) -> Vec<Arc<PersistentVolumeClaim>> {
+        candidate_names(&self.pvcs_by_label, namespace, selector)
+            .iter().filter_map(|name| self.pvcs.get(&reflector::ObjectRef::new(name).within(namespace))).collect()
     }
 
     pub fn pvc(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
@@ -272,5 +308,51 @@ impl Caches {
                 .map(|s| (*s).clone())
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pvc(ns: &str, name: &str, labels: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({"metadata": {"namespace": ns, "name": name, "labels": labels}})).expect("pvc")
+    }
+
+    #[test]
+    fn a_selector_reads_the_claims_of_its_rarest_requirement_only() {
+        let index = Index::new(pvc_keys as KeyFn<PersistentVolumeClaim>);
+        let mut claims: Vec<PersistentVolumeClaim> = (0..50).map(|i| pvc("a", &format!("data-{i}"), serde_json::json!({"app": "db", "index": i.to_string()}))).collect();
+        claims.push(pvc("a", "web-0", serde_json::json!({"app": "web"})));
+        claims.push(pvc("a", "bare", serde_json::json!({})));
+        claims.push(pvc("b", "data-0", serde_json::json!({"app": "db", "index": "0"})));
+        for c in &claims {
+            index.apply(&watcher::Event::Apply(c.clone()));
+        }
+        let selector = |v: serde_json::Value| -> LabelSelector { serde_json::from_value(v).expect("selector") };
+        let names = |v: serde_json::Value| candidate_names(&index, "a", &selector(v)).into_iter().collect::<Vec<_>>();
+        let cases: Vec<(&str, serde_json::Value, Vec<&str>)> = vec![
+            ("the rarer pair of two", serde_json::json!({"matchLabels": {"app": "db", "index": "7"}}), vec!["data-7"]),
+            ("an In expression: each value", serde_json::json!({"matchExpressions": [{"key": "index", "operator": "In", "values": ["1", "2"]}]}), vec!["data-1", "data-2"]),
+            ("In rarer than a pair", serde_json::json!({"matchLabels": {"app": "db"}, "matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}), vec!["web-0"]),
+            ("only Exists: the namespace", serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}), vec![]),
+            ("empty: the namespace", serde_json::json!({}), vec![]),
+            ("no such label", serde_json::json!({"matchLabels": {"app": "cache"}}), vec![]),
+        ];
+        for (what, sel, want) in cases {
+            let got = names(sel);
+            if what.ends_with("the namespace") {
+                assert_eq!(got.len(), 52, "{what}");
+                assert!(got.contains(&"bare".to_owned()), "{what}");
+            } else {
+                assert_eq!(got, want, "{what}");
+            }
+        }
+        // A claim that loses its label leaves that key; one deleted leaves the index.
+        index.apply(&watcher::Event::Apply(pvc("a", "data-7", serde_json::json!({"app": "db"}))));
+        assert!(names(serde_json::json!({"matchLabels": {"index": "7"}})).is_empty());
+        index.apply(&watcher::Event::Delete(pvc("a", "web-0", serde_json::json!({"app": "web"}))));
+        assert!(names(serde_json::json!({"matchLabels": {"app": "web"}})).is_empty());
+        assert_eq!(candidate_names(&index, "b", &selector(serde_json::json!({"matchLabels": {"index": "0"}}))).len(), 1, "namespaces apart");
     }
 }

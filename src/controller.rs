@@ -57,6 +57,8 @@ pub struct Context {
     statuses: crate::status_writer::StatusWriter,
     /// Delivers the policies' webhook notifications in the background.
     notifier: crate::notify::Notifier,
+    /// Run creations go before the background writes.
+    runs_first: crate::runs_first::RunsFirst,
 }
 
 impl Context {
@@ -70,8 +72,9 @@ impl Context {
         restores_api: bool,
         reconcile_concurrency: u16,
     ) -> Self {
-        let events = crate::events::Publisher::start(client.clone(), FIELD_MANAGER);
-        let statuses = crate::status_writer::StatusWriter::start(client.clone(), events.clone());
+        let runs_first = crate::runs_first::RunsFirst::default();
+        let events = crate::events::Publisher::start(client.clone(), FIELD_MANAGER, runs_first.clone());
+        let statuses = crate::status_writer::StatusWriter::start(client.clone(), events.clone(), runs_first.clone());
         let notifier = crate::notify::Notifier::start(client.clone(), events.clone(), crate::notify::Config::default());
         Context {
             client,
@@ -86,6 +89,7 @@ impl Context {
             failures: Mutex::default(),
             statuses,
             notifier,
+            runs_first,
         }
     }
 
@@ -779,7 +783,7 @@ async fn set_finalizer(t: &Target<'_>, present: bool) -> Result<()> {
     let patch = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": t.policy.resource_version()}});
     match api.patch(&t.name, &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 && crate::kube_client::really_gone(&api, &t.name, t.policy.uid().as_deref()).await => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -843,7 +847,9 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
             if let Some(record) = &hooks {
                 job.metadata.annotations.get_or_insert_default().insert(crate::hooks::ANNOTATION.to_owned(), record.to_annotation());
             }
+            let creating = t.ctx.runs_first.creating();
             let created = runs::applied_job(&t.ctx.client, &t.ns, &job).await?;
+            drop(creating);
             tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created backup job");
             return Ok((plugin_label, backup_job::observe(&created)));
         }
@@ -858,7 +864,9 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 plugin: &plugin_label,
                 owner,
             };
+            let creating = t.ctx.runs_first.creating();
             let applied = snapshot::apply(&t.ctx.client, &t.ns, &new.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await;
+            drop(creating);
             // A snapshot is taken when it is created: the post hook follows at once.
             if let Some(record) = &hooks {
                 post_hook(t, record).await;

@@ -26,14 +26,15 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts the publishing task (on the current runtime).
-    pub fn start(client: Client, controller: &str) -> Publisher {
+    pub fn start(client: Client, controller: &str, runs_first: crate::runs_first::RunsFirst) -> Publisher {
         let (queue, receiver) = tokio::sync::mpsc::channel::<Queued>(QUEUE);
         let recorder = Recorder::new(client.clone(), Reporter { controller: controller.into(), instance: None });
         let controller = controller.to_owned();
         let queued = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|q| (q, r)) });
         tokio::spawn(queued.for_each_concurrent(CONCURRENCY, move |q| {
-            let (recorder, client, controller) = (recorder.clone(), client.clone(), controller.clone());
+            let (recorder, client, controller, runs_first) = (recorder.clone(), client.clone(), controller.clone(), runs_first.clone());
             async move {
+                runs_first.wait_turn().await;
                 let name = q.reference.name.clone().unwrap_or_default();
                 // kube's recorder names an event `<object>.<nanos>`, too long for an object name
                 // near the 253-character limit: such events are written directly, named shorter.

@@ -76,6 +76,20 @@ pub fn counted(config: kube::Config) -> kube::Result<Client> {
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())
 }
 
+/// Whether a 404 from a write means that the object is gone. A custom resource's endpoints answer
+/// 404 for a moment while its CRD is updated, so the object is read back (by name, the same uid)
+/// before a write to it is given up; an error reading it counts as not gone (the write is retried).
+pub async fn really_gone<K>(api: &kube::Api<K>, name: &str, uid: Option<&str>) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(name).await {
+        Ok(Some(object)) => object.meta().uid.as_deref() != uid,
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

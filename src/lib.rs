@@ -24,6 +24,7 @@ pub mod quantity;
 pub mod render;
 pub mod restore;
 pub mod runs;
+pub mod runs_first;
 pub mod schedule;
 pub mod serve;
 pub mod startup;

@@ -144,7 +144,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     selector_query(&policy.spec.pvc_selector)?;
     let destination_claims: Vec<String> = destination::of(&policy.spec).iter().filter_map(|d| d.claim().map(str::to_owned)).collect();
     let mut pvcs: Vec<PersistentVolumeClaim> = caches
-        .pvcs_in(&ns)
+        .pvc_candidates(&ns, &policy.spec.pvc_selector)
         .into_iter()
         .filter(|p| selector_matches(&policy.spec.pvc_selector, p.labels()))
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))

@@ -155,15 +155,16 @@ pub struct StatusWriter {
     queue: tokio::sync::mpsc::UnboundedSender<String>,
     /// A status the API server refuses is said on the policy as a Warning event, not only logged.
     events: crate::events::Publisher,
+    runs_first: crate::runs_first::RunsFirst,
 }
 
 impl StatusWriter {
     /// Starts the writers (on the current runtime).
-    pub fn start(client: Client, events: crate::events::Publisher) -> StatusWriter {
+    pub fn start(client: Client, events: crate::events::Publisher, runs_first: crate::runs_first::RunsFirst) -> StatusWriter {
         // Unbounded, yet never longer than the number of policies: a policy is queued only when
         // it is not queued already.
         let (queue, receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let writer = StatusWriter { entries: Arc::default(), queue, events };
+        let writer = StatusWriter { entries: Arc::default(), queue, events, runs_first };
         let worker = writer.clone();
         let uids = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|uid| (uid, r)) });
         tokio::spawn(uids.for_each_concurrent(CONCURRENCY, move |uid| {
@@ -208,13 +209,15 @@ impl StatusWriter {
     }
 
     async fn write_one(&self, client: &Client, uid: String) {
+        // Taken after the wait: the newest status handed over meanwhile is the one written.
+        self.runs_first.wait_turn().await;
         let taken = self.entries.lock().ok().and_then(|mut e| e.take(&uid));
         let Some((namespace, name, status)) = taken else { return };
         let api: Api<BackupPolicy> = Api::namespaced(client.clone(), &namespace);
         let patch = serde_json::json!({"apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy", "status": status});
         let outcome = match api.patch_status(&name, &PatchParams::apply(crate::controller::FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
             Ok(_) => Outcome::Written,
-            Err(kube::Error::Api(e)) if e.code == 404 => Outcome::Refused,
+            Err(kube::Error::Api(e)) if e.code == 404 && crate::kube_client::really_gone(&api, &name, Some(&uid)).await => Outcome::Refused,
             Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
                 tracing::error!(policy = %name, namespace = %namespace, "the API server refuses the policy's status: {}", e.message);
                 crate::metrics::get().status_write_failures.inc();

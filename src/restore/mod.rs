@@ -224,7 +224,7 @@ async fn write(ctx: &Context, restore: &BackupRestore, status: &BackupRestoreSta
     let patch = serde_json::json!({"apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "status": status});
     match api.patch_status(&restore.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 && crate::kube_client::really_gone(&api, &restore.name_any(), restore.uid().as_deref()).await => Ok(()),
         Err(e) => Err(e.into()),
     }
 }

@@ -46,7 +46,7 @@ impl Operator {
             .args(["--metrics-bind-address", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("BACKUP_OPERATOR_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
