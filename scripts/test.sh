@@ -29,6 +29,27 @@ for line in open(sys.argv[1]):
     if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
         print(m["target"]["name"], m["executable"])
 PY
+# Each build of the tests leaves about 8 GB of executables in the cached target directory: keep
+# only this build's. (A full disk makes the kubelet delete images, the pause image among them.)
+python3 - "$work/build.json" <<'PY'
+import json, os, re, sys
+keep, dirs = set(), set()
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact":
+        for path in [m.get("executable")] + m.get("filenames", []):
+            if path:
+                keep.add(os.path.realpath(path))
+                dirs.add(os.path.dirname(os.path.realpath(path)))
+for d in dirs:
+    for f in os.listdir(d):
+        p = os.path.join(d, f)
+        if re.fullmatch(r"[A-Za-z0-9_]+-[0-9a-f]{16}", f) and os.path.isfile(p) and os.access(p, os.X_OK) and p not in keep:
+            os.remove(p)
+PY
 pids=()
 while read -r name exe; do
   # Integration tests mostly wait on the cluster, so each runs more tests than there are cores.

@@ -31,9 +31,9 @@ use crate::strategy::source;
 use crate::strategy::{Plugin, StrategyRuntime, resolve};
 
 pub const FIELD_MANAGER: &str = "backup-operator";
-/// Runs of one policy created at once (per reconcile): the 32 requests in flight at which a plain
-/// client gets the most Jobs per second out of the API server here.
-const RUN_CREATION_CONCURRENCY: usize = 32;
+/// Runs of one policy created at once (per reconcile), within the limit all reconciles share:
+/// one policy over N PVCs gets its Jobs as fast as N policies.
+const RUN_CREATION_CONCURRENCY: usize = crate::runs_first::IN_FLIGHT_LIMIT;
 /// How often the plugin directory is checked for new versions.
 const PLUGIN_DIR_POLL: Duration = Duration::from_secs(10);
 
@@ -847,7 +847,7 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
             if let Some(record) = &hooks {
                 job.metadata.annotations.get_or_insert_default().insert(crate::hooks::ANNOTATION.to_owned(), record.to_annotation());
             }
-            let creating = t.ctx.runs_first.creating();
+            let creating = t.ctx.runs_first.creating().await;
             let created = runs::applied_job(&t.ctx.client, &t.ns, &job).await?;
             drop(creating);
             tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created backup job");
@@ -864,7 +864,7 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 plugin: &plugin_label,
                 owner,
             };
-            let creating = t.ctx.runs_first.creating();
+            let creating = t.ctx.runs_first.creating().await;
             let applied = snapshot::apply(&t.ctx.client, &t.ns, &new.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await;
             drop(creating);
             // A snapshot is taken when it is created: the post hook follows at once.
