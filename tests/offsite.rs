@@ -63,13 +63,14 @@ fn restic(repo: &str, password: &str, s3: &S3, args: &[&str]) -> (bool, String) 
 }
 
 fn snapshot_count(repo: &str, s3: &S3) -> Option<usize> {
-    let (ok, out) = restic(repo, PASSWORD, s3, &["snapshots", "--json"]);
+    // Without a lock: the operator's verify Job may hold the repository's exclusive lock meanwhile.
+    let (ok, out) = restic(repo, PASSWORD, s3, &["--no-lock", "snapshots", "--json"]);
     let list: Vec<serde_json::Value> = if ok { serde_json::from_str(out.lines().last()?).ok()? } else { return None };
     Some(list.len())
 }
 
 fn raw_data_bytes(repo: &str, s3: &S3) -> u64 {
-    let (ok, out) = restic(repo, PASSWORD, s3, &["stats", "--mode", "raw-data", "--json"]);
+    let (ok, out) = restic(repo, PASSWORD, s3, &["--no-lock", "stats", "--mode", "raw-data", "--json"]);
     assert!(ok, "restic stats: {out}");
     let stats: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default()).expect("stats json");
     stats["total_size"].as_u64().expect("total_size")
