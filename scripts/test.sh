@@ -43,7 +43,11 @@ for line in open(sys.argv[1]):
         for path in [m.get("executable")] + m.get("filenames", []):
             if path:
                 keep.add(os.path.realpath(path))
-                dirs.add(os.path.dirname(os.path.realpath(path)))
+        # Only the directories of test, bench and bin executables: a build script's own executable
+        # (build/<crate>-<hash>/build_script_build-<hash>) is reported under another name, and
+        # removing it makes the next build rerun every build script and rebuild the whole tree.
+        if m.get("executable"):
+            dirs.add(os.path.dirname(os.path.realpath(m["executable"])))
 for d in dirs:
     for f in os.listdir(d):
         p = os.path.join(d, f)

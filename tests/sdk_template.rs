@@ -81,6 +81,41 @@ async fn the_template_built_by_cargo_component_imports_wasi_and_plans_the_same()
     assert_eq!(format!("{plan:?}"), format!("{same:?}"), "both builds plan alike");
 }
 
+/// The walkthrough's `backup-operator plugin plan` step on the `cargo component` build, with the
+/// template's sample request: the plan is accepted, and the Job printed is one the API server takes.
+#[tokio::test]
+async fn plugin_plan_of_the_template_with_its_sample_request_prints_a_job_the_api_server_accepts() {
+    let Some(cluster) = support::cluster().await else { return };
+    let ns = cluster.namespace("template-plan").await;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("backup-operator-template-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let wasm = dir.join("backup_strategy_template.wasm");
+    std::fs::write(&wasm, template_by_cargo_component()).expect("write the component");
+    let sample = std::fs::read_to_string(repo.join("sdk/template/sample-request.yaml")).expect("the sample request");
+    assert!(sample.contains("\nnamespace: prod\n"), "{sample}");
+    let request = dir.join("request.yaml");
+    std::fs::write(&request, sample.replace("\nnamespace: prod\n", &format!("\nnamespace: {}\n", ns.name))).expect("write the request");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
+        .args(["plugin", "plan"])
+        .arg(&wasm)
+        .arg("--request")
+        .arg(&request)
+        .output()
+        .expect("run backup-operator");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exit {:?}: {stderr}\n{stdout}", out.status.code());
+    assert!(stdout.contains("verdict: accepted"), "{stdout}");
+    assert!(stdout.contains(".tmp"), "the sample's config reached the plan: {stdout}");
+    let manifest = dir.join("job.yaml");
+    std::fs::write(&manifest, stdout.as_bytes()).expect("write the Job");
+    let applied = support::kubectl(&cluster, &["apply", "--dry-run=server", "-f", &manifest.to_string_lossy(), "-o", "name"]);
+    // 2026-11-29T01:00:00Z is minute 29,931,900 since the epoch.
+    assert_eq!(applied.trim(), "job.batch/db-copy-data-db-0-29931900", "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn the_template_backs_up_a_pvc_from_a_configmap() {
     let Some((cluster, ns)) = setup("sdk-template").await else { return };
