@@ -36,6 +36,12 @@ pub const FIELD_MANAGER: &str = "backup-operator";
 const RUN_CREATION_CONCURRENCY: usize = crate::runs_first::IN_FLIGHT_LIMIT;
 /// How often the plugin directory is checked for new versions.
 const PLUGIN_DIR_POLL: Duration = Duration::from_secs(10);
+/// Hooks running at once by default, in all and in one namespace (`--hook-concurrency`,
+/// `--hook-concurrency-per-namespace`).
+pub const DEFAULT_HOOK_CONCURRENCY: u16 = 16;
+pub const DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE: u16 = 4;
+/// When a run whose hooks found no free slot is tried again.
+const HOOKS_BUSY_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Context {
     pub client: Client,
@@ -59,6 +65,8 @@ pub struct Context {
     notifier: crate::notify::Notifier,
     /// Run creations go before the background writes.
     runs_first: crate::runs_first::RunsFirst,
+    /// Hooks running at once, in all and per namespace.
+    hook_slots: crate::hook_slots::HookSlots,
 }
 
 impl Context {
@@ -90,7 +98,20 @@ impl Context {
             statuses,
             notifier,
             runs_first,
+            hook_slots: crate::hook_slots::HookSlots::new(crate::hook_slots::HookLimits::within(
+                usize::from(DEFAULT_HOOK_CONCURRENCY),
+                usize::from(DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE),
+                usize::from(reconcile_concurrency),
+            )),
         }
+    }
+
+    /// Runs at most `total` hooks at once, `per_namespace` in one namespace (both kept below the
+    /// reconcile workers).
+    pub fn with_hook_concurrency(mut self, total: usize, per_namespace: usize) -> Self {
+        let limits = crate::hook_slots::HookLimits::within(total, per_namespace, usize::from(self.reconcile_concurrency));
+        self.hook_slots = crate::hook_slots::HookSlots::new(limits);
+        self
     }
 
     /// Delivers notifications with `config` (address rules, timeouts, attempts).
@@ -311,15 +332,24 @@ fn concerns_pvc(policy: &DynamicObject, pvc: &str, labels: &std::collections::BT
 }
 
 fn error_policy(policy: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
-    let n = ctx.failures.lock().map(|mut f| {
-        let n = f.entry(key).or_insert(0);
-        *n += 1;
-        *n
-    });
-    let attempt = n.unwrap_or(1).min(8);
-    let backoff = Duration::from_secs(2u64 << attempt).min(Duration::from_secs(300));
     let classified = error.classify();
+    let backoff = match classified.retry {
+        // Waiting for a hook slot is not a failure: back soon, and the backoff is not raised.
+        Retry::Soon => {
+            tracing::info!(policy = %policy.name_any(), reason = classified.reason, "{}", classified.message);
+            return Action::requeue(HOOKS_BUSY_RETRY);
+        }
+        Retry::AwaitChange | Retry::Backoff => {
+            let key = format!("{}/{}", policy.namespace().unwrap_or_default(), policy.name_any());
+            let n = ctx.failures.lock().map(|mut f| {
+                let n = f.entry(key).or_insert(0);
+                *n += 1;
+                *n
+            });
+            let attempt = n.unwrap_or(1).min(8);
+            Duration::from_secs(2u64 << attempt).min(Duration::from_secs(300))
+        }
+    };
     tracing::warn!(policy = %policy.name_any(), error = %classified.message, reason = classified.reason, ?backoff, "reconcile failed");
     Action::requeue(backoff)
 }
@@ -670,7 +700,13 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
                     t.notify(event, Some(run), None, None, run.message.clone());
                 }
             }
-            Err(e) => out.transient(e),
+            Err(e) => {
+                // Not a failure, but the run is late: say so where `kubectl describe bp` shows it.
+                if let Error::HooksBusy { busy, .. } = &e {
+                    t.event(EventType::Normal, "HooksWaiting", format!("{}: run {} waits for a hook slot: {busy}", decide::target(&new.pvc, &new.destination), new.name));
+                }
+                out.transient(e);
+            }
         }
     }
     for refused in &d.refused {
@@ -720,9 +756,17 @@ async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
             .runs
             .iter()
             .find(|r| &r.name == name && r.object == RunObject::Job)
-            .and_then(|r| r.hooks.clone())
-            .filter(|h| h.pod.is_some() && h.post.is_none() && t.policy.spec.hooks.as_ref().is_some_and(|h| h.post.is_some()));
-        if let Some(hooks) = pending_post {
+            .and_then(|r| Some((r.pvc.clone(), r.hooks.clone()?)))
+            .filter(|(_, h)| h.pod.is_some() && h.post.is_none() && t.policy.spec.hooks.as_ref().is_some_and(|h| h.post.is_some()));
+        if let Some((pvc, hooks)) = pending_post {
+            // No slot free: the run stays unrecorded and is tried again shortly.
+            let _slot = match t.ctx.hook_slots.try_acquire(&t.ns) {
+                Ok(slot) => slot,
+                Err(busy) => {
+                    out.transient(Error::HooksBusy { pvc, busy });
+                    continue;
+                }
+            };
             let done = post_hook(t, &hooks).await;
             if let Err(e) = backup_job::record_hooks(&t.ctx.client, &t.ns, name, &done).await {
                 out.transient(e);
@@ -822,7 +866,14 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
     let plugin_label = resolve::label(plugin);
     let owner = t.policy.controller_owner_ref(&());
     // Planned first (a plan the host refuses never runs the application's hooks), then the pre
-    // hook, then the run's object.
+    // hook, then the run's object. A policy with hooks holds a hook slot until its run's object
+    // exists (a failed pre hook's post hook and a snapshot's post hook run under it too).
+    let _hook_slot = match &t.policy.spec.hooks {
+        Some(h) if h.pre.is_some() || h.post.is_some() => {
+            Some(t.ctx.hook_slots.try_acquire(&t.ns).map_err(|busy| Error::HooksBusy { pvc: new.pvc.clone(), busy })?)
+        }
+        _ => None,
+    };
     let hooks = pre_hook(t, &new.pvc).await?;
     match plan {
         Plan::Job(job_plan) => {

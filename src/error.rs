@@ -66,6 +66,10 @@ pub enum Error {
     #[error("the pre hook failed for {pvc}: {message}")]
     HookFailed { pvc: String, message: String },
 
+    /// No hook slot is free (see `hook_slots`): the run waits a few seconds, nothing failed.
+    #[error("the hooks of {pvc} wait: {busy}")]
+    HooksBusy { pvc: String, busy: crate::hook_slots::Busy },
+
     #[error("plugin source: {0}")]
     PluginSource(String),
 
@@ -110,7 +114,7 @@ impl Error {
             | Error::InvalidSelector(_)
             | Error::PluginNotFound(_)
             | Error::SnapshotApiMissing => true,
-            Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
+            Error::HooksBusy { .. } | Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
         }
     }
 
@@ -132,6 +136,7 @@ impl Error {
             Error::UnsupportedDestination { .. } => "UnsupportedDestination",
             Error::PlanRefused { .. } => "PlanRefused",
             Error::HookFailed { .. } => "HookFailed",
+            Error::HooksBusy { .. } => "HooksBusy",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
@@ -140,7 +145,11 @@ impl Error {
             Error::Runtime(_) => "Runtime",
             Error::Kube(_) => "KubeApi",
         };
-        let retry = if self.is_permanent() { Retry::AwaitChange } else { Retry::Backoff };
+        let retry = match self {
+            Error::HooksBusy { .. } => Retry::Soon,
+            _ if self.is_permanent() => Retry::AwaitChange,
+            _ => Retry::Backoff,
+        };
         Classified { reason, retry, message: crate::runs::report::bound(&self.to_string(), MAX_MESSAGE_BYTES) }
     }
 
@@ -161,6 +170,7 @@ impl Error {
             Error::UnsupportedDestination { .. } => "UnsupportedDestination",
             Error::PlanRefused { .. } => "PlanRefused",
             Error::HookFailed { .. } => "HookFailed",
+            Error::HooksBusy { .. } => "HooksBusy",
             Error::PluginSource(_) => "PluginSource",
             Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
@@ -204,6 +214,7 @@ impl Error {
             }
             Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
             Error::HookFailed { pvc, message } => Error::HookFailed { pvc: pvc.clone(), message: message.clone() },
+            Error::HooksBusy { pvc, busy } => Error::HooksBusy { pvc: pvc.clone(), busy: busy.clone() },
         }
     }
 }
@@ -215,6 +226,9 @@ pub enum Retry {
     AwaitChange,
     /// Transient (the API server, the runtime): retry with backoff.
     Backoff,
+    /// Waiting for a shared slot that frees up as others finish: retry in a few seconds, without
+    /// counting it as a failure.
+    Soon,
 }
 
 /// An error as users see it.
@@ -248,6 +262,7 @@ mod tests {
             (Error::InvalidSelector("x".into()), "InvalidSelector", Retry::AwaitChange),
             (Error::SnapshotApiMissing, "SnapshotAPIMissing", Retry::AwaitChange),
             (Error::Runtime("x".into()), "Runtime", Retry::Backoff),
+            (Error::HooksBusy { pvc: "data-db-0".into(), busy: crate::hook_slots::Busy::Namespace(4) }, "HooksBusy", Retry::Soon),
             (Error::PluginNotFound("x".into()), "PluginNotFound", Retry::AwaitChange),
             (Error::PluginSource("API timeout".into()), "PluginSource", Retry::Backoff),
         ];

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod decide;
 pub mod destination;
 pub mod error;
+pub mod hook_slots;
 pub mod hooks;
 pub mod events;
 pub mod kube_client;

@@ -110,6 +110,15 @@ struct RunArgs {
     /// at 48 against 3.2 s at 16 (make bench-scale).
     #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..=256))]
     reconcile_concurrency: u16,
+    /// Policies' hooks running at once (each holds a reconcile worker for up to its timeout); kept
+    /// below --reconcile-concurrency, so that policies without hooks always find a worker. A run
+    /// whose hooks find no slot waits and is tried again 5 s later.
+    #[arg(long, default_value_t = backup_operator::controller::DEFAULT_HOOK_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    hook_concurrency: u16,
+    /// Hooks running at once in one namespace, so that one tenant's slow hooks cannot take every
+    /// slot.
+    #[arg(long, default_value_t = backup_operator::controller::DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE, value_parser = clap::value_parser!(u16).range(1..=256))]
+    hook_concurrency_per_namespace: u16,
     /// Address ranges webhooks may reach although internal (loopback, link-local, private,
     /// shared), comma-separated CIDRs: e.g. the range of an in-cluster receiver.
     #[arg(long, value_delimiter = ',')]
@@ -257,7 +266,8 @@ async fn main() -> std::process::ExitCode {
                 ..backup_operator::notify::Config::default()
             };
             let context = Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)
-                .with_notifications(notifications);
+                .with_notifications(notifications)
+                .with_hook_concurrency(usize::from(args.hook_concurrency), usize::from(args.hook_concurrency_per_namespace));
             let run = controller::run(Arc::new(context));
             let ran = match leadership {
                 None => run.await,

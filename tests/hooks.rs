@@ -78,3 +78,43 @@ async fn hooks_run_in_the_pod_that_mounts_the_pvc() {
     assert!(idle.message.contains("hooks skipped: no running pod mounts data-idle"), "{}", idle.message);
     ns.delete().await;
 }
+
+/// Hooks hold a reconcile worker for as long as they run, so they get fewer slots than there are
+/// workers: with 2 workers, one slow pre hook runs, a second policy's hooks wait for the slot (and
+/// are tried again), and a policy without hooks still gets its run meanwhile.
+#[tokio::test]
+async fn slow_hooks_never_take_every_reconcile_worker() {
+    let Some((cluster, ns)) = setup("hooks-slots").await else { return };
+    for (claim_name, app) in [("data-s1", "s1"), ("data-s2", "s2"), ("data-plain", "plain")] {
+        claim(&ns, claim_name, json!({"app": app})).await;
+    }
+    claim(&ns, "backup-storage", json!({})).await;
+    for (pod, claim_name) in [("app-s1", "data-s1"), ("app-s2", "data-s2")] {
+        mount_pod(&ns, pod, claim_name).await;
+    }
+    // 2 workers: hooks get 1 slot (the defaults, 16 in all and 4 per namespace, are kept below that).
+    let operator = Operator::start_with(&cluster, &ns, &["--reconcile-concurrency", "2"]);
+    let slow = json!({"pre": {"command": sh("echo started >> /data/hook-started; sleep 300"), "timeoutSeconds": 600}});
+    for app in ["s1", "s2"] {
+        create_policy(&ns, app, json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": app}}, "hooks": slow})).await.expect("policy");
+    }
+    create_policy(&ns, "plain", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "plain"}}})).await.expect("policy");
+
+    let plain = first_finished(&ns, "plain").await;
+    assert_eq!(plain.status, RunStatus::Succeeded, "{plain:?}");
+    poll("a slow policy's hooks deferred", LIMIT, || async { operator.log().contains("wait: 1 hooks").then_some(()) }).await;
+    let mut started = Vec::new();
+    for claim_name in ["data-s1", "data-s2"] {
+        if claim_dir(&ns, claim_name).await.join("hook-started").exists() {
+            started.push(claim_name);
+        }
+    }
+    assert_eq!(started.len(), 1, "one slow pre hook at a time: {started:?}");
+    // The waiting policy says so on itself, not only in the operator's log.
+    let waiting = if started == ["data-s1"] { "s2" } else { "s1" };
+    support::operator::event_reasons(&cluster, &ns, waiting, &["HooksWaiting"]).await;
+    for app in ["s1", "s2"] {
+        assert!(support::operator::jobs(&ns, app).await.is_empty(), "{app}: no backup Job while its pre hook runs or waits");
+    }
+    ns.delete().await;
+}
