@@ -697,12 +697,19 @@ pub fn decide(observed: &Observed) -> Decision {
     d.next_schedule_time = if spec.suspend { None } else { when.next };
     d.missed = when.missed;
     d.skipped_past_deadline = when.skipped_past_deadline;
+    // Pods and Jobs trigger their policy, but a trigger lost while a watch is re-listed (a CRD
+    // re-applied expires every watch on its objects) must not hide a run's cause or end for long.
+    let active = observed.runs.iter().any(|r| matches!(r.status, RunStatus::Pending | RunStatus::Running));
+    let resync = active.then(|| observed.now + chrono::Duration::seconds(ACTIVE_RUN_RESYNC_SECONDS));
     d.requeue_at = match (spec.suspend, next_stuck) {
-        (true, stuck) => stuck.into_iter().chain(observed.cause_reportable_at).min(),
-        (false, stuck) => [when.next, next_verify, stuck, observed.cause_reportable_at].into_iter().flatten().min(),
+        (true, stuck) => [stuck, observed.cause_reportable_at, resync].into_iter().flatten().min(),
+        (false, stuck) => [when.next, next_verify, stuck, observed.cause_reportable_at, resync].into_iter().flatten().min(),
     };
     d
 }
+
+/// While a run is pending or running, its policy is looked at again at least this often.
+pub const ACTIVE_RUN_RESYNC_SECONDS: i64 = 60;
 
 /// Runs stuck past `startTimeoutSeconds` are failed with their cause; the earliest moment another
 /// one will be is when to look again.
@@ -1161,6 +1168,26 @@ mod tests {
         let d = decide(&o);
         assert_eq!(d.fail_stuck.len(), 1);
         assert_eq!((d.fail_stuck[0].cause.as_str(), d.fail_stuck[0].elapsed_seconds), ("ImageError: ErrImagePull: not found", 30));
+    }
+
+    #[test]
+    fn a_policy_with_a_run_in_progress_is_looked_at_again_within_a_minute() {
+        // (run status, suspended) -> requeue at
+        let table = [
+            (Some(RunStatus::Pending), false, "2026-11-29T00:02:05Z"),
+            (Some(RunStatus::Running), false, "2026-11-29T00:02:05Z"),
+            (Some(RunStatus::Running), true, "2026-11-29T00:02:05Z"),
+            (Some(RunStatus::Succeeded), false, "2026-11-29T01:01:00Z"),
+            (None, false, "2026-11-29T01:01:00Z"),
+        ];
+        for (status, suspend, want) in table {
+            let mut o = observed("2026-11-29T00:01:05Z");
+            o.spec.schedule = "1 * * * *".into();
+            o.spec.suspend = suspend;
+            o.last_schedule_time = Some(t("2026-11-29T00:01:00Z"));
+            o.runs = status.into_iter().map(|s| ObservedRun { recorded: s == RunStatus::Succeeded, ..run("r1", "data-db-0", "2026-11-29T00:01:00Z", s) }).collect();
+            assert_eq!(decide(&o).requeue_at, Some(t(want)), "{status:?}, suspended {suspend}");
+        }
     }
 
     #[test]

@@ -103,12 +103,17 @@ async fn slow_hooks_never_take_every_reconcile_worker() {
     let plain = first_finished(&ns, "plain").await;
     assert_eq!(plain.status, RunStatus::Succeeded, "{plain:?}");
     poll("a slow policy's hooks deferred", LIMIT, || async { operator.log().contains("wait: 1 hooks").then_some(()) }).await;
-    let mut started = Vec::new();
-    for claim_name in ["data-s1", "data-s2"] {
-        if claim_dir(&ns, claim_name).await.join("hook-started").exists() {
-            started.push(claim_name);
+    // The slot's holder writes its mark once its exec has begun.
+    let started = poll("a slow pre hook started", LIMIT, || async {
+        let mut started = Vec::new();
+        for claim_name in ["data-s1", "data-s2"] {
+            if claim_dir(&ns, claim_name).await.join("hook-started").exists() {
+                started.push(claim_name);
+            }
         }
-    }
+        (!started.is_empty()).then_some(started)
+    })
+    .await;
     assert_eq!(started.len(), 1, "one slow pre hook at a time: {started:?}");
     // The waiting policy says so on itself, not only in the operator's log.
     let waiting = if started == ["data-s1"] { "s2" } else { "s1" };
