@@ -89,13 +89,13 @@ impl<K: Resource> Index<K> {
         }
     }
 
-    /// The names of the objects of `namespace` with `key`.
     /// How many objects of the namespace have the key.
     pub fn count(&self, namespace: &str, key: &str) -> usize {
         let Ok(inner) = self.inner.lock() else { return 0 };
         inner.entries.get(&(namespace.to_owned(), key.to_owned())).map_or(0, BTreeSet::len)
     }
 
+    /// The names of the objects of `namespace` with `key`.
     pub fn names(&self, namespace: &str, key: &str) -> Vec<String> {
         let Ok(inner) = self.inner.lock() else { return Vec::new() };
         inner.entries.get(&(namespace.to_owned(), key.to_owned())).map(|n| n.iter().cloned().collect()).unwrap_or_default()

@@ -613,7 +613,11 @@ struct Outcome {
 
 impl Outcome {
     fn transient(&mut self, e: Error) {
-        tracing::warn!("{e}");
+        // A run waiting for a hook slot is retried every 5 s: said by an event and by the
+        // retry's own log line, not by a warning each time.
+        if e.classify().retry != Retry::Soon {
+            tracing::warn!("{e}");
+        }
         if self.transient.is_none() {
             self.transient = Some(e);
         }
@@ -763,6 +767,7 @@ async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
             let _slot = match t.ctx.hook_slots.try_acquire(&t.ns) {
                 Ok(slot) => slot,
                 Err(busy) => {
+                    t.event(EventType::Normal, "HooksWaiting", format!("{pvc}: the post hook of run {name} waits for a hook slot: {busy}"));
                     out.transient(Error::HooksBusy { pvc, busy });
                     continue;
                 }

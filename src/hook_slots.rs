@@ -15,8 +15,8 @@ pub struct HookLimits {
 }
 
 impl HookLimits {
-    /// At most `total`, and always fewer than the reconcile workers, so that policies without hooks
-    /// always find one free.
+    /// At most `total`, and fewer than the reconcile workers (when there are two or more), so that
+    /// policies without hooks always find one free.
     pub fn within(total: usize, per_namespace: usize, reconcile_concurrency: usize) -> Self {
         let total = total.min(reconcile_concurrency.saturating_sub(1)).max(1);
         HookLimits { total, per_namespace: per_namespace.clamp(1, total) }
@@ -80,7 +80,7 @@ impl HookSlots {
         Ok(HookSlot { namespace: namespace.to_owned(), counts: self.counts.clone() })
     }
 
-    /// Hooks running now (for tests and metrics).
+    /// Hooks running now.
     pub fn running(&self) -> usize {
         self.counts.lock().map(|c| c.total).unwrap_or(0)
     }
