@@ -4,16 +4,18 @@
 //! operator never reads (managed fields, annotations, container specs), so memory grows with the
 //! number of pods by a few hundred bytes each.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::cache_index::{Index, KeyFn};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
@@ -34,8 +36,9 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// The policies' VolumeSnapshots, when the API was there at start-up.
     pub snapshots: Option<Store<DynamicObject>>,
-    /// BackupRestores, when their CRD was installed at start-up.
-    pub restores: Option<Store<BackupRestore>>,
+    /// BackupRestores, when their CRD was installed at start-up: kept untyped and parsed one by
+    /// one, so that one object the operator cannot read never fails the watch's list.
+    pub restores: Option<Store<DynamicObject>>,
     /// The Job controller's `FailedCreate` events (a Job's pods refused by admission or quota):
     /// the only place such a refusal shows. Few, and they expire with the API server's event TTL.
     pub failed_creates: Store<Event>,
@@ -87,15 +90,71 @@ fn claims(p: &Pod) -> Vec<String> {
 
 /// The change streams the controllers trigger on, one subscription each.
 pub struct Triggers {
-    pub policy_jobs: ReflectHandle<Job>,
-    pub restore_jobs: ReflectHandle<Job>,
-    pub pods: ReflectHandle<Pod>,
-    pub pvcs: ReflectHandle<PersistentVolumeClaim>,
-    pub failed_creates: ReflectHandle<Event>,
+    pub policy_jobs: Changes<Job>,
+    pub restore_jobs: Changes<Job>,
+    pub pods: Changes<Pod>,
+    pub pvcs: Changes<PersistentVolumeClaim>,
+    pub failed_creates: Changes<Event>,
     /// The snapshots' own watch (its store is filled as the policy controller reads it).
     pub snapshots: Option<futures::stream::BoxStream<'static, Result<DynamicObject, watcher::Error>>>,
     /// For the policy controller (holds) and the restore controller (its own objects).
-    pub restores: Option<(ReflectHandle<BackupRestore>, ReflectHandle<BackupRestore>)>,
+    pub restores: Option<(Changes<DynamicObject>, Changes<DynamicObject>)>,
+}
+
+/// One subscriber's stream of the objects a shared watch changed, read from the store when the
+/// subscriber gets to them. kube's own `ReflectHandle` answers `Pending` without arranging a
+/// wake-up when an announced object is gone from the store by then (a pod created and deleted,
+/// a Job pruned), and a controller polls its triggers through a `SelectAll`, which polls a stream
+/// again only when that stream woke it: one such object silenced that trigger for good (the
+/// "lost trigger" of a run's pod). This stream skips such objects and reads on.
+pub struct Changes<K: kube::Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    refs: tokio::sync::mpsc::Receiver<ObjectRef<K>>,
+    store: Store<K>,
+}
+
+impl<K: kube::Resource + Clone + 'static> Stream for Changes<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    type Item = Arc<K>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Arc<K>>> {
+        loop {
+            match self.refs.poll_recv(cx) {
+                Poll::Ready(Some(r)) => {
+                    if let Some(object) = self.store.get(&r) {
+                        return Poll::Ready(Some(object));
+                    }
+                    // Gone since it was announced: nothing to trigger on; read the next one.
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Announces to every subscriber what one watch event changed, once the store holds it: an
+/// applied object, or every object after a (re)list. Waits for a subscriber whose buffer is full.
+async fn announce<K>(event: &watcher::Event<K>, store: &Store<K>, dyntype: &K::DynamicType, subscribers: &[tokio::sync::mpsc::Sender<ObjectRef<K>>])
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let refs: Vec<ObjectRef<K>> = match event {
+        watcher::Event::Apply(o) => vec![ObjectRef::from_obj_with(o, dyntype.clone())],
+        watcher::Event::InitDone => store.state().iter().map(|o| ObjectRef::from_obj_with(&**o, dyntype.clone())).collect(),
+        watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitApply(_) => Vec::new(),
+    };
+    for r in refs {
+        for s in subscribers {
+            // A subscriber that went away (its controller stopped) is not waited for.
+            let _ = s.send(r.clone()).await;
+        }
+    }
 }
 
 /// Keeps what the operator reads of a pod: its name, namespace and labels, its volumes' claims,
@@ -136,32 +195,50 @@ fn shared<K>(
     subscribers: usize,
     modify: impl FnMut(&mut K) + Send + 'static,
     indexes: Vec<Index<K>>,
-) -> Result<(Store<K>, Vec<ReflectHandle<K>>)>
+) -> (Store<K>, Vec<Changes<K>>)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let writer = reflector::store::Writer::new_shared(BUFFER, dyntype);
+    let writer = reflector::store::Writer::new(dyntype.clone());
     let reader = writer.as_reader();
-    let handles = (0..subscribers)
-        .map(|_| writer.subscribe().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into())))
-        .collect::<Result<Vec<_>>>()?;
+    let (senders, changes): (Vec<_>, Vec<_>) = (0..subscribers)
+        .map(|_| {
+            let (tx, rx) = tokio::sync::mpsc::channel(BUFFER);
+            (tx, Changes { refs: rx, store: reader.clone() })
+        })
+        .unzip();
     let indexed = watcher(api, config).default_backoff().modify(modify).inspect_ok(move |event| {
         for index in &indexes {
             index.apply(event);
         }
     });
-    let driver = indexed.reflect_shared(writer).for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!("watch: {e}");
+    let store = reader.clone();
+    let driver = async move {
+        let mut events = std::pin::pin!(reflector::reflector(writer, indexed));
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => announce(&event, &store, &dyntype, &senders).await,
+                Err(e) => tracing::warn!("watch: {e}"),
+            }
         }
-    });
+    };
     tokio::spawn(driver);
-    Ok((reader, handles))
+    (reader, changes)
 }
 
 fn one<K>(mut handles: Vec<K>) -> Result<K> {
     handles.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))
+}
+
+/// The BackupRestore kind, untyped: each object is parsed on its own ([`parse_restore`]).
+pub fn restore_resource() -> ApiResource {
+    ApiResource::erase::<BackupRestore>(&())
+}
+
+/// A restore as the operator reads it, or why it cannot.
+pub fn parse_restore(object: &DynamicObject) -> std::result::Result<BackupRestore, serde_json::Error> {
+    serde_json::to_value(object).and_then(serde_json::from_value)
 }
 
 /// Starts the watches. `namespace` limits them to one namespace.
@@ -169,23 +246,28 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
     let pvcs_by_label = Index::new(pvc_keys as KeyFn<PersistentVolumeClaim>);
     let (pvcs, pvc_triggers) = shared(api::<PersistentVolumeClaim>(client, namespace), (), watcher::Config::default(), 1, |p| {
         p.metadata.managed_fields = None;
-    }, vec![pvcs_by_label.clone()])?;
+    }, vec![pvcs_by_label.clone()]);
     let jobs_by_policy = Index::new(policy_uid as KeyFn<Job>);
     let (jobs, mut job_triggers) = shared(api::<Job>(client, namespace), (), watcher::Config::default().labels(LABEL_KIND), 2, |j| {
         j.metadata.managed_fields = None;
-    }, vec![jobs_by_policy.clone()])?;
+    }, vec![jobs_by_policy.clone()]);
     let (pods_by_policy, pods_by_claim) = (Index::new(policy_uid as KeyFn<Pod>), Index::new(claims as KeyFn<Pod>));
     let (pods, pod_triggers) = shared(api::<Pod>(client, namespace), (), watcher::Config::default(), 1, |p: &mut Pod| {
         *p = trim_pod(std::mem::take(p));
-    }, vec![pods_by_policy.clone(), pods_by_claim.clone()])?;
+    }, vec![pods_by_policy.clone(), pods_by_claim.clone()]);
     let failed_create = watcher::Config::default().fields("involvedObject.kind=Job,reason=FailedCreate");
     let (failed_creates, failed_create_triggers) = shared(api::<Event>(client, namespace), (), failed_create, 1, |e| {
         e.metadata.managed_fields = None;
-    }, Vec::new())?;
+    }, Vec::new());
     let (restores, restore_triggers) = if restores_api {
-        let (store, mut handles) = shared(api::<BackupRestore>(client, namespace), (), watcher::Config::default(), 2, |r| {
+        let resource = restore_resource();
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let (store, mut handles) = shared(api, resource, watcher::Config::default(), 2, |r: &mut DynamicObject| {
             r.metadata.managed_fields = None;
-        }, Vec::new())?;
+        }, Vec::new());
         let main = handles.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
         (Some(store), Some((one(handles)?, main)))
     } else {
@@ -290,9 +372,11 @@ impl Caches {
         self.jobs.get(&reflector::ObjectRef::new(name).within(namespace)).map(|j| (*j).clone())
     }
 
+    /// The restores of a namespace that the operator can read (one it cannot is failed by the
+    /// restore controller and holds nothing).
     pub fn restores_in(&self, namespace: &str) -> Vec<BackupRestore> {
         let Some(store) = &self.restores else { return Vec::new() };
-        store.state_filter(|r| r.metadata.namespace.as_deref() == Some(namespace)).into_iter().map(|r| (*r).clone()).collect()
+        store.state_filter(|r| r.metadata.namespace.as_deref() == Some(namespace)).iter().filter_map(|r| parse_restore(r).ok()).collect()
     }
 
     /// The policy's VolumeSnapshots, from the store when the API was watched from the start and
@@ -314,6 +398,44 @@ impl Caches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(name: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"namespace": "a", "name": name}})).expect("pod")
+    }
+
+    /// A pod announced, then deleted before the controller read it (a run's pod replaced, a Job
+    /// pruned), and then another pod's change: what a controller's trigger selector gets.
+    fn events() -> Vec<watcher::Event<Pod>> {
+        vec![watcher::Event::Apply(pod("gone")), watcher::Event::Delete(pod("gone")), watcher::Event::Apply(pod("changed"))]
+    }
+
+    #[tokio::test]
+    async fn kubes_shared_handle_goes_silent_after_an_object_deleted_before_it_was_read() {
+        // The cause of the lost trigger: kube's ReflectHandle answers Pending for the deleted pod
+        // without arranging a wake-up, and a controller's SelectAll then never polls it again.
+        let (_reader, writer) = reflector::store_shared::<Pod>(16);
+        let handle = writer.subscribe().expect("subscriber");
+        let driven: Vec<_> = futures::stream::iter(events().into_iter().map(Ok::<_, watcher::Error>)).reflect_shared(writer).collect().await;
+        assert_eq!(driven.len(), 3);
+        let mut triggers = futures::stream::select_all([handle.boxed()]);
+        assert!(futures::poll!(triggers.next()).is_pending());
+        assert!(futures::poll!(triggers.next()).is_pending(), "the change of `changed` is never delivered");
+    }
+
+    #[tokio::test]
+    async fn a_change_after_an_object_deleted_before_it_was_read_still_triggers() {
+        let mut writer = reflector::store::Writer::<Pod>::new(());
+        let store = writer.as_reader();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        for event in events() {
+            writer.apply_watcher_event(&event);
+            announce(&event, &store, &(), std::slice::from_ref(&tx)).await;
+        }
+        let mut triggers = futures::stream::select_all([Changes { refs: rx, store }.boxed()]);
+        let got = futures::poll!(triggers.next());
+        assert!(matches!(&got, std::task::Poll::Ready(Some(p)) if p.metadata.name.as_deref() == Some("changed")), "{got:?}");
+        assert!(futures::poll!(triggers.next()).is_pending(), "nothing else was announced");
+    }
 
     fn pvc(ns: &str, name: &str, labels: serde_json::Value) -> PersistentVolumeClaim {
         serde_json::from_value(serde_json::json!({"metadata": {"namespace": ns, "name": name, "labels": labels}})).expect("pvc")

@@ -218,10 +218,11 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
         controller = controller.watches_shared_stream_with(
             restores,
             move |restore| {
-                let policy = ObjectRef::new_with(&restore.spec.source.policy, restore_type.clone()).within(&restore.namespace().unwrap_or_default());
+                let name = restore.data.pointer("/spec/source/policy").and_then(|v| v.as_str())?;
+                let policy = ObjectRef::new_with(name, restore_type.clone()).within(&restore.namespace().unwrap_or_default());
                 restore_store.get(&policy).map(|_| policy)
             },
-            (),
+            crate::cache::restore_resource(),
         );
     }
     let (event_store, event_type, event_jobs) = (store.clone(), policy_type.clone(), caches.jobs.clone());
@@ -632,6 +633,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
         out.transient(e);
     }
     record_finished(t, d, &mut out).await;
+    delete_recorded_pods(t, &mut out).await;
     for name in &d.replace {
         match backup_job::delete(&t.ctx.client, &t.ns, name).await {
             Ok(()) => out.runs.retain(|r| &r.name != name),
@@ -713,6 +715,9 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
             }
         }
     }
+    // The public listing follows the runs just created (at most retentionCount Jobs of a series
+    // carry `backup-policy`).
+    relist(t, d, &mut out).await;
     for refused in &d.refused {
         t.event(EventType::Warning, "RunRefused", format!("{}: {}", refused.target(), refused.message));
         out.runs.push(refused.clone());
@@ -749,6 +754,38 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     verify(t, observation, d, plugin.as_ref().ok(), &mut out).await;
     finalize(t, d, &mut out).await;
     out
+}
+
+/// The pods of finished runs whose result is recorded on their Job: nothing reads them any more,
+/// and they would keep the claims they mounted in use.
+async fn delete_recorded_pods(t: &Target<'_>, out: &mut Outcome) {
+    let Ok(caches) = t.ctx.caches().await else { return };
+    let pods = caches.pods_of_policy(&t.ns, &t.uid, &std::collections::BTreeSet::new());
+    if pods.is_empty() {
+        return;
+    }
+    let done: Vec<String> = out.runs.iter().filter(|r| r.object == RunObject::Job && r.recorded && matches!(r.status, RunStatus::Succeeded | RunStatus::Failed)).map(|r| r.name.clone()).collect();
+    for run in done {
+        if let Err(e) = runs::delete_pods_of_job(&t.ctx.client, &t.ns, &pods, &run).await {
+            out.transient(e);
+        }
+    }
+}
+
+/// Puts backup Jobs into the public listing or takes them out, as decided.
+async fn relist(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
+    let Ok(caches) = t.ctx.caches().await else { return };
+    for (run, listed) in &d.relist {
+        let Some(job) = caches.job(&t.ns, run) else { continue };
+        match runs::set_listed(&t.ctx.client, &t.ns, &job, *listed).await {
+            Ok(()) => {
+                if let Some(r) = out.runs.iter_mut().find(|r| &r.name == run) {
+                    r.listed = *listed;
+                }
+            }
+            Err(e) => out.transient(e),
+        }
+    }
 }
 
 /// Finished runs, recorded once on their object, with an event.
@@ -904,8 +941,17 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 job.metadata.annotations.get_or_insert_default().insert(crate::hooks::ANNOTATION.to_owned(), record.to_annotation());
             }
             let creating = t.ctx.runs_first.creating().await;
-            let created = runs::applied_job(&t.ctx.client, &t.ns, &job).await?;
+            let created = runs::applied_job(&t.ctx.client, &t.ns, &job).await;
             drop(creating);
+            // A Job the API server refuses never runs: the pre hook's post hook runs now.
+            let created = match (created, &hooks) {
+                (Ok(job), _) => job,
+                (Err(e), Some(record)) => {
+                    post_hook(t, record).await;
+                    return Err(e);
+                }
+                (Err(e), None) => return Err(e),
+            };
             tracing::info!(policy = %t.name, pvc = %new.pvc, run = %new.name, "created backup job");
             return Ok((plugin_label, backup_job::observe(&created)));
         }

@@ -62,6 +62,9 @@ pub struct ObservedRun {
     pub stuck: Option<crate::runs::stuck::Stuck>,
     /// What the run's hooks did (from its Job).
     pub hooks: Option<crate::hooks::HookRecord>,
+    /// Its Job carries the public labels (`backup-policy`, `pvc`), so that
+    /// `kubectl get jobs -l backup-policy=<policy>` lists it.
+    pub listed: bool,
 }
 
 impl ObservedRun {
@@ -131,6 +134,9 @@ pub struct ObservedPvc {
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub now: DateTime<Utc>,
+    /// PVCs the selector matches that are not bound yet (or lost): (name, phase). Not backed up
+    /// until they are, and named on the status meanwhile.
+    pub unbound: Vec<(String, String)>,
     pub namespace: String,
     pub policy: String,
     pub spec: BackupPolicySpec,
@@ -316,10 +322,43 @@ pub struct Decision {
     pub requeue_at: Option<DateTime<Utc>>,
     /// Why nothing can run at all (invalid schedule), before any run is looked at.
     pub invalid: Option<Readiness>,
+    /// Backup Jobs that enter (true) or leave (false) the public listing ([`listing`]).
+    pub relist: Vec<(String, bool)>,
 }
 
 fn newest_first(a: &ObservedRun, b: &ObservedRun) -> std::cmp::Ordering {
     b.scheduled.cmp(&a.scheduled).then_with(|| b.start.cmp(&a.start)).then_with(|| b.name.cmp(&a.name))
+}
+
+/// The specification's `kubectl get jobs -l backup-policy=<policy>` shows at most
+/// `retentionCount` Jobs of each series (PVC and destination): the newest ones, counting the runs
+/// being created now. Older backup Jobs leave the listing at once (they lose the public labels);
+/// they stay, under the operator's own labels, as the records of artifacts that retention keeps
+/// until newer backups succeed (the newest successful artifact is never pruned). Returns the
+/// Jobs whose listing changes: (run, listed).
+pub fn listing(runs: &[ObservedRun], creating: &[NewRun], keep: u32) -> Vec<(String, bool)> {
+    let keep = keep.max(1) as usize;
+    // (scheduled, name, listed now) per series; new runs are listed when created.
+    let mut by_series: BTreeMap<(&str, &str), Vec<(Option<DateTime<Utc>>, &str, Option<bool>)>> = BTreeMap::new();
+    for run in runs.iter().filter(|r| r.object == RunObject::Job) {
+        by_series.entry(run.series()).or_default().push((run.scheduled, &run.name, Some(run.listed)));
+    }
+    for new in creating {
+        by_series.entry((new.pvc.as_str(), new.destination.as_str())).or_default().push((Some(new.scheduled), &new.name, None));
+    }
+    let mut changes = Vec::new();
+    for (_, mut jobs) in by_series {
+        jobs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(a.1)));
+        jobs.dedup_by(|a, b| a.1 == b.1);
+        for (i, (_, name, listed)) in jobs.into_iter().enumerate() {
+            let want = i < keep;
+            if listed.is_some_and(|l| l != want) {
+                changes.push(((*name).to_owned(), want));
+            }
+        }
+    }
+    changes.sort();
+    changes
 }
 
 /// Runs retention drops: per series (PVC and destination), successful ones beyond
@@ -491,6 +530,7 @@ fn empty(observed: &Observed) -> Decision {
         skipped_past_deadline: false,
         requeue_at: None,
         invalid: None,
+        relist: Vec::new(),
     }
 }
 
@@ -689,6 +729,7 @@ pub fn decide(observed: &Observed) -> Decision {
     let (steps, failed) = prune_steps(&dropped, &observed.runs, &observed.prunes);
     d.prune = steps;
     d.prune_failed = failed;
+    d.relist = listing(&observed.runs, &d.create, spec.retention_count);
     let next_verify = verification(observed, &mut d);
     let next_stuck = stuck_runs(observed, &mut d);
 
@@ -697,19 +738,14 @@ pub fn decide(observed: &Observed) -> Decision {
     d.next_schedule_time = if spec.suspend { None } else { when.next };
     d.missed = when.missed;
     d.skipped_past_deadline = when.skipped_past_deadline;
-    // Pods and Jobs trigger their policy, but a trigger lost while a watch is re-listed (a CRD
-    // re-applied expires every watch on its objects) must not hide a run's cause or end for long.
-    let active = observed.runs.iter().any(|r| matches!(r.status, RunStatus::Pending | RunStatus::Running));
-    let resync = active.then(|| observed.now + chrono::Duration::seconds(ACTIVE_RUN_RESYNC_SECONDS));
+    // A run in progress needs no periodic look: its Job and its pods trigger the policy (see
+    // `cache::Changes` for the trigger that used to be lost); only times decide when to look.
     d.requeue_at = match (spec.suspend, next_stuck) {
-        (true, stuck) => [stuck, observed.cause_reportable_at, resync].into_iter().flatten().min(),
-        (false, stuck) => [when.next, next_verify, stuck, observed.cause_reportable_at, resync].into_iter().flatten().min(),
+        (true, stuck) => [stuck, observed.cause_reportable_at].into_iter().flatten().min(),
+        (false, stuck) => [when.next, next_verify, stuck, observed.cause_reportable_at].into_iter().flatten().min(),
     };
     d
 }
-
-/// While a run is pending or running, its policy is looked at again at least this often.
-pub const ACTIVE_RUN_RESYNC_SECONDS: i64 = 60;
 
 /// Runs stuck past `startTimeoutSeconds` are failed with their cause; the earliest moment another
 /// one will be is when to look again.
@@ -756,7 +792,11 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
         return not_ready(*reason, format!("{}{tail}", list.join("; ")));
     }
     if observed.pvcs.is_empty() {
-        return not_ready(NotReady::NoMatchingPvcs, "no PersistentVolumeClaim in this namespace matches spec.pvcSelector".into());
+        let message = match unbound_note(observed) {
+            Some(note) => format!("no bound PersistentVolumeClaim in this namespace matches spec.pvcSelector ({note})"),
+            None => "no PersistentVolumeClaim in this namespace matches spec.pvcSelector".to_owned(),
+        };
+        return not_ready(NotReady::NoMatchingPvcs, message);
     }
     // The latest finished run of each PVC decides whether backups are working.
     // Only the destinations the spec has now decide (an old failure at a removed one never heals).
@@ -776,11 +816,12 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
         let list: Vec<String> = failed.iter().map(|r| format!("{} ({}): {}", r.target(), r.name, r.message)).collect();
         return Readiness {
             not_ready: Some(NotReady::BackupFailed),
-            // A run that could not even start says why (PluginFailed, PlanRefused, ...).
-            reason: first
-                .reason
-                .clone()
-                .filter(|_| failed.iter().all(|r| r.object == RunObject::NotStarted && r.reason == first.reason)),
+            // A run that could not even start says why (PluginFailed, PlanRefused, JobRefused,
+            // ...), and so does one whose script named its cause (DestinationUnreachable).
+            reason: first.reason.clone().filter(|reason| {
+                let specific = first.object == RunObject::NotStarted || crate::runs::report::FAILURE_REASONS.contains(&reason.as_str());
+                specific && failed.iter().all(|r| r.reason == first.reason)
+            }),
             message: format!("latest backup failed for {}", list.join("; ")),
         };
     }
@@ -795,7 +836,24 @@ pub fn readiness(observed: &Observed, runs: &[ObservedRun], prune_failed: &[(Str
     if let Some((_, message)) = prune_failed.first() {
         return not_ready(NotReady::PruneFailed, format!("{message} (the backup is kept; delete the failed prune Job to retry)"));
     }
-    Readiness { not_ready: None, reason: None, message: format!("{} PVC(s) scheduled", observed.pvcs.len()) }
+    let scheduled = format!("{} PVC(s) scheduled", observed.pvcs.len());
+    let message = match unbound_note(observed) {
+        Some(note) => format!("{scheduled}; {note}"),
+        None => scheduled,
+    };
+    Readiness { not_ready: None, reason: None, message }
+}
+
+/// PVCs listed in a message, at most.
+const LISTED_PVCS: usize = 10;
+
+/// The unbound matched PVCs, named (at most [`LISTED_PVCS`]).
+fn unbound_note(observed: &Observed) -> Option<String> {
+    observed.unbound.first()?;
+    let names: Vec<String> = observed.unbound.iter().take(LISTED_PVCS).map(|(n, phase)| format!("{n} ({phase})")).collect();
+    let more = observed.unbound.len().saturating_sub(LISTED_PVCS);
+    let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+    Some(format!("not backed up until bound: {}{more}", names.join(", ")))
 }
 
 #[cfg(test)]
@@ -835,6 +893,7 @@ mod tests {
     fn observed(now: &str) -> Observed {
         Observed {
             now: t(now),
+            unbound: Vec::new(),
             namespace: "prod".into(),
             policy: "db-backup".into(),
             spec: spec("*/1 * * * *"),
@@ -1040,7 +1099,7 @@ mod tests {
     fn history_is_newest_first_capped_and_carries_the_record() {
         let mut runs: Vec<ObservedRun> =
             (0..12).map(|i| run(&format!("j{i:02}"), "data-db-0", &format!("2026-11-29T00:{i:02}:00Z"), RunStatus::Succeeded)).collect();
-        runs[11].report = Some(Report { size_bytes: Some(42), sha256: Some("f".repeat(64)), verified: Some(true), message: String::new() });
+        runs[11].report = Some(Report { size_bytes: Some(42), sha256: Some("f".repeat(64)), verified: Some(true), message: String::new(), reason: None });
         let h = history("prod", "db-backup", &runs);
         assert_eq!(h.len(), HISTORY_LIMIT);
         assert_eq!(h[0].job_name, "j11");
@@ -1074,6 +1133,22 @@ mod tests {
         let mut no_pvcs = observed("2026-11-29T00:01:05Z");
         no_pvcs.pvcs.clear();
         assert_eq!(readiness(&no_pvcs, &[], &[]).not_ready, Some(NotReady::NoMatchingPvcs));
+        // A matched claim that is not bound is named, whether or not others are backed up.
+        no_pvcs.unbound = vec![("data-db-2".into(), "Pending".into())];
+        let r = readiness(&no_pvcs, &[], &[]);
+        assert_eq!(r.not_ready, Some(NotReady::NoMatchingPvcs));
+        assert!(r.message.contains("data-db-2 (Pending)"), "{}", r.message);
+        let mut some_pending = observed("2026-11-29T00:01:05Z");
+        some_pending.unbound = vec![("data-db-2".into(), "Pending".into())];
+        let r = readiness(&some_pending, &[], &[]);
+        assert_eq!(r.not_ready, None);
+        assert!(r.message.contains("scheduled") && r.message.contains("not backed up until bound: data-db-2 (Pending)"), "{}", r.message);
+
+        // A run whose script named its cause makes that the reason; a Job's own reason does not.
+        let mut unreachable = observed("2026-11-29T00:03:05Z");
+        unreachable.runs = vec![ObservedRun { reason: Some("DestinationUnreachable".into()), message: "s3 does not answer".into(), ..run("u", "data-db-0", "2026-11-29T00:02:00Z", RunStatus::Failed) }];
+        let r = readiness(&unreachable, &unreachable.runs, &[]);
+        assert_eq!((r.not_ready, r.reason.as_deref()), (Some(NotReady::BackupFailed), Some("DestinationUnreachable")));
 
         let mut failing = observed("2026-11-29T00:03:05Z");
         failing.runs = vec![
@@ -1171,14 +1246,14 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_with_a_run_in_progress_is_looked_at_again_within_a_minute() {
-        // (run status, suspended) -> requeue at
+    fn a_run_in_progress_is_followed_by_its_triggers_not_by_a_timer() {
+        // (run status, suspended) -> requeue at: the next scheduled time, or none when suspended
         let table = [
-            (Some(RunStatus::Pending), false, "2026-11-29T00:02:05Z"),
-            (Some(RunStatus::Running), false, "2026-11-29T00:02:05Z"),
-            (Some(RunStatus::Running), true, "2026-11-29T00:02:05Z"),
-            (Some(RunStatus::Succeeded), false, "2026-11-29T01:01:00Z"),
-            (None, false, "2026-11-29T01:01:00Z"),
+            (Some(RunStatus::Pending), false, Some("2026-11-29T01:01:00Z")),
+            (Some(RunStatus::Running), false, Some("2026-11-29T01:01:00Z")),
+            (Some(RunStatus::Running), true, None),
+            (Some(RunStatus::Succeeded), false, Some("2026-11-29T01:01:00Z")),
+            (None, false, Some("2026-11-29T01:01:00Z")),
         ];
         for (status, suspend, want) in table {
             let mut o = observed("2026-11-29T00:01:05Z");
@@ -1186,7 +1261,32 @@ mod tests {
             o.spec.suspend = suspend;
             o.last_schedule_time = Some(t("2026-11-29T00:01:00Z"));
             o.runs = status.into_iter().map(|s| ObservedRun { recorded: s == RunStatus::Succeeded, ..run("r1", "data-db-0", "2026-11-29T00:01:00Z", s) }).collect();
-            assert_eq!(decide(&o).requeue_at, Some(t(want)), "{status:?}, suspended {suspend}");
+            assert_eq!(decide(&o).requeue_at, want.map(t), "{status:?}, suspended {suspend}");
+        }
+    }
+
+    #[test]
+    fn kubectl_lists_the_newest_retention_count_jobs_of_each_series() {
+        let job = |name: &str, pvc: &str, minute: u32, listed: bool| ObservedRun {
+            listed,
+            ..run(name, pvc, &format!("2026-11-29T00:{minute:02}:00Z"), RunStatus::Succeeded)
+        };
+        let new = |name: &str, pvc: &str, minute: u32| NewRun { name: name.into(), pvc: pvc.into(), destination: String::new(), scheduled: t(&format!("2026-11-29T00:{minute:02}:00Z")), node: None };
+        let four = vec![job("a1", "a", 1, true), job("a2", "a", 2, true), job("a3", "a", 3, true), job("b1", "b", 1, true)];
+        let not_started = ObservedRun { object: RunObject::NotStarted, ..job("a5", "a", 5, false) };
+        // (runs, being created, retentionCount) -> changes
+        let cases: Vec<(&str, Vec<ObservedRun>, Vec<NewRun>, u32, Vec<(&str, bool)>)> = vec![
+            ("within the count", four.clone(), vec![], 3, vec![]),
+            ("a new run pushes the oldest out", four.clone(), vec![new("a4", "a", 4)], 3, vec![("a1", false)]),
+            ("series apart", four.clone(), vec![new("b2", "b", 2)], 1, vec![("a1", false), ("a2", false), ("b1", false)]),
+            ("the count lowered", four.clone(), vec![], 1, vec![("a1", false), ("a2", false)]),
+            ("the count raised again", vec![job("a1", "a", 1, false), job("a2", "a", 2, true)], vec![], 3, vec![("a1", true)]),
+            ("a run being created that exists already", four.clone(), vec![new("a3", "a", 3)], 3, vec![]),
+            ("records of runs never started are no Jobs", vec![job("a1", "a", 1, true), not_started], vec![], 1, vec![]),
+        ];
+        for (what, runs, creating, keep, want) in cases {
+            let want: Vec<(String, bool)> = want.into_iter().map(|(n, l)| (n.to_owned(), l)).collect();
+            assert_eq!(listing(&runs, &creating, keep), want, "{what}");
         }
     }
 

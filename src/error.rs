@@ -70,6 +70,12 @@ pub enum Error {
     #[error("the hooks of {pvc} wait: {busy}")]
     HooksBusy { pvc: String, busy: crate::hook_slots::Busy },
 
+    /// The API server refused to create one of the operator's objects (a quota, an admission
+    /// webhook, RBAC, an invalid object): the run fails with the server's words; the next run
+    /// tries again.
+    #[error("the API server refused to create {object} ({code}): {message}")]
+    Refused { object: String, code: u16, message: String },
+
     #[error("plugin source: {0}")]
     PluginSource(String),
 
@@ -113,6 +119,7 @@ impl Error {
             | Error::InvalidSpec(_)
             | Error::InvalidSelector(_)
             | Error::PluginNotFound(_)
+            | Error::Refused { .. }
             | Error::SnapshotApiMissing => true,
             Error::HooksBusy { .. } | Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
         }
@@ -137,6 +144,7 @@ impl Error {
             Error::PlanRefused { .. } => "PlanRefused",
             Error::HookFailed { .. } => "HookFailed",
             Error::HooksBusy { .. } => "HooksBusy",
+            Error::Refused { .. } => "JobRefused",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
@@ -171,6 +179,7 @@ impl Error {
             Error::PlanRefused { .. } => "PlanRefused",
             Error::HookFailed { .. } => "HookFailed",
             Error::HooksBusy { .. } => "HooksBusy",
+            Error::Refused { .. } => "JobRefused",
             Error::PluginSource(_) => "PluginSource",
             Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
@@ -215,6 +224,7 @@ impl Error {
             Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
             Error::HookFailed { pvc, message } => Error::HookFailed { pvc: pvc.clone(), message: message.clone() },
             Error::HooksBusy { pvc, busy } => Error::HooksBusy { pvc: pvc.clone(), busy: busy.clone() },
+            Error::Refused { object, code, message } => Error::Refused { object: object.clone(), code: *code, message: message.clone() },
         }
     }
 }
@@ -241,6 +251,18 @@ pub struct Classified {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// An error of creating `object` (for example "Job db-data-0-29412"): a refusal the API
+    /// server will repeat (400, 403, 422: a quota, an admission webhook, RBAC, an invalid object)
+    /// is [`Error::Refused`]; anything else stays an API error and is retried.
+    pub fn creating(object: String, e: kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Error::Refused { object, code: s.code, message: s.message },
+            e => Error::Kube(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +287,7 @@ mod tests {
             (Error::HooksBusy { pvc: "data-db-0".into(), busy: crate::hook_slots::Busy::Namespace(4) }, "HooksBusy", Retry::Soon),
             (Error::PluginNotFound("x".into()), "PluginNotFound", Retry::AwaitChange),
             (Error::PluginSource("API timeout".into()), "PluginSource", Retry::Backoff),
+            (Error::Refused { object: "Job x".into(), code: 403, message: "exceeded quota".into() }, "JobRefused", Retry::AwaitChange),
         ];
         for (error, reason, retry) in cases {
             let c = error.classify();

@@ -143,16 +143,19 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
 
     selector_query(&policy.spec.pvc_selector)?;
     let destination_claims: Vec<String> = destination::of(&policy.spec).iter().filter_map(|d| d.claim().map(str::to_owned)).collect();
-    let mut pvcs: Vec<PersistentVolumeClaim> = caches
+    let matched: Vec<PersistentVolumeClaim> = caches
         .pvc_candidates(&ns, &policy.spec.pvc_selector)
         .into_iter()
         .filter(|p| selector_matches(&policy.spec.pvc_selector, p.labels()))
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
         .filter(|p| p.name_any() != policy.spec.backup_storage_claim)
         .filter(|p| !destination_claims.iter().any(|c| *c == p.name_any()))
         .map(|p| (*p).clone())
         .collect();
+    let phase = |p: &PersistentVolumeClaim| p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into());
+    let (mut pvcs, unbound): (Vec<PersistentVolumeClaim>, Vec<PersistentVolumeClaim>) = matched.into_iter().partition(|p| phase(p) == "Bound");
     pvcs.sort_by_key(|p| p.name_any());
+    let mut unbound: Vec<(String, String)> = unbound.iter().map(|p| (p.name_any(), phase(p))).collect();
+    unbound.sort();
     let destinations = observe_destinations(policy, caches, client, &ns).await?;
 
     let jobs: Vec<Job> = caches.jobs_of_policy(&ns, &uid).into_iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).collect();
@@ -185,6 +188,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     let observed = Observed {
         now,
         cause_reportable_at,
+        unbound,
         namespace: ns,
         policy: name,
         spec: policy.spec.clone(),

@@ -41,6 +41,8 @@ pub struct ObservedTarget {
     pub bound: bool,
     /// A running (or starting) pod, not one of the operator's, that mounts it.
     pub in_use_by: Option<String>,
+    /// Another unfinished restore that holds the target's lock (its name).
+    pub busy_with: Option<String>,
 }
 
 /// Everything a restore's decision needs.
@@ -267,6 +269,10 @@ pub fn decide(o: &RestoreObserved) -> Decision {
     } else if !target.exists {
         return with_fail("TargetNotFound", format!("PVC {} does not exist: create it, or use target.newClaim", target.name));
     }
+    // One writer per target: a restore that finds another one's lock on it never starts.
+    if let Some(other) = &target.busy_with {
+        return with_fail("TargetBusy", format!("BackupRestore {other} is restoring into PVC {}: this restore did not touch it; create it again once that one has finished", target.name));
+    }
     if let Some(pod) = &target.in_use_by
         && !spec.allow_in_use
     {
@@ -397,6 +403,13 @@ mod tests {
             ("existing, idle", observed(existing("data-0")), "StartJob"),
             ("in use", observed(in_use), "TargetInUse"),
             ("in use, allowed", allowed, "StartJob"),
+            ("locked by another restore", observed(ObservedTarget { busy_with: Some("other".into()), ..existing("data-0") }), "TargetBusy"),
+            ("locked by another restore, in use allowed", {
+                let mut o = observed(ObservedTarget { busy_with: Some("other".into()), ..existing("data-0") });
+                o.spec.allow_in_use = true;
+                o
+            }, "TargetBusy"),
+            ("new claim ours, locked by another", observed(ObservedTarget { exists: true, ours: true, busy_with: Some("other".into()), ..new.clone() }), "TargetBusy"),
             ("missing target", observed(ObservedTarget { name: "data-0".into(), ..ObservedTarget::default() }), "TargetNotFound"),
             ("both targets", both, "InvalidSpec"),
             ("no policy", no_policy, "BackupNotFound"),

@@ -15,7 +15,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::Controller;
@@ -35,23 +35,27 @@ pub const LABEL_RESTORE_UID: &str = "backup.example.com/restore-uid";
 pub const LABEL_RESTORE: &str = "backup.example.com/restore";
 /// On a PVC a restore created: that restore's UID (the PVC is deliberately not owned by it).
 pub const ANNOTATION_RESTORED_BY: &str = "backup.example.com/restored-by";
+/// On a PVC a restore writes: that restore's UID, taken through the API server (a write that
+/// names the PVC's resourceVersion) before its Job starts, so that two restores never write one
+/// PVC at once; removed when the restore finishes.
+pub const ANNOTATION_RESTORE_LOCK: &str = "backup.example.com/restore-lock";
 /// The condition a restore reports.
 pub const CONDITION: &str = "Restored";
 /// How often an unfinished restore is looked at besides its Job's changes.
 const POLL: Duration = Duration::from_secs(10);
 
-/// Runs the restore controller until SIGTERM/SIGINT.
-/// Runs the restore controller until SIGTERM/SIGINT, on the shared watches of restores and Jobs.
-pub async fn run(ctx: Arc<Context>, jobs: kube::runtime::reflector::ReflectHandle<Job>, restores: kube::runtime::reflector::ReflectHandle<BackupRestore>) {
+/// Runs the restore controller until SIGTERM/SIGINT, on the shared watches of restores (untyped:
+/// each is parsed in its own reconcile) and Jobs.
+pub async fn run(ctx: Arc<Context>, jobs: crate::cache::Changes<Job>, restores: crate::cache::Changes<DynamicObject>) {
     let Some(caches) = ctx.caches.get().cloned() else {
         tracing::error!("the restore controller needs the shared watches");
         return;
     };
     let config = kube::runtime::controller::Config::default().concurrency(ctx.reconcile_concurrency);
     let Some(store) = caches.restores.clone() else { return };
-    Controller::for_shared_stream(restores, store)
+    Controller::for_shared_stream_with(restores, store, crate::cache::restore_resource())
         .with_config(config)
-        .owns_shared_stream(jobs)
+        .owns_shared_stream_with(jobs, ())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -63,19 +67,54 @@ pub async fn run(ctx: Arc<Context>, jobs: kube::runtime::reflector::ReflectHandl
         .await;
 }
 
-fn error_policy(restore: Arc<BackupRestore>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(restore: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) -> Action {
     let classified = error.classify();
     tracing::warn!(restore = %restore.name_any(), error = %classified.message, reason = classified.reason, "restore reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }
 
 /// One reconcile of a restore, timed and counted (with the reason of an error).
-#[tracing::instrument(skip_all, fields(namespace = %restore.namespace().unwrap_or_default(), restore = %restore.name_any()))]
-async fn reconcile(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Result<Action> {
+#[tracing::instrument(skip_all, fields(namespace = %object.namespace().unwrap_or_default(), restore = %object.name_any()))]
+async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
-    let result = reconcile_restore(restore, ctx).await;
+    let result = match crate::cache::parse_restore(&object) {
+        Ok(restore) => reconcile_restore(Arc::new(restore), ctx).await,
+        Err(e) => unreadable(&object, &ctx, &e.to_string()).await.map(|()| Action::await_change()),
+    };
     crate::metrics::get().reconciled("backuprestore", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
     result
+}
+
+/// A restore the operator cannot parse (a time the API server admitted under a looser schema,
+/// say): `Failed InvalidSpec` with the parser's words and a Warning event; nothing is restored.
+/// When the API server refuses even that status, the event is all there is.
+async fn unreadable(object: &DynamicObject, ctx: &Context, problem: &str) -> Result<()> {
+    let name = object.name_any();
+    let message = crate::runs::report::bound(
+        &format!("the operator cannot read this restore's spec ({problem}); nothing was restored: delete it and create a corrected one"),
+        crate::error::MAX_MESSAGE_BYTES,
+    );
+    tracing::warn!(restore = %name, "{message}");
+    let resource = crate::cache::restore_resource();
+    ctx.publish(&object.object_ref(&resource), EventType::Warning, "InvalidSpec", message.clone());
+    if object.data.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Failed") {
+        return Ok(());
+    }
+    let mut status = BackupRestoreStatus::default();
+    finish(&mut status, RestorePhase::Failed, "InvalidSpec", message, object.metadata.generation);
+    status.observed_generation = object.metadata.generation;
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &object.namespace().unwrap_or_default(), &resource);
+    let patch = serde_json::json!({"apiVersion": resource.api_version, "kind": resource.kind, "status": status});
+    match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
+        Ok(_) => Ok(()),
+        // The object is gone, or the API server refuses to store any status for it: the event
+        // above says why it is not restored.
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 404 | 422) => {
+            tracing::warn!(restore = %name, "no status can be written: {}", s.message);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Result<Action> {
@@ -95,6 +134,20 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
         let (ctx, reference, reason) = (ctx.clone(), reference.clone(), reason.to_owned());
         async move { ctx.publish(&reference, type_, &reason, note) }
     };
+    let uid = restore.uid().unwrap_or_default();
+    // A finished restore lets go of its target (again, if an earlier release failed).
+    let finishing = matches!(decision.step, Step::Done | Step::Fail { .. } | Step::Succeed { .. } | Step::FailStuck { .. });
+    if finishing
+        && observed.lock_holder.as_deref() == Some(uid.as_str())
+        && let Some(target) = &observed.target_pvc
+    {
+        unlock_target(&ctx, &ns, target).await?;
+    }
+    // A finished restore Job's pods would keep the target and the backup claim in use.
+    if finishing && let Some(job) = &observed.data.job {
+        let pods = ctx.caches().await?.pods_in(&ns);
+        crate::runs::delete_pods_of_job(&ctx.client, &ns, &pods, &job.name).await?;
+    }
     let action = match &decision.step {
         Step::Done => return Ok(Action::await_change()),
         Step::Fail { reason, message } => {
@@ -143,6 +196,12 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
             let Some(((candidate, backup), policy)) = decision.backup.as_ref().zip(observed.policy.as_ref()) else {
                 return Err(Error::Runtime("no backup chosen".into()));
             };
+            // One writer per target: take its lock first (a conflict is tried again, and then
+            // finds the other restore's lock).
+            if observed.lock_holder.as_deref() != Some(uid.as_str()) {
+                let Some(target) = &observed.target_pvc else { return Err(Error::Runtime(format!("PVC {} went away", observed.data.target.name))) };
+                lock_target(&ctx, &ns, target, &uid).await?;
+            }
             // Hold the backup (the status says which) before anything reads it.
             let job_name = render::job_name(&restore);
             status.job_name = Some(job_name.clone());
@@ -200,6 +259,31 @@ async fn start_job(
     crate::runs::apply_job(&ctx.client, &restore.namespace().unwrap_or_default(), &job).await?;
     tracing::info!(restore = %restore.name_any(), job = %job_name, "created restore job");
     Ok(label)
+}
+
+/// Takes the target's lock for the restore `uid`, provided the PVC has not changed since it was
+/// observed (its resourceVersion): of two restores that find it free at once, one gets a conflict.
+async fn lock_target(ctx: &Context, ns: &str, pvc: &PersistentVolumeClaim, uid: &str) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let name = pvc.name_any();
+    let patch = serde_json::json!({"metadata": {"resourceVersion": pvc.resource_version(), "annotations": {ANNOTATION_RESTORE_LOCK: uid}}});
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Runtime(format!("PVC {name} changed while this restore was taking it; looking again"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Releases the target's lock held by this restore, provided the PVC has not changed since it was
+/// observed holding it (a conflict is tried again); a PVC that is gone has nothing to release.
+async fn unlock_target(ctx: &Context, ns: &str, pvc: &PersistentVolumeClaim) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({"metadata": {"resourceVersion": pvc.resource_version(), "annotations": {ANNOTATION_RESTORE_LOCK: null}}});
+    match api.patch(&pvc.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn progress(status: &mut BackupRestoreStatus, phase: RestorePhase, reason: &str, message: String, generation: Option<i64>) {

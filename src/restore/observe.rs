@@ -19,6 +19,8 @@ pub struct Observation {
     pub policy: Option<BackupPolicy>,
     pub source_pvc: Option<PersistentVolumeClaim>,
     pub target_pvc: Option<PersistentVolumeClaim>,
+    /// The UID of the restore whose lock the target carries.
+    pub lock_holder: Option<String>,
 }
 
 impl Observation {
@@ -92,6 +94,16 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
     let target_name = render::target_name(spec);
     let target_pvc = caches.pvc(&ns, &target_name).map(|p| (*p).clone());
     let uid = restore.uid().unwrap_or_default();
+    let lock_holder = target_pvc.as_ref().and_then(|p| p.annotations().get(super::ANNOTATION_RESTORE_LOCK).cloned());
+    // The lock of a restore that is gone or finished (its release failed, the operator stopped)
+    // is free to take.
+    let busy_with = lock_holder.as_ref().filter(|holder| **holder != uid).and_then(|holder| {
+        caches
+            .restores_in(&ns)
+            .into_iter()
+            .find(|r| r.uid().as_deref() == Some(holder.as_str()) && !r.status.as_ref().and_then(|s| s.phase).is_some_and(crate::api::RestorePhase::finished))
+            .map(|r| r.name_any())
+    });
     let target = ObservedTarget {
         name: target_name.clone(),
         create: spec.target.new_claim.is_some(),
@@ -99,6 +111,7 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
         ours: target_pvc.as_ref().is_some_and(|p| p.annotations().get(ANNOTATION_RESTORED_BY) == Some(&uid)),
         bound: target_pvc.as_ref().and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound"),
         in_use_by: crate::observe::pod_mounting(&pods, &target_name, true).map(|p| p.name_any()),
+        busy_with,
     };
     let job = caches.job(&ns, &render::job_name(restore));
     let job = job.filter(|j| j.labels().get(super::LABEL_RESTORE_UID) == Some(&uid)).map(|j| runs::observe_aux(&j, &pods));
@@ -120,5 +133,5 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
         job_stuck,
         start_timeout_seconds: policy.as_ref().map_or(600, |p| p.spec.start_timeout_seconds),
     };
-    Ok(Observation { data, policy, source_pvc, target_pvc })
+    Ok(Observation { data, policy, source_pvc, target_pvc, lock_holder })
 }

@@ -91,7 +91,11 @@ pub fn claim(restore: &BackupRestore, source: Option<&PersistentVolumeClaim>, fr
             name: Some(target_name(&restore.spec)),
             namespace: restore.namespace(),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(ANNOTATION_RESTORED_BY.to_owned(), restore.uid().unwrap_or_default())])),
+            // Created locked by the restore that fills it.
+            annotations: Some(BTreeMap::from([
+                (ANNOTATION_RESTORED_BY.to_owned(), restore.uid().unwrap_or_default()),
+                (super::ANNOTATION_RESTORE_LOCK.to_owned(), restore.uid().unwrap_or_default()),
+            ])),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {

@@ -34,11 +34,16 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
     }
     let recorded = annotations.get(ANNOTATION_RESULT);
     let report = recorded.and_then(|r| report::from_annotation(r));
-    // A failed run's record keeps what its pod said (the pod may be gone by now).
+    // A failed run's record keeps what its pod said (the pod may be gone by now), and why.
     if state.status == RunStatus::Failed
         && let Some(said) = report.as_ref().map(|r| r.message.as_str()).filter(|m| !m.is_empty())
     {
         state.message = said.to_owned();
+    }
+    if state.status == RunStatus::Failed
+        && let Some(reason) = report.as_ref().and_then(|r| r.reason.clone())
+    {
+        state.reason = Some(reason);
     }
     Some(ObservedRun {
         name: job.name_any(),
@@ -59,6 +64,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         verify: annotations.get(ANNOTATION_VERIFY_RESULT).and_then(|v| verify_record_from_annotation(v)),
         stuck: None,
         hooks: annotations.get(crate::hooks::ANNOTATION).and_then(|h| serde_json::from_str(h).ok()),
+        listed: job.labels().contains_key(super::LABEL_POLICY),
     })
 }
 
@@ -70,8 +76,15 @@ pub fn attach_pod_reports(runs: &mut [ObservedRun], pods: &[Pod]) {
         match run.status {
             RunStatus::Succeeded => run.report = report::parse(message),
             RunStatus::Failed => {
-                let detail = if message.trim().is_empty() { how } else { format!("{how}: {message}") };
+                // A script that knows why it failed says so in a report; otherwise its last words.
+                let said = report::parse(message).filter(|r| r.reason.is_some());
+                let text = said.as_ref().map_or(message, |r| r.message.as_str());
+                let detail = if text.trim().is_empty() { how } else { format!("{how}: {text}") };
                 run.message = report::bound(&format!("{}; {detail}", run.message), report::MAX_MESSAGE_BYTES);
+                if let Some(reason) = said.and_then(|r| r.reason) {
+                    run.reason = Some(reason.clone());
+                    run.report = Some(report::Report { reason: Some(reason), ..report::Report::default() });
+                }
             }
             RunStatus::Pending | RunStatus::Running => {}
         }

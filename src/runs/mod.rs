@@ -21,7 +21,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{RunStatus, from_time};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Labels every child of a policy carries. `backup-policy` and `pvc` are the public contract
 /// (`kubectl get jobs -l backup-policy=<policy>`); values longer than a label allows are
@@ -127,15 +127,23 @@ pub fn storage_dir(namespace: &str, policy: &str, pvc: &str) -> String {
     format!("{namespace}/{policy}/{pvc}")
 }
 
-/// The labels of every object of a run.
+/// The labels of every object of a run. Only backups (Jobs and VolumeSnapshots) carry the public
+/// `backup-policy` and `pvc`: the specification counts a policy's Jobs by them, so prune, verify
+/// and cleanup Jobs are found by the operator's own labels only.
 pub fn labels(policy: &str, policy_uid: &str, pvc: Option<&str>, kind: RunKind) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
-        (LABEL_POLICY.to_owned(), label_value(policy)),
         (LABEL_POLICY_UID.to_owned(), policy_uid.to_owned()),
         (LABEL_KIND.to_owned(), kind.label().to_owned()),
     ]);
-    if let Some(pvc) = pvc {
-        labels.insert(LABEL_PVC.to_owned(), label_value(pvc));
+    let public = match kind {
+        RunKind::Backup => true,
+        RunKind::Prune | RunKind::Verify | RunKind::Cleanup | RunKind::Restore => false,
+    };
+    if public {
+        labels.insert(LABEL_POLICY.to_owned(), label_value(policy));
+        if let Some(pvc) = pvc {
+            labels.insert(LABEL_PVC.to_owned(), label_value(pvc));
+        }
     }
     labels
 }
@@ -201,11 +209,34 @@ pub fn job_state(job: &Job) -> JobState {
     JobState { status: if running { RunStatus::Running } else { RunStatus::Pending }, start, ..JobState::default() }
 }
 
+/// The label the Job controller puts on a Job's pods.
+pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// The pods of a Job among `pods`.
+pub fn pods_of_job<'a>(pods: &'a [Pod], job: &str) -> Vec<&'a Pod> {
+    pods.iter().filter(|p| p.labels().get(LABEL_JOB_NAME).map(String::as_str) == Some(job)).collect()
+}
+
+/// Deletes a finished Job's pods once what they said is recorded: a completed pod keeps the claims
+/// it mounted in use (a backup claim being deleted stays Terminating while one references it).
+/// Pods already going are left alone; one gone meanwhile is no failure.
+pub async fn delete_pods_of_job(client: &Client, namespace: &str, pods: &[Pod], job: &str) -> Result<()> {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    for pod in pods_of_job(pods, job).into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        match api.delete(&pod.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// The termination message of the Job's newest finished pod, and for a failed container a short
 /// description of how it ended (reason, exit code).
 pub fn pod_termination<'a>(pods: &'a [Pod], job: &str) -> Option<(&'a str, String)> {
-    pods.iter()
-        .filter(|p| p.labels().get("batch.kubernetes.io/job-name").map(String::as_str) == Some(job))
+    pods_of_job(pods, job)
+        .into_iter()
         .filter_map(|p| {
             let status = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
             let t = status.state.as_ref()?.terminated.as_ref()?;
@@ -291,9 +322,10 @@ pub async fn apply_job(client: &Client, namespace: &str, job: &Job) -> Result<()
 /// [`apply_job`], returning the Job as the API server now has it.
 pub async fn applied_job(client: &Client, namespace: &str, job: &Job) -> Result<Job> {
     let name = job.metadata.name.clone().unwrap_or_default();
-    Ok(Api::<Job>::namespaced(client.clone(), namespace)
+    Api::<Job>::namespaced(client.clone(), namespace)
         .patch(&name, &PatchParams::apply(crate::controller::FIELD_MANAGER), &Patch::Apply(job))
-        .await?)
+        .await
+        .map_err(|e| Error::creating(format!("Job {name}"), e))
 }
 
 /// Fails a Job that cannot start: records why, and lowers its deadline to the time it has already
@@ -304,6 +336,19 @@ pub async fn fail_stuck_job(client: &Client, namespace: &str, name: &str, cause:
         "spec": {"activeDeadlineSeconds": elapsed_seconds.max(1)},
     });
     match Api::<Job>::namespaced(client.clone(), namespace).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Puts a backup Job into the public listing (`backup-policy`, `pvc`) or takes it out; its other
+/// labels, by which the operator finds it, stay. A Job that is gone has nothing to change.
+pub async fn set_listed(client: &Client, namespace: &str, job: &Job, listed: bool) -> Result<()> {
+    let name = job.name_any();
+    let value = |key: &str| if listed { job.annotations().get(key).map(|v| serde_json::json!(label_value(v))).unwrap_or(serde_json::Value::Null) } else { serde_json::Value::Null };
+    let patch = serde_json::json!({"metadata": {"labels": {LABEL_POLICY: value(ANNOTATION_POLICY), LABEL_PVC: value(ANNOTATION_PVC)}}});
+    match Api::<Job>::namespaced(client.clone(), namespace).patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
@@ -383,11 +428,17 @@ mod tests {
 
     #[test]
     fn labels_carry_the_public_contract_and_the_owner() {
-        let l = labels("db-backup", "uid-1", Some("data-db-0"), RunKind::Prune);
+        let l = labels("db-backup", "uid-1", Some("data-db-0"), RunKind::Backup);
         assert_eq!(l[LABEL_POLICY], "db-backup");
         assert_eq!(l[LABEL_PVC], "data-db-0");
         assert_eq!(l[LABEL_POLICY_UID], "uid-1");
-        assert_eq!(l[LABEL_KIND], "prune");
+        assert_eq!(l[LABEL_KIND], "backup");
+        // The specification counts a policy's Jobs by `backup-policy`: only backups carry it.
+        for kind in [RunKind::Prune, RunKind::Verify, RunKind::Cleanup] {
+            let l = labels("db-backup", "uid-1", Some("data-db-0"), kind);
+            assert!(!l.contains_key(LABEL_POLICY) && !l.contains_key(LABEL_PVC), "{kind:?}: {l:?}");
+            assert_eq!((l[LABEL_POLICY_UID].as_str(), l[LABEL_KIND].as_str()), ("uid-1", kind.label()));
+        }
         assert_eq!(selector("uid-1", RunKind::Backup), "backup.example.com/policy-uid=uid-1,backup.example.com/kind=backup");
     }
 }

@@ -23,7 +23,15 @@ pub struct Report {
     pub verified: Option<bool>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Why a failed run failed, when the plan's script knows it: one of [`FAILURE_REASONS`]
+    /// (anything else is dropped), which becomes the run's and the policy's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
+
+/// The causes a run's own report may name for its failure (a closed set: the report is untrusted
+/// plugin output, and a reason becomes a condition's reason).
+pub const FAILURE_REASONS: &[&str] = &["DestinationUnreachable"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,6 +44,8 @@ struct Raw {
     verified: Option<serde_json::Value>,
     #[serde(default)]
     message: Option<serde_json::Value>,
+    #[serde(default)]
+    reason: Option<serde_json::Value>,
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with an ellipsis, and
@@ -73,6 +83,7 @@ pub fn parse(message: &str) -> Option<Report> {
         sha256: raw.sha256.as_ref().and_then(|v| v.as_str()).filter(|s| is_sha256(s)).map(str::to_ascii_lowercase),
         verified: raw.verified.and_then(|v| v.as_bool()),
         message: raw.message.as_ref().and_then(|v| v.as_str()).map(|m| bound(m, MAX_MESSAGE_BYTES)).unwrap_or_default(),
+        reason: raw.reason.as_ref().and_then(|v| v.as_str()).and_then(|r| FAILURE_REASONS.iter().find(|k| **k == r)).map(|r| (*r).to_owned()),
     })
 }
 
@@ -94,7 +105,7 @@ mod tests {
     fn reports_are_parsed_checked_and_bounded() {
         let sum = "a".repeat(64);
         let ok = parse(&format!(r#"{{"sizeBytes":123,"sha256":"{sum}","verified":true}}"#)).expect("report");
-        assert_eq!(ok, Report { size_bytes: Some(123), sha256: Some(sum.clone()), verified: Some(true), message: String::new() });
+        assert_eq!(ok, Report { size_bytes: Some(123), sha256: Some(sum.clone()), verified: Some(true), message: String::new(), reason: None });
         assert_eq!(from_annotation(&to_annotation(&ok)), Some(ok));
 
         type Case = (&'static str, String, Option<Report>);
@@ -106,6 +117,12 @@ mod tests {
             ("negative size", r#"{"sizeBytes":-1}"#.into(), Some(Report::default())),
             ("size past 2^53", r#"{"sizeBytes":18446744073709551615}"#.into(), Some(Report::default())),
             ("short digest", r#"{"sha256":"abc"}"#.into(), Some(Report::default())),
+            (
+                "a known failure reason",
+                r#"{"reason":"DestinationUnreachable","message":"no answer from s3:9000"}"#.into(),
+                Some(Report { reason: Some("DestinationUnreachable".into()), message: "no answer from s3:9000".into(), ..Report::default() }),
+            ),
+            ("an unknown reason is dropped", r#"{"reason":"Succeeded"}"#.into(), Some(Report::default())),
             (
                 "corruption with a reason",
                 r#"{"verified":false,"message":"sha256 does not match\nFORGED LOG LINE"}"#.into(),

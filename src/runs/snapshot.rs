@@ -80,6 +80,8 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
         verifies: true,
         verify: None,
         stuck: None,
+        // Snapshots are no Jobs: `kubectl get jobs` never lists them.
+        listed: false,
         hooks: None,
     })
 }
@@ -127,7 +129,7 @@ pub async fn apply(client: &Client, namespace: &str, name: &str, snapshot: &serd
     match api(client, namespace).patch(name, &PatchParams::apply(field_manager), &Patch::Apply(snapshot)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Err(missing_api()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(crate::error::Error::creating(format!("VolumeSnapshot {name}"), e)),
     }
 }
 

@@ -34,11 +34,16 @@ mkdir -p "$TMPDIR"
 # destination (a prune while the next backup starts) is waited for, up to 5 minutes.
 r() {
   set -- --repo "$REPO" "$@"
+  # A restore mounts a claim's repository read-only, where restic cannot write the lock it takes
+  # even to list snapshots: it reads without one (the backup it reads is held from retention).
+  if [ "${READ_ONLY_REPO:-}" = 1 ]; then set -- --no-lock "$@"; fi
   if [ -n "$REGION" ]; then set -- -o "s3.region=$REGION" "$@"; fi
   if [ -n "$CA_FILE" ]; then set -- --cacert "$CA_FILE" "$@"; fi
   tries=0
   while :; do
-    restic "$@" 2> /scratch/restic.err && { cat /scratch/restic.err >&2; return 0; }
+    # R_TIMEOUT (seconds), when set, bounds one call: restic retries an endpoint that does not
+    # answer for many minutes.
+    ${R_TIMEOUT:+timeout "$R_TIMEOUT"} restic "$@" 2> /scratch/restic.err && { cat /scratch/restic.err >&2; return 0; }
     code=$?
     if grep -q "already locked" /scratch/restic.err && [ "$tries" -lt 60 ]; then
       tries=$((tries + 1)); sleep 5; continue
@@ -46,6 +51,12 @@ r() {
     cat /scratch/restic.err >&2
     return "$code"
   done
+}
+# fail_unreachable MESSAGE: the run fails with the reason DestinationUnreachable.
+fail_unreachable() {
+  echo "$1" >&2
+  printf '{"reason":"DestinationUnreachable","message":"%s"}' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n' ' ' | head -c 3000)" > /dev/termination-log
+  exit 1
 }
 # The snapshot IDs of this run (its `run=` tag; the repository holds one PVC's backups, and for a
 # restore the request's PVC is the target, not the source).
@@ -56,9 +67,14 @@ run_snapshots() { r snapshots --json --tag "run=$RUN_TAG" 2>/scratch/err | grep 
 /// such), back up /data, check a subset of the repository's data, report the bytes the backup
 /// added and the snapshot's ID. A snapshot whose check fails is forgotten again.
 pub const BACKUP_SCRIPT: &str = r#"
+# The first contact is bounded (60 s): an endpoint that does not answer fails the run quickly.
+R_TIMEOUT=60
 if ! r cat config > /dev/null 2> /scratch/err; then
   if grep -q "wrong password" /scratch/err; then fail "wrong password for the restic repository $REPO (spec.restic.passwordSecret)"; fi
-  if grep -q -i "dial tcp\|connection refused\|no such host\|i/o timeout\|x509\|tls:\|AccessDenied\|InvalidAccessKeyId\|SignatureDoesNotMatch" /scratch/err; then
+  if grep -q -i "dial tcp\|connection refused\|no such host\|i/o timeout\|deadline exceeded\|network is unreachable\|no route to host" /scratch/err || ! grep -q . /scratch/err; then
+    fail_unreachable "the restic repository $REPO does not answer: $(grep -v '^$' /scratch/err | head -n 2 | tail -c 600)"
+  fi
+  if grep -q -i "x509\|tls:\|AccessDenied\|InvalidAccessKeyId\|SignatureDoesNotMatch" /scratch/err; then
     fail "cannot reach the restic repository $REPO: $(grep -v '^$' /scratch/err | head -n 2 | tail -c 600)"
   fi
   if grep -q -i "is there a repository\|does not exist\|no such file\|NoSuchKey\|NoSuchBucket\|404" /scratch/err; then
@@ -68,6 +84,7 @@ if ! r cat config > /dev/null 2> /scratch/err; then
     fail "cannot open the restic repository $REPO: $(tail -c 800 /scratch/err)"
   fi
 fi
+R_TIMEOUT=
 [ -d /data ] || fail "/data is not mounted"
 # The absolute path: the snapshot's tree holds data/, which a restore finds again.
 r backup --json --host "$RESTIC_HOST" --tag "namespace=$NAMESPACE" --tag "policy=$POLICY" --tag "pvc=$PVC" --tag "run=$RUN_TAG" /data > /scratch/backup.json 2> /scratch/err \
@@ -90,28 +107,30 @@ printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "${added:-0}" "$id" > /d
 /// Restore: find the run's snapshot, restore it aside on the target (a full disk or a damaged
 /// repository fails here, with the target unchanged), verify what was written, and only then
 /// replace the target's contents.
-pub const RESTORE_SCRIPT: &str = r#"
+pub const RESTORE_SCRIPT: &str = concat!(
+    include_str!("../../restore-swap.sh"),
+    r#"case "$REPO" in /*) READ_ONLY_REPO=1 ;; esac
 id=$(run_snapshots | head -n 1)
 [ -n "$id" ] || fail "no snapshot tagged run=$RUN_TAG in $REPO ($(tail -c 300 /scratch/err)); the target was not touched"
-staging=/data/.backup-restore-staging
-rm -rf "$staging" && mkdir "$staging" || fail "cannot create $staging on the target"
+prepare_work
 r restore "$id" --verify --target "$staging" > /scratch/restore 2>&1 \
-  || { rm -rf "$staging"; fail "restic restore of $id failed (is the target large enough?): $(tail -c 800 /scratch/restore); the target's contents were not changed"; }
-[ -d "$staging/data" ] || { rm -rf "$staging"; fail "snapshot $id holds no /data; the target's contents were not changed"; }
-find /data -mindepth 1 -maxdepth 1 ! -name .backup-restore-staging ! -name lost+found -exec rm -rf {} \; || fail "removing the target's old contents failed"
-find "$staging/data" -mindepth 1 -maxdepth 1 ! -name lost+found -exec mv {} /data/ \; || fail "moving the restored files into place failed"
-chmod "$(stat -c %a "$staging/data")" /data && chown "$(stat -c %u:%g "$staging/data")" /data || true
-rm -rf "$staging"
+  || { rm -rf "$work"; fail "restic restore of $id failed (is the target large enough?): $(tail -c 800 /scratch/restore); the target's contents were not changed"; }
+[ -d "$staging/data" ] || { rm -rf "$work"; fail "snapshot $id holds no /data; the target's contents were not changed"; }
+swap_in "$staging/data"
 echo "restored snapshot $id from $REPO into /data"
 printf '{"sha256":"%s","verified":true}' "$id" > /dev/termination-log
-"#;
+"#
+);
 
-/// Prune: forget the run's snapshot and prune the data no snapshot needs any more; a snapshot
-/// already gone is already pruned.
+/// Prune: forget the run's snapshot and prune the data no snapshot needs any more. "Already gone"
+/// is decided from a listing of the repository that succeeded and shows no snapshot of the run,
+/// never from an error: a repository that cannot be read (credentials, network, password) fails
+/// the prune, and the run's record stays.
 pub const PRUNE_SCRIPT: &str = r#"
-ids=$(run_snapshots)
+listing=$(r snapshots --json --tag "run=$RUN_TAG" 2> /scratch/err) \
+  || fail "cannot list the snapshots of $REPO to prune run $RUN_TAG: $(grep -v '^$' /scratch/err | tail -n 3 | tail -c 600)"
+ids=$(printf '%s' "$listing" | grep -o '"id":"[0-9a-f]\{64\}"' | cut -d'"' -f4)
 if [ -z "$ids" ]; then
-  grep -q "wrong password" /scratch/err && fail "wrong password for the restic repository $REPO"
   echo "no snapshot tagged run=$RUN_TAG in $REPO: nothing to prune"
   exit 0
 fi

@@ -15,18 +15,26 @@ pub const BACKUP_SCRIPT: &str = r#"set -eu
 final="/backup/$BACKUP_FILE"
 partial="/backup/.$BACKUP_FILE.partial"
 sums="$final.sha256"
+# A run stopped midway (its Job or policy deleted: the pod gets SIGTERM) removes what it wrote:
+# the long steps run in the background so that the signal is handled at once, and the shell (PID 1,
+# which ignores what it does not trap) stops every process of the pod's group.
 trap 'rm -f "$partial" "$sums.partial"' EXIT
+trap 'trap "" TERM INT; kill 0 2> /dev/null; exit 143' TERM INT
+run() { "$@" & wait $!; }
+# Partial files of runs that were killed outright (no signal to handle) and are no longer written.
+find /backup -maxdepth 1 -name '.*.partial' -mmin +10 -exec rm -f {} \; 2> /dev/null || true
 if [ -n "$BACKUP_EXCLUDES" ]; then
   printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
-  tar -c${TAR_COMPRESS}f "$partial" -X /scratch/excludes -C /data .
+  run tar -c${TAR_COMPRESS}f "$partial" -X /scratch/excludes -C /data .
 else
-  tar -c${TAR_COMPRESS}f "$partial" -C /data .
+  run tar -c${TAR_COMPRESS}f "$partial" -C /data .
 fi
-[ "$TAR_COMPRESS" = z ] && gzip -t "$partial"
-tar -t${TAR_COMPRESS}f "$partial" > /scratch/listing
+if [ "$TAR_COMPRESS" = z ]; then run gzip -t "$partial"; fi
+run tar -t${TAR_COMPRESS}f "$partial" > /scratch/listing
 entries=$(wc -l < /scratch/listing)
 [ "$entries" -gt 0 ] || { echo "archive lists no entries" >&2; exit 1; }
-sum=$(sha256sum "$partial" | cut -d' ' -f1)
+run sha256sum "$partial" > /scratch/sum
+sum=$(cut -d' ' -f1 < /scratch/sum)
 printf '%s  %s\n' "$sum" "$BACKUP_FILE" > "$sums.partial"
 mv "$partial" "$final"
 mv "$sums.partial" "$sums"
@@ -42,30 +50,37 @@ printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "$bytes" "$sum" > /dev/t
 /// the target's contents with the backup's (files written after the backup, such as newer WAL
 /// segments of a database, would otherwise survive next to the restored ones). Reports the
 /// artifact's size and digest like a backup.
-pub const RESTORE_SCRIPT: &str = r#"set -u
+pub const RESTORE_SCRIPT: &str = concat!(
+    r#"set -u
 fail() { echo "$1" >&2; printf '%s' "$1" > /dev/termination-log; exit 1; }
-artifact="/backup/$BACKUP_ARTIFACT"
+"#,
+    include_str!("../../restore-swap.sh"),
+    r#"artifact="/backup/$BACKUP_ARTIFACT"
 [ -f "$artifact" ] || fail "artifact $BACKUP_ARTIFACT not found on the backup storage; the target was not touched"
 cd /backup || fail "backup directory missing; the target was not touched"
 [ -f "$BACKUP_ARTIFACT.sha256" ] || fail "checksum file $BACKUP_ARTIFACT.sha256 missing; the target was not touched"
 sha256sum -c -s "$BACKUP_ARTIFACT.sha256" || fail "sha256 of $BACKUP_ARTIFACT does not match the recorded checksum; the target was not touched"
 tar -t${TAR_COMPRESS}f "$artifact" > /dev/null 2>&1 || fail "$BACKUP_ARTIFACT does not list as a tar archive; the target was not touched"
-staging=/data/.backup-restore-staging
-rm -rf "$staging" && mkdir "$staging" || fail "cannot create $staging on the target"
-tar -x${TAR_COMPRESS}f "$artifact" -C "$staging" || { rm -rf "$staging"; fail "extracting $BACKUP_ARTIFACT failed (is the target large enough?); the target's contents were not changed"; }
-find /data -mindepth 1 -maxdepth 1 ! -name .backup-restore-staging ! -name lost+found -exec rm -rf {} \; || fail "removing the target's old contents failed"
-find "$staging" -mindepth 1 -maxdepth 1 ! -name lost+found -exec mv {} /data/ \; || fail "moving the restored files into place failed"
-chmod "$(stat -c %a "$staging")" /data && chown "$(stat -c %u:%g "$staging")" /data || true
-rm -rf "$staging"
+prepare_work
+tar -x${TAR_COMPRESS}f "$artifact" -C "$staging" || { rm -rf "$work"; fail "extracting $BACKUP_ARTIFACT failed (is the target large enough?); the target's contents were not changed"; }
+swap_in "$staging"
 sum=$(sha256sum "$artifact" | cut -d' ' -f1)
 bytes=$(wc -c < "$artifact" | tr -d ' ')
 echo "restored $BACKUP_ARTIFACT ($bytes bytes, sha256 $sum) into /data"
 printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "$bytes" "$sum" > /dev/termination-log
-"#;
+"#
+);
 
-/// Prune: delete an artifact and its checksum; a missing artifact is already pruned.
+/// Prune: delete an artifact and its checksum; one that is not there is already pruned, one that
+/// cannot be deleted (permissions) fails the prune, and the run's record stays.
 pub const PRUNE_SCRIPT: &str = r#"set -eu
-rm -f "/backup/$BACKUP_ARTIFACT" "/backup/$BACKUP_ARTIFACT.sha256"
+for f in "/backup/$BACKUP_ARTIFACT" "/backup/$BACKUP_ARTIFACT.sha256"; do
+  err=$(rm -f "$f" 2>&1) || true
+  if [ -e "$f" ] || [ -L "$f" ]; then
+    msg="cannot delete $f: $(printf '%s' "$err" | tail -c 400)"
+    echo "$msg" >&2; printf '%s' "$msg" > /dev/termination-log; exit 1
+  fi
+done
 echo "pruned $BACKUP_ARTIFACT"
 "#;
 
@@ -102,7 +117,28 @@ export RCLONE_CONFIG=/scratch/rclone.conf RCLONE_CACHE_DIR=/scratch/rclone-cache
 export RCLONE_CONFIG_DEST_TYPE=s3 RCLONE_CONFIG_DEST_PROVIDER=Other RCLONE_CONFIG_DEST_ENV_AUTH=true
 export RCLONE_CONFIG_DEST_ENDPOINT="$S3_ENDPOINT" RCLONE_CONFIG_DEST_REGION="$S3_REGION" RCLONE_CONFIG_DEST_FORCE_PATH_STYLE=true
 if [ -n "$CA_FILE" ]; then export RCLONE_CA_CERT="$CA_FILE"; fi
+# An endpoint that does not answer fails the run within about a minute, not after rclone's
+# defaults (a 1-minute connect timeout, 5-minute idle timeout, 3 x 10 retries): 10 s to connect,
+# 30 s without a byte, each request tried twice, each operation once.
+export RCLONE_CONTIMEOUT=10s RCLONE_TIMEOUT=30s RCLONE_LOW_LEVEL_RETRIES=2 RCLONE_RETRIES=1
 touch "$RCLONE_CONFIG"
+# fail_from FILE WHAT: fails with WHAT and the end of FILE (rclone's errors); an endpoint that did
+# not answer is reported with the reason DestinationUnreachable.
+unanswered() { grep -q -i "dial tcp\|i/o timeout\|connection refused\|no such host\|network is unreachable\|no route to host\|deadline exceeded\|timeout awaiting" "$1" 2> /dev/null; }
+fail_from() {
+  detail=$(tail -c 600 "$1" 2> /dev/null | tr '\n' ' ')
+  if unanswered "$1"; then
+    msg="destination $S3_ENDPOINT does not answer: $2: $detail"
+    echo "$msg" >&2
+    printf '{"reason":"DestinationUnreachable","message":"%s"}' "$(printf '%s' "$msg" | tr -d '"\\' | head -c 3000)" > /dev/termination-log
+    exit 1
+  fi
+  fail "$2: $detail"
+}
+# A run stopped midway (SIGTERM to the pod's shell, PID 1) stops every process of the pod's group
+# at once and runs the EXIT trap: the long pipelines run in the background (`bg`) for that.
+trap 'trap "" TERM INT; kill 0 2> /dev/null; exit 143' TERM INT
+bg() { "$@" & wait $!; }
 # hash_of FIFO OUT: the sha256 of what is written to FIFO, into OUT, in the background.
 hash_of() { rm -f "$1"; mkfifo "$1"; (sha256sum < "$1" | cut -d' ' -f1 > "$2") & }
 "#;
@@ -113,14 +149,21 @@ hash_of() { rm -f "$1"; mkfifo "$1"; (sha256sum < "$1" | cut -d' ' -f1 > "$2") &
 pub const S3_BACKUP_SCRIPT: &str = r#"
 final="$REMOTE/$BACKUP_FILE"
 partial="$REMOTE/.$BACKUP_FILE.partial"
+# Whether the endpoint answers at all, before anything is read from /data.
+if ! rclone lsf --max-depth 1 "$REMOTE/" > /dev/null 2> /scratch/err && unanswered /scratch/err; then
+  fail_from /scratch/err "listing $REMOTE failed"
+fi
 trap 'rclone deletefile "$partial" > /dev/null 2>&1 || true' EXIT
 hash_of /scratch/written /scratch/written.sum
-if [ -n "$BACKUP_EXCLUDES" ]; then
-  printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
-  tar -c${TAR_COMPRESS}f - -X /scratch/excludes -C /data . | tee /scratch/written | rclone rcat "$partial" 2> /scratch/err     || fail "uploading the archive to $partial failed: $(tail -c 800 /scratch/err)"
-else
-  tar -c${TAR_COMPRESS}f - -C /data . | tee /scratch/written | rclone rcat "$partial" 2> /scratch/err     || fail "uploading the archive to $partial failed: $(tail -c 800 /scratch/err)"
-fi
+upload() {
+  if [ -n "$BACKUP_EXCLUDES" ]; then
+    printf '%s\n' "$BACKUP_EXCLUDES" > /scratch/excludes
+    tar -c${TAR_COMPRESS}f - -X /scratch/excludes -C /data . | tee /scratch/written | rclone rcat "$partial" 2> /scratch/err
+  else
+    tar -c${TAR_COMPRESS}f - -C /data . | tee /scratch/written | rclone rcat "$partial" 2> /scratch/err
+  fi
+}
+bg upload || fail_from /scratch/err "uploading the archive to $partial failed"
 wait
 sum=$(cat /scratch/written.sum)
 hash_of /scratch/read /scratch/read.sum
@@ -142,33 +185,37 @@ printf '{"sizeBytes":%s,"sha256":"%s","verified":true}' "${bytes:-0}" "$sum" > /
 
 /// Restore from S3: download the archive aside on the target, check it against its checksum
 /// object and list it before touching the target's files, extract it aside, then swap it in.
-pub const S3_RESTORE_SCRIPT: &str = r#"
-object="$REMOTE/$BACKUP_ARTIFACT"
-staging=/data/.backup-restore-staging
-archive=/data/.backup-restore-archive
-rm -rf "$staging" "$archive"
-trap 'rm -rf "$archive"' EXIT
-rclone copyto "$object" "$archive" 2> /scratch/err || fail "downloading $object failed: $(tail -c 600 /scratch/err); the target's files were not changed"
-expected=$(rclone cat "$object.sha256" 2> /scratch/err | cut -d' ' -f1) || fail "reading $object.sha256 failed; the target's files were not changed"
+pub const S3_RESTORE_SCRIPT: &str = concat!(
+    include_str!("../../restore-swap.sh"),
+    r#"object="$REMOTE/$BACKUP_ARTIFACT"
+prepare_work
+archive="$work/archive"
+trap 'rm -f "$archive"' EXIT
+rclone copyto "$object" "$archive" 2> /scratch/err || { rm -rf "$work"; fail "downloading $object failed: $(tail -c 600 /scratch/err); the target's files were not changed"; }
+expected=$(rclone cat "$object.sha256" 2> /scratch/err | cut -d' ' -f1) || { rm -rf "$work"; fail "reading $object.sha256 failed; the target's files were not changed"; }
 sum=$(sha256sum "$archive" | cut -d' ' -f1)
-[ "$sum" = "$expected" ] || fail "sha256 of $BACKUP_ARTIFACT ($sum) does not match the recorded checksum; the target's files were not changed"
-tar -t${TAR_COMPRESS}f "$archive" > /dev/null 2>&1 || fail "$BACKUP_ARTIFACT does not list as a tar archive; the target's files were not changed"
-mkdir "$staging" || fail "cannot create $staging on the target"
-tar -x${TAR_COMPRESS}f "$archive" -C "$staging" || { rm -rf "$staging"; fail "extracting $BACKUP_ARTIFACT failed (is the target large enough?); the target's files were not changed"; }
+[ "$sum" = "$expected" ] || { rm -rf "$work"; fail "sha256 of $BACKUP_ARTIFACT ($sum) does not match the recorded checksum; the target's files were not changed"; }
+tar -t${TAR_COMPRESS}f "$archive" > /dev/null 2>&1 || { rm -rf "$work"; fail "$BACKUP_ARTIFACT does not list as a tar archive; the target's files were not changed"; }
+tar -x${TAR_COMPRESS}f "$archive" -C "$staging" || { rm -rf "$work"; fail "extracting $BACKUP_ARTIFACT failed (is the target large enough?); the target's files were not changed"; }
 rm -f "$archive"
-find /data -mindepth 1 -maxdepth 1 ! -name .backup-restore-staging ! -name lost+found -exec rm -rf {} \; || fail "removing the target's old contents failed"
-find "$staging" -mindepth 1 -maxdepth 1 ! -name lost+found -exec mv {} /data/ \; || fail "moving the restored files into place failed"
-chmod "$(stat -c %a "$staging")" /data && chown "$(stat -c %u:%g "$staging")" /data || true
-rm -rf "$staging"
+swap_in "$staging"
 echo "restored $object (sha256 $sum) into /data"
 printf '{"sha256":"%s","verified":true}' "$sum" > /dev/termination-log
-"#;
+"#
+);
 
-/// Prune from S3: delete the archive and its checksum object; missing ones are already pruned.
+/// Prune from S3: delete the archive and its checksum object. "Already gone" is decided from a
+/// listing of the PVC's prefix that succeeded and does not name the object, never from an error
+/// text (rclone says "doesn't exist" for wrong credentials too): a delete that fails for any other
+/// reason fails the prune, and the run's record stays.
 pub const S3_PRUNE_SCRIPT: &str = r#"
-for object in "$REMOTE/$BACKUP_ARTIFACT" "$REMOTE/$BACKUP_ARTIFACT.sha256"; do
-  if ! rclone deletefile "$object" 2> /scratch/err; then
-    grep -q -i "not found\|doesn't exist\|NoSuchKey\|404" /scratch/err || fail "deleting $object failed: $(tail -c 600 /scratch/err)"
+for name in "$BACKUP_ARTIFACT" "$BACKUP_ARTIFACT.sha256"; do
+  object="$REMOTE/$name"
+  rclone deletefile "$object" 2> /scratch/err && continue
+  listing=$(rclone lsf --files-only "$REMOTE/" 2> /scratch/list-err) \
+    || fail "deleting $object failed: $(tail -c 300 /scratch/err); listing $REMOTE failed too: $(tail -c 300 /scratch/list-err)"
+  if printf '%s\n' "$listing" | grep -qxF "$name"; then
+    fail "deleting $object failed: $(tail -c 600 /scratch/err)"
   fi
 done
 echo "pruned $REMOTE/$BACKUP_ARTIFACT"
@@ -439,6 +486,55 @@ mod tests {
         assert!(plan_backup(&bad, "s", &TarConfig::default()).is_err());
     }
 
+    /// Runs the shared swap (`restore-swap.sh`) with busybox's sh on a scratch target, with `mv`
+    /// failing for entries named `poison`; returns the target's entries afterwards and whether
+    /// the swap succeeded.
+    fn swap(old: &[&str], new: &[&str]) -> (Vec<String>, bool) {
+        let root = std::env::temp_dir().join(format!("restore-swap-{}-{}", std::process::id(), old.len() * 10 + new.len()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (data, new_dir) = (root.join("data"), root.join("new"));
+        std::fs::create_dir_all(data.join("lost+found")).unwrap();
+        std::fs::create_dir_all(&new_dir).unwrap();
+        for f in old {
+            std::fs::write(data.join(f), "old").unwrap();
+        }
+        for f in new {
+            std::fs::write(new_dir.join(f), "new").unwrap();
+        }
+        let script = format!(
+            "fail() {{ echo \"$1\" >&2; exit 1; }}\nmv() {{ case \"$1\" in *poison*) return 1 ;; esac; command mv \"$@\"; }}\n{}\nprepare_work\ncp -a {}/. \"$staging\"/\nswap_in \"$staging\"\n",
+            include_str!("../../restore-swap.sh").replace("/data", &data.display().to_string()),
+            new_dir.display()
+        );
+        let ok = std::process::Command::new("busybox").args(["sh", "-c", &script]).env("HOSTNAME", "pod-1").status().unwrap().success();
+        let mut entries: Vec<String> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let content = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if content.is_empty() { name } else { format!("{name}={content}") }
+            })
+            .collect();
+        entries.sort();
+        let _ = std::fs::remove_dir_all(&root);
+        (entries, ok)
+    }
+
+    #[test]
+    fn a_restore_swap_that_fails_leaves_the_previous_contents_in_place() {
+        let cases: [(&[&str], &[&str], bool, &[&str]); 4] = [
+            (&["a", ".hidden"], &["b", ".dot", "..dots"], true, &["..dots=new", ".dot=new", "b=new", "lost+found"]),
+            (&["a", ".hidden"], &["b", "poison"], false, &[".hidden=old", "a=old", "lost+found"]),
+            (&["a", "poison", "z"], &["b"], false, &["a=old", "lost+found", "poison=old", "z=old"]),
+            (&[], &["b"], true, &["b=new", "lost+found"]),
+        ];
+        for (old, new, ok, want) in cases {
+            let (entries, succeeded) = swap(old, new);
+            assert_eq!((succeeded, entries.iter().map(String::as_str).collect::<Vec<_>>()), (ok, want.to_vec()), "{old:?} -> {new:?}");
+        }
+    }
+
     #[test]
     fn config_defaults_and_errors() {
         assert_eq!(parse_config("").unwrap(), TarConfig::default());
@@ -482,6 +578,6 @@ mod tests {
         // A restore checks the archive, then extracts it aside, and only then replaces the target.
         let restore = &plan_artifact_job(&t, "a.tar.gz", ArtifactAction::Restore).unwrap().command[2];
         let at = |needle: &str| restore.find(needle).unwrap_or_else(|| panic!("{needle} in the restore script"));
-        assert!(at("sha256sum -c") < at("-C \"$staging\"") && at("-C \"$staging\"") < at("rm -rf {}"), "{restore}");
+        assert!(at("sha256sum -c -s") < at("-C \"$staging\"") && at("-C \"$staging\"") < at("swap_in \"$staging\""), "{restore}");
     }
 }
