@@ -774,10 +774,9 @@ async fn delete_recorded_pods(t: &Target<'_>, out: &mut Outcome) {
 
 /// Puts backup Jobs into the public listing or takes them out, as decided.
 async fn relist(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
-    let Ok(caches) = t.ctx.caches().await else { return };
     for (run, listed) in &d.relist {
-        let Some(job) = caches.job(&t.ns, run) else { continue };
-        match runs::set_listed(&t.ctx.client, &t.ns, &job, *listed).await {
+        let Some(pvc) = out.runs.iter().find(|r| &r.name == run).map(|r| r.pvc.clone()) else { continue };
+        match runs::set_listed(&t.ctx.client, &t.ns, run, &t.name, &pvc, *listed).await {
             Ok(()) => {
                 if let Some(r) = out.runs.iter_mut().find(|r| &r.name == run) {
                     r.listed = *listed;

@@ -336,11 +336,12 @@ fn newest_first(a: &ObservedRun, b: &ObservedRun) -> std::cmp::Ordering {
 /// they stay, under the operator's own labels, as the records of artifacts that retention keeps
 /// until newer backups succeed (the newest successful artifact is never pruned). Returns the
 /// Jobs whose listing changes: (run, listed).
-pub fn listing(runs: &[ObservedRun], creating: &[NewRun], keep: u32) -> Vec<(String, bool)> {
+pub fn listing(runs: &[ObservedRun], creating: &[NewRun], deleting: &[&str], keep: u32) -> Vec<(String, bool)> {
     let keep = keep.max(1) as usize;
-    // (scheduled, name, listed now) per series; new runs are listed when created.
+    // (scheduled, name, listed now) per series; new runs are listed when created, and Jobs being
+    // deleted now take no place.
     let mut by_series: BTreeMap<(&str, &str), Vec<(Option<DateTime<Utc>>, &str, Option<bool>)>> = BTreeMap::new();
-    for run in runs.iter().filter(|r| r.object == RunObject::Job) {
+    for run in runs.iter().filter(|r| r.object == RunObject::Job && !deleting.contains(&r.name.as_str())) {
         by_series.entry(run.series()).or_default().push((run.scheduled, &run.name, Some(run.listed)));
     }
     for new in creating {
@@ -729,7 +730,16 @@ pub fn decide(observed: &Observed) -> Decision {
     let (steps, failed) = prune_steps(&dropped, &observed.runs, &observed.prunes);
     d.prune = steps;
     d.prune_failed = failed;
-    d.relist = listing(&observed.runs, &d.create, spec.retention_count);
+    let deleting: Vec<&str> = d
+        .prune
+        .iter()
+        .filter_map(|step| match step {
+            PruneStep::Delete { run, .. } | PruneStep::Finish { run, .. } => Some(run.as_str()),
+            PruneStep::Start { .. } => None,
+        })
+        .chain(d.replace.iter().map(String::as_str))
+        .collect();
+    d.relist = listing(&observed.runs, &d.create, &deleting, spec.retention_count);
     let next_verify = verification(observed, &mut d);
     let next_stuck = stuck_runs(observed, &mut d);
 
@@ -1286,8 +1296,11 @@ mod tests {
         ];
         for (what, runs, creating, keep, want) in cases {
             let want: Vec<(String, bool)> = want.into_iter().map(|(n, l)| (n.to_owned(), l)).collect();
-            assert_eq!(listing(&runs, &creating, keep), want, "{what}");
+            assert_eq!(listing(&runs, &creating, &[], keep), want, "{what}");
         }
+        // A Job being deleted now leaves its place to the next older one.
+        let unlisted_older = vec![job("a1", "a", 1, false), job("a2", "a", 2, true), job("a3", "a", 3, true)];
+        assert_eq!(listing(&unlisted_older, &[], &["a3"], 2), vec![("a1".to_owned(), true)]);
     }
 
     #[test]

@@ -176,7 +176,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     let existing: Vec<String> = run_list.iter().map(|r| r.name.clone()).collect();
     run_list.extend(not_started(policy).into_iter().filter(|r| !existing.contains(&r.name)));
 
-    let holds = crate::restore::holds(&caches.restores_in(&ns));
+    let holds = crate::restore::holds(&caches.restores_in(&ns), &pvcs);
     let held = holds.runs.iter().filter(|(p, _)| *p == name).map(|(_, run)| run.clone()).collect();
     let status = policy.status.clone().unwrap_or_default();
     let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");

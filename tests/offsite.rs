@@ -406,7 +406,8 @@ async fn a_stopped_s3_server_fails_only_its_destination_and_credentials_problems
         })
     })
     .await;
-    assert!(remote_failed.message.contains("cannot reach the restic repository") && remote_failed.message.contains("connection refused"), "{remote_failed:?}");
+    assert!(remote_failed.message.contains("does not answer") && remote_failed.message.contains("connection refused"), "{remote_failed:?}");
+    assert_eq!(remote_failed.reason.as_deref(), Some("DestinationUnreachable"), "{remote_failed:?}");
     // The same scheduled run succeeded at the claim.
     let local = poll("the same run to the claim succeeds", RUNS_LIMIT, || async {
         status(&ns, "split").await.backup_history.into_iter().find(|r| {
@@ -415,12 +416,12 @@ async fn a_stopped_s3_server_fails_only_its_destination_and_credentials_problems
     })
     .await;
     assert_eq!(local.status, RunStatus::Succeeded, "{local:?}");
-    wait_policy(&ns, "split", "split: Ready=False BackupFailed", condition_is("Ready", "False", "BackupFailed")).await;
+    wait_policy(&ns, "split", "split: Ready=False DestinationUnreachable", condition_is("Ready", "False", "DestinationUnreachable")).await;
     let s = status(&ns, "split").await;
     let ready = s.conditions.iter().find(|c| c.type_ == "Ready").expect("Ready");
     assert!(ready.message.contains("data-db-0 to remote") && !ready.message.contains("data-db-0 to local"), "{}", ready.message);
     let remote = s.destinations.iter().find(|d| d.name == "remote").expect("remote status");
-    assert!(remote.message.contains("cannot reach") && remote.last_successful_time.is_some(), "{remote:?}");
+    assert!(remote.message.contains("does not answer") && remote.last_successful_time.is_some(), "{remote:?}");
     assert!(first_remote.verified == Some(true));
 
     assert!(jobs(&ns, "nocreds").await.is_empty(), "no Job for a destination without credentials");
@@ -476,5 +477,127 @@ async fn tar_streams_archives_to_s3_prunes_them_and_restores_from_there() {
     let phase = done.status.as_ref().and_then(|s| s.phase);
     assert_eq!(phase, Some(backup_operator::api::RestorePhase::Succeeded), "{:?}", done.status);
     assert_eq!(digests(&claim_dir(&ns, "restored").await), digests(&data), "restored byte for byte");
+    ns.delete().await;
+}
+
+/// A restic repository on a claim is mounted read-only for a restore, where restic cannot write
+/// the lock it takes even to list snapshots: the restore reads it without one.
+#[tokio::test]
+async fn a_restic_backup_on_a_claim_restores_into_a_new_claim() {
+    let Some((cluster, ns)) = setup("restic-claim").await else { return };
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    claim(&ns, "backup-storage", json!({})).await;
+    secret(&ns, "restic-password", &[("password", PASSWORD)]).await;
+    let data = claim_dir(&ns, "data-db-0").await;
+    std::fs::create_dir_all(data.join("base")).expect("mkdir");
+    for i in 0..3 {
+        std::fs::write(data.join(format!("base/f{i}")), noise(300 + i, MIB)).expect("write data");
+    }
+    let _operator = Operator::start(&cluster, &ns);
+    create_policy(&ns, "db", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "backupStrategy": "restic",
+        "restic": {"passwordSecret": {"name": "restic-password", "key": "password"}},
+    }))
+    .await
+    .expect("create policy");
+    let backup = poll("a verified restic backup on the claim", RUNS_LIMIT, || async {
+        status(&ns, "db").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded && r.verified == Some(true))
+    })
+    .await;
+    let restore: BackupRestore = serde_json::from_value(json!({
+        "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "metadata": {"name": "from-claim"},
+        "spec": {"source": {"policy": "db", "pvc": "data-db-0", "runName": backup.job_name}, "target": {"newClaim": {"name": "restored"}}}
+    }))
+    .expect("restore");
+    ns.api::<BackupRestore>().create(&PostParams::default(), &restore).await.expect("create restore");
+    let done = poll("the restore from the claim finishes", RUNS_LIMIT, || async {
+        let r = ns.api::<BackupRestore>().get("from-claim").await.ok()?;
+        r.status.as_ref()?.phase?.finished().then_some(r)
+    })
+    .await;
+    assert_eq!(done.status.as_ref().and_then(|s| s.phase), Some(backup_operator::api::RestorePhase::Succeeded), "{:?}", done.status);
+    assert_eq!(digests(&claim_dir(&ns, "restored").await), digests(&data), "restored byte for byte");
+    ns.delete().await;
+}
+
+/// Pruning with credentials the S3 server refuses: rclone answers "doesn't exist" for those too,
+/// but the prune decides "already gone" only from a listing that worked, so the prune fails, the
+/// run's record stays, and its objects are still in the bucket.
+#[tokio::test]
+async fn an_s3_prune_with_wrong_credentials_fails_and_keeps_the_record_and_the_objects() {
+    let Some((cluster, ns)) = setup("prune-creds").await else { return };
+    let s3 = S3::from_cluster();
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    std::fs::write(claim_dir(&ns, "data-db-0").await.join("rows"), b"1\n2\n3\n").expect("data");
+    secret(&ns, "s3-credentials", &[("AWS_ACCESS_KEY_ID", &s3.access_key), ("AWS_SECRET_ACCESS_KEY", &s3.secret_key)]).await;
+    let _operator = Operator::start(&cluster, &ns);
+    create_policy(&ns, "db", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "retentionCount": 2,
+        "destinations": [{"name": "offsite", "s3": {"endpoint": s3.endpoint, "bucket": s3.bucket, "prefix": ns.name, "credentialsSecret": "s3-credentials"}}],
+    }))
+    .await
+    .expect("create policy");
+    let first = success_after(&ns, "db", "offsite", None).await;
+    success_after(&ns, "db", "offsite", first.scheduled_time.as_ref().and_then(backup_operator::api::from_time)).await;
+    // Wrong credentials, no more runs, and retention down to one: the older archive is due.
+    let wrong = json!({"stringData": {"AWS_SECRET_ACCESS_KEY": "not-the-secret-key"}});
+    ns.api::<Secret>().patch("s3-credentials", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(wrong)).await.expect("break the credentials");
+    let spec = json!({"spec": {"suspend": true, "retentionCount": 1}});
+    ns.api::<backup_operator::api::BackupPolicy>().patch("db", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(spec)).await.expect("retention 1");
+    support::operator::event_reasons(&cluster, &ns, "db", &["PruneFailed"]).await;
+    let message = poll("PruneFailed on the status", RUNS_LIMIT, || async {
+        let s = status(&ns, "db").await;
+        s.conditions.into_iter().find(|c| c.type_ == "Ready" && c.reason == "PruneFailed").map(|c| c.message)
+    })
+    .await;
+    assert!(message.contains(&first.job_name) && message.contains("failed"), "{message}");
+    assert!(!message.contains("doesn't exist") || message.contains("listing"), "{message}");
+    let s = status(&ns, "db").await;
+    assert!(s.backup_history.iter().any(|r| r.job_name == first.job_name), "the run's record stays");
+    let objects = support::cluster_dir().join("s3").join(&s3.bucket).join(&ns.name).join(&ns.name).join("db/data-db-0");
+    let name = first.artifact.clone().expect("artifact").rsplit('/').next().expect("file").to_owned();
+    assert!(objects.join(&name).exists() && objects.join(format!("{name}.sha256")).exists(), "the objects are still in the bucket");
+    ns.delete().await;
+}
+
+/// An S3 endpoint that accepts connections and never answers: the run fails within rclone's
+/// bounded timeouts with the reason DestinationUnreachable, on the run and on the policy.
+#[tokio::test]
+async fn an_s3_destination_that_does_not_answer_fails_the_run_as_destination_unreachable() {
+    let Some((cluster, ns)) = setup("s3-silent").await else { return };
+    let shared = S3::from_cluster();
+    let host = shared.endpoint.trim_start_matches("http://").rsplit_once(':').map(|(h, _)| h.to_owned()).expect("endpoint host");
+    // Accepts and holds every connection, says nothing; stops with the test.
+    let listener = std::net::TcpListener::bind((host.as_str(), 0)).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    std::fs::write(claim_dir(&ns, "data-db-0").await.join("rows"), b"1\n2\n3\n").expect("data");
+    secret(&ns, "s3-credentials", &[("AWS_ACCESS_KEY_ID", "key"), ("AWS_SECRET_ACCESS_KEY", "secret123")]).await;
+    let _operator = Operator::start(&cluster, &ns);
+    let created = Instant::now();
+    create_policy(&ns, "db", json!({
+        "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
+        "destinations": [{"name": "silent", "s3": {"endpoint": format!("http://{host}:{port}"), "bucket": "backups", "credentialsSecret": "s3-credentials"}}],
+    }))
+    .await
+    .expect("create policy");
+    let failed = poll("the run to the silent endpoint fails", RUNS_LIMIT, || async {
+        status(&ns, "db").await.backup_history.into_iter().find(|r| r.status == RunStatus::Failed)
+    })
+    .await;
+    assert_eq!(failed.reason.as_deref(), Some("DestinationUnreachable"), "{failed:?}");
+    assert!(failed.message.contains("does not answer"), "{failed:?}");
+    wait_policy(&ns, "db", "Ready=False DestinationUnreachable", condition_is("Ready", "False", "DestinationUnreachable")).await;
+    measured(&format!(
+        "an S3 endpoint that never answers: policy created -> run failed as DestinationUnreachable after {:.0} s (run took {:.0} s)",
+        created.elapsed().as_secs_f64(),
+        seconds(&failed)
+    ));
     ns.delete().await;
 }

@@ -232,11 +232,17 @@ async fn retention_keeps_the_newest_successes_and_the_last_good_backup() {
         past_run(&ns, &policy, name, minutes_ago, succeed).await;
     }
     let _operator = Operator::start(&cluster, &ns);
+    // Kept: the 2 newest successes and the newest failure; listed (`kubectl get jobs -l
+    // backup-policy=db-backup`): the newest retentionCount of them.
+    let uid = policy.metadata.uid.clone().expect("uid");
     support::wait_for("retention", LIMIT, async {
         loop {
-            let mut names: Vec<String> = jobs(&ns, "db-backup").await.iter().map(ResourceExt::name_any).collect();
-            names.sort();
-            if names == ["fail-1", "ok-3", "ok-4"] {
+            let all = ns.api::<Job>().list(&ListParams::default().labels(&format!("backup.example.com/policy-uid={uid}"))).await.expect("jobs").items;
+            let mut kept: Vec<String> = all.iter().map(ResourceExt::name_any).collect();
+            kept.sort();
+            let mut listed: Vec<String> = jobs(&ns, "db-backup").await.iter().map(ResourceExt::name_any).collect();
+            listed.sort();
+            if kept == ["fail-1", "ok-3", "ok-4"] && listed == ["fail-1", "ok-4"] {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -366,6 +366,40 @@ async fn the_specifications_manual_test_suspend_resume_and_retention_of_three() 
     // Resume; several minutes later exactly three successful backups remain.
     kubectl_ns(&cluster, &ns, &["patch", "backuppolicy", "test-backup", "--type=merge", "-p", r#"{"spec":{"suspend":false}}"#], None).expect("resume");
     let resumed = Utc::now();
+    // "should see only 3 most recent jobs", at whatever moment one looks: sampled every second
+    // from minute 3 to minute 5 after resuming; more than 3 only within 2 s of a Job's creation.
+    let sampler = {
+        let (kubeconfig, kubectl, namespace, client) = (cluster.kubeconfig.clone(), cluster.kubectl_path(), ns.name.clone(), ns.client.clone());
+        tokio::spawn(async move {
+            let (from, until) = (resumed + chrono::Duration::minutes(3), resumed + chrono::Duration::minutes(5));
+            while Utc::now() < from {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let (mut samples, mut over) = (0usize, Vec::new());
+            while Utc::now() < until {
+                let at = Utc::now();
+                let out = std::process::Command::new(&kubectl)
+                    .args(["-n", &namespace, "get", "jobs", "-l", "backup-policy=test-backup", "--no-headers"])
+                    .env("KUBECONFIG", &kubeconfig)
+                    .output()
+                    .expect("kubectl get jobs");
+                let listed = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count();
+                samples += 1;
+                if listed > 3 {
+                    // Every backup Job of the policy, listed or not, for its creation time
+                    // (whole seconds: a Job created at :00.9 shows :00).
+                    let all = kube::Api::<Job>::namespaced(client.clone(), &namespace).list(&ListParams::default().labels("backup.example.com/kind=backup")).await.expect("jobs").items;
+                    let newest = all.iter().filter_map(|j| j.metadata.creation_timestamp.as_ref().and_then(backup_operator::api::from_time)).filter(|t| *t <= at).max();
+                    let young = newest.is_some_and(|t| (at - t).num_milliseconds() < 3000);
+                    if !young {
+                        over.push(format!("{listed} Jobs listed at {at}, newest created {newest:?}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            (samples, over)
+        })
+    };
     let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
     let storage = claim_dir(&ns, "backup-storage").await.join(storage_dir(&ns.name, "test-backup", "data-postgres-0"));
     let remaining = poll("three newer backups, and retention down to three", Duration::from_secs(600), || {
@@ -382,7 +416,60 @@ async fn the_specifications_manual_test_suspend_resume_and_retention_of_three() 
     })
     .await;
     assert!(!remaining.0.contains(&first), "the oldest backup was pruned");
+    let (samples, over) = sampler.await.expect("sampler");
+    assert!(samples >= 60, "sampled {samples} times");
+    assert!(over.is_empty(), "more than retentionCount Jobs listed outside the 2 s after a creation: {over:?}");
+    support::measured(&format!("quick start: kubectl get jobs -l backup-policy=test-backup sampled {samples} times in minutes 3-5: never more than 3 Jobs outside the 2 s after a creation"));
     let made = seen.lock().map(|s| s.len()).unwrap_or_default();
     support::measured(&format!("quick start: {made} successful backups made, {} kept (Jobs {:?})", remaining.0.len(), remaining.0));
+    ns.delete().await;
+}
+
+/// Two restores of one backup into one PVC, created at the same moment: one takes the claim's lock
+/// and restores; the other fails with TargetBusy before any Job of its own, and the target holds
+/// exactly the backup's files. The lock is released afterwards, and no work directory is left.
+#[tokio::test]
+async fn two_restores_into_one_pvc_one_restores_and_the_other_never_touches_it() {
+    let Some((cluster, ns)) = setup("restore-twice").await else { return };
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    claim(&ns, "backup-storage", json!({})).await;
+    let data = claim_dir(&ns, "data-db-0").await;
+    std::fs::create_dir_all(data.join("base")).expect("mkdir");
+    for i in 0..5 {
+        std::fs::write(data.join(format!("base/table-{i}")), format!("rows of table {i}\n").repeat(20_000)).expect("write data");
+    }
+    let at_backup = digests(&data);
+    let _operator = Operator::start(&cluster, &ns);
+    let since = Utc::now();
+    create_policy(&ns, "files", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}})).await.expect("policy");
+    let backup = wait_verified_backup(&ns, "files", "data-db-0", since).await;
+    suspend(&ns, "files", true).await;
+    wait_policy(&ns, "files", "suspended", condition_is("Suspended", "True", "Suspended")).await;
+    poll("no active backup runs", LIMIT, || async {
+        let active = jobs(&ns, "files").await.iter().any(|j| j.status.as_ref().and_then(|s| s.active).unwrap_or(0) > 0);
+        (!active).then_some(())
+    })
+    .await;
+    // Written after the backup: a restore removes it.
+    std::fs::write(data.join("written-later"), "after the backup\n").expect("write data");
+
+    let spec = json!({"source": {"policy": "files", "pvc": "data-db-0", "runName": backup.job_name}});
+    futures::join!(create_restore(&ns, "first", spec.clone()), create_restore(&ns, "second", spec));
+    let results = [restore_reason(&wait_restore(&ns, "first").await), restore_reason(&wait_restore(&ns, "second").await)];
+    let succeeded: Vec<_> = results.iter().filter(|(p, _, _)| *p == Some(RestorePhase::Succeeded)).collect();
+    let busy: Vec<_> = results.iter().filter(|(p, r, _)| *p == Some(RestorePhase::Failed) && r == "TargetBusy").collect();
+    assert_eq!((succeeded.len(), busy.len()), (1, 1), "{results:?}");
+    assert!(busy[0].2.contains("did not touch"), "{}", busy[0].2);
+    let restore_jobs = ns.api::<Job>().list(&ListParams::default().labels("backup.example.com/kind=restore")).await.expect("jobs").items;
+    assert_eq!(restore_jobs.len(), 1, "one restore Job: {:?}", restore_jobs.iter().map(|j| j.name_any()).collect::<Vec<_>>());
+    assert_eq!(digests(&data), at_backup, "the target holds the backup's files, whole");
+    let leftovers: Vec<String> = std::fs::read_dir(&data).expect("read").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".backup-restore")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    poll("the lock released", LIMIT, || async {
+        let pvc = ns.api::<PersistentVolumeClaim>().get("data-db-0").await.ok()?;
+        (!pvc.annotations().contains_key("backup.example.com/restore-lock")).then_some(())
+    })
+    .await;
+    event_reasons(&cluster, &ns, if results[0].0 == Some(RestorePhase::Failed) { "first" } else { "second" }, &["TargetBusy"]).await;
     ns.delete().await;
 }

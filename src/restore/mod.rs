@@ -70,7 +70,11 @@ pub async fn run(ctx: Arc<Context>, jobs: crate::cache::Changes<Job>, restores: 
 fn error_policy(restore: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) -> Action {
     let classified = error.classify();
     tracing::warn!(restore = %restore.name_any(), error = %classified.message, reason = classified.reason, "restore reconcile failed");
-    Action::requeue(Duration::from_secs(15))
+    match classified.retry {
+        // Said on the object already (an event): nothing changes until the object does.
+        crate::error::Retry::AwaitChange => Action::await_change(),
+        crate::error::Retry::Backoff | crate::error::Retry::Soon => Action::requeue(Duration::from_secs(15)),
+    }
 }
 
 /// One reconcile of a restore, timed and counted (with the reason of an error).
@@ -200,7 +204,15 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
             // finds the other restore's lock).
             if observed.lock_holder.as_deref() != Some(uid.as_str()) {
                 let Some(target) = &observed.target_pvc else { return Err(Error::Runtime(format!("PVC {} went away", observed.data.target.name))) };
-                lock_target(&ctx, &ns, target, &uid).await?;
+                if let Some(holder) = lock_target(&ctx, &ns, target, &uid).await? {
+                    // Another restore took it first: this one never starts.
+                    let other = ctx.caches().await?.restores_in(&ns).into_iter().find(|r| r.uid().as_deref() == Some(holder.as_str())).map(|r| r.name_any()).unwrap_or(holder);
+                    let message = format!("BackupRestore {other} is restoring into PVC {}: this restore did not touch it; create it again once that one has finished", observed.data.target.name);
+                    finish(&mut status, RestorePhase::Failed, "TargetBusy", message.clone(), restore.metadata.generation);
+                    event(EventType::Warning, "TargetBusy", message).await;
+                    write(&ctx, &restore, &status).await?;
+                    return Ok(Action::await_change());
+                }
             }
             // Hold the backup (the status says which) before anything reads it.
             let job_name = render::job_name(&restore);
@@ -262,14 +274,22 @@ async fn start_job(
 }
 
 /// Takes the target's lock for the restore `uid`, provided the PVC has not changed since it was
-/// observed (its resourceVersion): of two restores that find it free at once, one gets a conflict.
-async fn lock_target(ctx: &Context, ns: &str, pvc: &PersistentVolumeClaim, uid: &str) -> Result<()> {
+/// observed (its resourceVersion): of two restores that find it free at once, one gets a conflict,
+/// reads the PVC again and finds the other's lock. Returns the holder when it is another restore
+/// (a lock of a restore that has finished or is gone is taken over).
+async fn lock_target(ctx: &Context, ns: &str, pvc: &PersistentVolumeClaim, uid: &str) -> Result<Option<String>> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     let name = pvc.name_any();
     let patch = serde_json::json!({"metadata": {"resourceVersion": pvc.resource_version(), "annotations": {ANNOTATION_RESTORE_LOCK: uid}}});
     match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Runtime(format!("PVC {name} changed while this restore was taking it; looking again"))),
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let now = api.get(&name).await?;
+            match now.annotations().get(ANNOTATION_RESTORE_LOCK) {
+                Some(holder) if holder != uid => Ok(Some(holder.clone())),
+                _ => Err(Error::Runtime(format!("PVC {name} changed while this restore was taking it; looking again"))),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -309,6 +329,13 @@ async fn write(ctx: &Context, restore: &BackupRestore, status: &BackupRestoreSta
     match api.patch_status(&restore.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 && crate::kube_client::really_gone(&api, &restore.name_any(), restore.uid().as_deref()).await => Ok(()),
+        // The API server refuses any status for this object (a spec it admitted under a looser
+        // schema): say so where `kubectl describe` shows it, and stop retrying.
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 422) => {
+            let message = crate::runs::report::bound(&format!("the API server refuses this restore's status ({}); delete it and create a corrected one", s.message), crate::error::MAX_MESSAGE_BYTES);
+            ctx.publish(&restore.object_ref(&()), EventType::Warning, "InvalidSpec", message);
+            Err(Error::InvalidSpec(s.message))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -324,20 +351,69 @@ pub struct Holds {
     pub targets: std::collections::BTreeMap<String, String>,
 }
 
-pub fn holds(restores: &[BackupRestore]) -> Holds {
+/// What the restores of a namespace hold, from their statuses and from the locks on `claims`.
+/// A restore holds its target once it is under way (Pending or Running, said on its status) or
+/// once it has locked the claim; one that never got a status (refused by the API server, not yet
+/// looked at) holds nothing, so that it cannot stop a PVC's backups for good.
+pub fn holds(restores: &[BackupRestore], claims: &[PersistentVolumeClaim]) -> Holds {
     let mut holds = Holds::default();
-    for r in restores {
+    let unfinished = |r: &&BackupRestore| r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| !p.finished());
+    for r in restores.iter().filter(unfinished) {
         let status = r.status.clone().unwrap_or_default();
-        if status.phase.is_some_and(RestorePhase::finished) {
-            continue;
-        }
         if let Some(b) = &status.backup {
             holds.runs.insert((b.policy.clone(), b.run_name.clone()));
         }
         let target = status.target_claim.clone().unwrap_or_else(|| render::target_name(&r.spec));
         holds.targets.insert(target, r.name_any());
     }
+    for claim in claims {
+        let Some(holder) = claim.annotations().get(ANNOTATION_RESTORE_LOCK) else { continue };
+        let live = restores.iter().find(|r| r.uid().as_deref() == Some(holder.as_str()) && !r.status.as_ref().and_then(|s| s.phase).is_some_and(RestorePhase::finished));
+        if let Some(r) = live {
+            holds.targets.entry(claim.name_any()).or_insert_with(|| r.name_any());
+        }
+    }
     holds
 }
 
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restore(name: &str, phase: Option<RestorePhase>) -> BackupRestore {
+        let mut r: BackupRestore = serde_json::from_value(serde_json::json!({
+            "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore",
+            "metadata": {"name": name, "namespace": "a", "uid": format!("uid-{name}")},
+            "spec": {"source": {"policy": "db", "pvc": format!("data-{name}")}}
+        }))
+        .expect("restore");
+        r.status = phase.map(|p| BackupRestoreStatus {
+            phase: Some(p),
+            backup: Some(RestoredBackup { policy: "db".into(), run_name: format!("run-{name}"), destination: None, artifact: None, sha256: None, scheduled_time: None, verified: true }),
+            ..BackupRestoreStatus::default()
+        });
+        r
+    }
+
+    fn claim(name: &str, lock: Option<&str>) -> PersistentVolumeClaim {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "a", "annotations": lock.map(|l| serde_json::json!({ANNOTATION_RESTORE_LOCK: l}))}})).expect("pvc")
+    }
+
+    #[test]
+    fn restores_under_way_hold_their_backup_and_target_and_no_others_do() {
+        let restores = [
+            restore("new", None),
+            restore("running", Some(RestorePhase::Running)),
+            restore("pending", Some(RestorePhase::Pending)),
+            restore("failed", Some(RestorePhase::Failed)),
+            restore("done", Some(RestorePhase::Succeeded)),
+        ];
+        let claims = [claim("locked", Some("uid-new")), claim("stale", Some("uid-done")), claim("orphan", Some("uid-gone")), claim("free", None)];
+        let h = holds(&restores, &claims);
+        let targets: Vec<(&str, &str)> = h.targets.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(targets, [("data-pending", "pending"), ("data-running", "running"), ("locked", "new")]);
+        let runs: Vec<&str> = h.runs.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(runs, ["run-pending", "run-running"]);
+    }
+}

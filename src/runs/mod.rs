@@ -342,13 +342,13 @@ pub async fn fail_stuck_job(client: &Client, namespace: &str, name: &str, cause:
     }
 }
 
-/// Puts a backup Job into the public listing (`backup-policy`, `pvc`) or takes it out; its other
-/// labels, by which the operator finds it, stay. A Job that is gone has nothing to change.
-pub async fn set_listed(client: &Client, namespace: &str, job: &Job, listed: bool) -> Result<()> {
-    let name = job.name_any();
-    let value = |key: &str| if listed { job.annotations().get(key).map(|v| serde_json::json!(label_value(v))).unwrap_or(serde_json::Value::Null) } else { serde_json::Value::Null };
-    let patch = serde_json::json!({"metadata": {"labels": {LABEL_POLICY: value(ANNOTATION_POLICY), LABEL_PVC: value(ANNOTATION_PVC)}}});
-    match Api::<Job>::namespaced(client.clone(), namespace).patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+/// Puts a backup Job of `policy` and `pvc` into the public listing (`backup-policy`, `pvc`) or
+/// takes it out; its other labels, by which the operator finds it, stay. A Job that is gone has
+/// nothing to change.
+pub async fn set_listed(client: &Client, namespace: &str, job: &str, policy: &str, pvc: &str, listed: bool) -> Result<()> {
+    let value = |v: &str| if listed { serde_json::json!(label_value(v)) } else { serde_json::Value::Null };
+    let patch = serde_json::json!({"metadata": {"labels": {LABEL_POLICY: value(policy), LABEL_PVC: value(pvc)}}});
+    match Api::<Job>::namespaced(client.clone(), namespace).patch(job, &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
