@@ -84,7 +84,13 @@ async fn restores_the_operator_cannot_read_fail_alone_and_the_policies_run() {
         })
         .await;
         assert!(reasons.contains("InvalidSpec") || reasons.contains("BackupNotFound"), "{name}: {reasons}");
+        let o = raw.get(name).await.expect("restore");
+        support::measured(&format!(
+            "observed: poisoned BackupRestore {name}: phase {}, reason {}, events [{}]; message: {}",
+            o.data["status"]["phase"], o.data["status"]["conditions"][0]["reason"], reasons, o.data["status"]["conditions"][0]["message"]
+        ));
     }
+    support::measured(&format!("observed: policy beside the poisoned restores: run {} {:?}, verified {:?}", success.job_name, success.status, success.verified));
     let restore_jobs = ns.api::<Job>().list(&ListParams::default().labels("backup.example.com/kind=restore")).await.expect("jobs").items;
     assert!(restore_jobs.is_empty(), "no restore ran");
     assert!(!operator.log().contains("failed to perform initial object list"), "the restores' watch listed");
@@ -108,6 +114,7 @@ async fn a_job_the_api_server_refuses_is_a_failed_run_with_the_servers_words() {
     let (_, message) = ready(&s);
     assert!(message.contains("exceeded quota") && message.contains("data-db-0"), "{message}");
     let entry = s.backup_history.iter().find(|r| r.pvc == "data-db-0").expect("a history entry");
+    support::measured(&format!("observed: ResourceQuota count/jobs.batch=0: Ready=False {}: {message}", ready(&s).0));
     assert_eq!((entry.status, entry.reason.as_deref()), (RunStatus::Failed, Some("JobRefused")), "{entry:?}");
     assert!(s.last_schedule_time.is_some(), "the refused run counts as the scheduled time's run");
     event_reasons(&cluster, &ns, "refused", &["JobRefused"]).await;
@@ -118,6 +125,11 @@ async fn a_job_the_api_server_refuses_is_a_failed_run_with_the_servers_words() {
     })
     .await;
     assert!(ok.scheduled_time > entry.scheduled_time, "{ok:?}");
+    // A recorded run's pods are deleted, so nothing of the operator's holds the backup claim:
+    // deleting it completes (no Job is created against a claim being deleted).
+    pods_gone(&ns, &ok.job_name).await;
+    ns.api::<PersistentVolumeClaim>().delete("backup-storage", &DeleteParams::default()).await.expect("delete the backup claim");
+    support::wait_condition(ns.api::<PersistentVolumeClaim>(), "backup-storage", "the backup claim gone", LIMIT, |o: Option<&PersistentVolumeClaim>| o.is_none()).await;
     ns.delete().await;
 }
 
@@ -140,6 +152,7 @@ async fn a_matched_pvc_that_is_not_bound_is_named_on_the_status() {
     })
     .await;
     assert!(message.contains("1 PVC(s) scheduled") && message.contains("not backed up until bound"), "{message}");
+    support::measured(&format!("observed: a matched PVC that is Pending: Ready={}: {message}", ready(&status(&ns, "db").await).0));
     let _ = cluster;
     ns.delete().await;
 }
@@ -196,5 +209,6 @@ async fn a_run_stopped_midway_leaves_no_partial_file() {
     ns.api::<BackupPolicy>().delete("slow", &DeleteParams::default()).await.expect("delete policy");
     pods_gone(&ns, &job).await;
     assert_eq!(partial_files(&dir), Vec::<String>::new(), "after the policy was deleted");
+    support::measured("observed: a Job deleted mid-run and a policy deleted mid-run: no .partial file left on the backup claim");
     ns.delete().await;
 }

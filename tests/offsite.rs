@@ -517,6 +517,8 @@ async fn a_restic_backup_on_a_claim_restores_into_a_new_claim() {
     .await;
     assert_eq!(done.status.as_ref().and_then(|s| s.phase), Some(backup_operator::api::RestorePhase::Succeeded), "{:?}", done.status);
     assert_eq!(digests(&claim_dir(&ns, "restored").await), digests(&data), "restored byte for byte");
+    let condition = done.status.as_ref().and_then(|s| s.conditions.first().cloned()).map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
+    measured(&format!("observed: restic restore from a claim: Succeeded ({condition})"));
     ns.delete().await;
 }
 
@@ -552,6 +554,7 @@ async fn an_s3_prune_with_wrong_credentials_fails_and_keeps_the_record_and_the_o
     .await;
     assert!(message.contains(&first.job_name) && message.contains("failed"), "{message}");
     assert!(!message.contains("doesn't exist") || message.contains("listing"), "{message}");
+    measured(&format!("observed: S3 prune with wrong credentials: Ready=False PruneFailed: {message}"));
     let s = status(&ns, "db").await;
     assert!(s.backup_history.iter().any(|r| r.job_name == first.job_name), "the run's record stays");
     let objects = support::cluster_dir().join("s3").join(&s3.bucket).join(&ns.name).join(&ns.name).join("db/data-db-0");
@@ -594,6 +597,7 @@ async fn an_s3_destination_that_does_not_answer_fails_the_run_as_destination_unr
     assert_eq!(failed.reason.as_deref(), Some("DestinationUnreachable"), "{failed:?}");
     assert!(failed.message.contains("does not answer"), "{failed:?}");
     wait_policy(&ns, "db", "Ready=False DestinationUnreachable", condition_is("Ready", "False", "DestinationUnreachable")).await;
+    measured(&format!("observed: an S3 endpoint that never answers: run {:?} {:?}: {}", failed.status, failed.reason, failed.message));
     measured(&format!(
         "an S3 endpoint that never answers: policy created -> run failed as DestinationUnreachable after {:.0} s (run took {:.0} s)",
         created.elapsed().as_secs_f64(),

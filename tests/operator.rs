@@ -242,7 +242,7 @@ async fn retention_keeps_the_newest_successes_and_the_last_good_backup() {
             kept.sort();
             let mut listed: Vec<String> = jobs(&ns, "db-backup").await.iter().map(ResourceExt::name_any).collect();
             listed.sort();
-            if kept == ["fail-1", "ok-3", "ok-4"] && listed == ["fail-1", "ok-4"] {
+            if kept == ["fail-1", "ok-3", "ok-4"] && listed == ["fail-1", "ok-3"] {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -460,6 +460,7 @@ async fn two_restores_into_one_pvc_one_restores_and_the_other_never_touches_it()
     let busy: Vec<_> = results.iter().filter(|(p, r, _)| *p == Some(RestorePhase::Failed) && r == "TargetBusy").collect();
     assert_eq!((succeeded.len(), busy.len()), (1, 1), "{results:?}");
     assert!(busy[0].2.contains("did not touch"), "{}", busy[0].2);
+    support::measured(&format!("observed: two restores into one PVC: {:?} {} / {:?} {}: {}", succeeded[0].0, succeeded[0].1, busy[0].0, busy[0].1, busy[0].2));
     let restore_jobs = ns.api::<Job>().list(&ListParams::default().labels("backup.example.com/kind=restore")).await.expect("jobs").items;
     assert_eq!(restore_jobs.len(), 1, "one restore Job: {:?}", restore_jobs.iter().map(|j| j.name_any()).collect::<Vec<_>>());
     assert_eq!(digests(&data), at_backup, "the target holds the backup's files, whole");
