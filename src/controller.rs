@@ -1172,6 +1172,11 @@ async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin:
 async fn finalize(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
     let result = match d.finalize {
         None | Some(Finalize::Wait) => Ok(()),
+        Some(Finalize::StartCleanup) if !crate::strategy::image::allowed(&t.ctx.runtime.config().plan_policy.image_allowlist, &t.policy.spec.backup_image) => {
+            // The cleanup Job runs the policy's backupImage: the allowlist holds for it too.
+            out.prune_failed.push((String::new(), format!("the cleanup Job cannot run: backupImage {:?} is not in the operator's image allowlist", t.policy.spec.backup_image)));
+            Ok(())
+        }
         Some(Finalize::StartCleanup) => {
             let job = cleanup_job::render(
                 &t.ns,

@@ -79,6 +79,15 @@ pub fn of(spec: &BackupPolicySpec) -> Vec<Destination> {
     }
 }
 
+/// Why an S3 prefix is refused (the schema refuses the same): an empty segment, `.` or `..`, or a
+/// leading or trailing `/`, any of which could place a PVC's objects outside its own prefix.
+pub fn prefix_problem(prefix: &str) -> Option<String> {
+    prefix
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        .then(|| format!("S3 prefix {:?} may not contain empty, \".\" or \"..\" segments, or start or end with \"/\"", prefix.chars().take(80).collect::<String>()))
+}
+
 /// The destination of that name (a run's label), if the policy still has it.
 pub fn find(spec: &BackupPolicySpec, name: &str) -> Option<Destination> {
     of(spec).into_iter().find(|d| d.name == name)

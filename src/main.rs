@@ -82,9 +82,12 @@ struct RunArgs {
     /// Time a plugin's compilation may take.
     #[arg(long, default_value_t = 20_000)]
     plugin_compile_timeout_ms: u64,
-    /// Image prefixes plans may use (comma-separated); empty allows all.
-    #[arg(long, value_delimiter = ',')]
-    image_allowlist: Vec<String>,
+    /// Images plans may use (comma-separated), matched on registry and repository as the
+    /// container runtime reads a reference: `busybox` (any tag of docker.io/library/busybox),
+    /// `busybox:1.36`, `registry.example.com/backup/` (every repository below it); empty allows
+    /// every valid reference.
+    #[arg(long, value_delimiter = ',', value_parser = parse_allowed_image)]
+    image_allowlist: Vec<backup_operator::strategy::image::AllowedImage>,
     /// Let plans take env values from Secrets.
     #[arg(long)]
     allow_secret_env: bool,
@@ -130,6 +133,10 @@ struct RunArgs {
     /// ranges when they are public addresses (private ones are refused anyway).
     #[arg(long, value_delimiter = ',')]
     notification_deny_cidr: Vec<ipnet::IpNet>,
+}
+
+fn parse_allowed_image(entry: &str) -> Result<backup_operator::strategy::image::AllowedImage, String> {
+    backup_operator::strategy::image::AllowedImage::parse(entry)
 }
 
 fn init_logging(format: LogFormat) {

@@ -238,6 +238,12 @@ async fn observe_destinations(policy: &BackupPolicy, caches: &crate::cache::Cach
         }
         BackupStrategyKind::Snapshot | BackupStrategyKind::Restic | BackupStrategyKind::Tar | BackupStrategyKind::Custom => {}
     }
+    // A prefix that climbs (admitted under an older CRD) never reaches a plan.
+    for d in spec.destinations.iter().flatten() {
+        if let Some(problem) = d.s3.as_ref().and_then(|s3| s3.prefix.as_deref()).and_then(destination::prefix_problem) {
+            return Err(Error::InvalidSpec(format!("spec.destinations[{}]: {problem}", d.name)));
+        }
+    }
     let secrets_api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
     // Secret name -> its keys (None: it does not exist; Err: it cannot be read).
     let mut secrets: BTreeMap<String, std::result::Result<Option<BTreeSet<String>>, String>> = BTreeMap::new();

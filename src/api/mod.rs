@@ -59,7 +59,7 @@ pub struct BackupPolicySpec {
     pub backup_image: String,
     /// The claim backups are written to when spec.destinations is not set.
     #[serde(default = "default_backup_storage_claim")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub backup_storage_claim: String,
     /// Where backups are stored: claims and S3-compatible object storage, each PVC backed up to
     /// every one by its own run. History, retention and the newest success are kept per
@@ -235,7 +235,7 @@ pub struct Destination {
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, PartialEq, Eq)]
 pub struct ClaimDestination {
     /// The PersistentVolumeClaim's name, in the policy's namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
 }
 
@@ -249,9 +249,10 @@ pub struct S3Destination {
     /// The bucket (S3 naming rules: 3 to 63 lowercase letters, digits, dots and hyphens).
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
     pub bucket: String,
-    /// A key prefix inside the bucket (no leading or trailing slash).
+    /// A key prefix inside the bucket: segments separated by `/`, none of them empty, `.` or
+    /// `..` (a prefix cannot climb out of its place), no leading or trailing slash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256), regex(pattern = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$"))]
+    #[schemars(length(max = 256), regex(pattern = r"^([A-Za-z0-9!_*'()-][A-Za-z0-9!_.*'()-]*|\.[A-Za-z0-9!_*'()-][A-Za-z0-9!_.*'()-]*|\.\.[A-Za-z0-9!_.*'()-]+)(/([A-Za-z0-9!_*'()-][A-Za-z0-9!_.*'()-]*|\.[A-Za-z0-9!_*'()-][A-Za-z0-9!_.*'()-]*|\.\.[A-Za-z0-9!_.*'()-]+))*$"))]
     pub prefix: Option<String>,
     /// The bucket's region (default us-east-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,8 +379,10 @@ pub struct PluginSpec {
     /// A ConfigMap in the policy's namespace holding the component in `binaryData`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
-    /// A file in the operator's --plugin-dir.
+    /// A file in the operator's --plugin-dir: a plain file name (at most 253 of A-Z a-z 0-9 . _ -,
+    /// not starting with a dot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$"))]
     pub file: Option<String>,
     /// Pins the plugin's exact bytes (lowercase hex sha256); other bytes are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -699,6 +702,22 @@ mod tests {
             }
         }
         assert!(admitted_count > 100, "{admitted_count}");
+    }
+
+    #[test]
+    fn an_s3_prefix_cannot_climb_out_of_its_place() {
+        let yaml = crd_yaml().expect("crd");
+        let line = yaml.lines().find(|l| l.trim_start().starts_with("pattern: ^([A-Za-z0-9!_*'()-]")).expect("the prefix pattern");
+        let pattern = line.trim_start().trim_start_matches("pattern: ").trim_matches('\'');
+        let re = regex::Regex::new(pattern).expect("pattern");
+        for ok in ["team", "team/backups", "a.b/c_d", ".hidden/x", "...", "x/..y", "v1.2"] {
+            assert!(re.is_match(ok), "{ok}");
+            assert_eq!(crate::destination::prefix_problem(ok), None, "{ok}");
+        }
+        for bad in ["..", "../other", "a/../b", "a/..", ".", "./a", "a/./b", "/a", "a/", "a//b", ""] {
+            assert!(!re.is_match(bad), "{bad}");
+            assert!(crate::destination::prefix_problem(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

@@ -57,10 +57,10 @@ fn default_active_deadline_seconds() -> i64 {
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSource {
     /// The BackupPolicy, in this namespace, that made the backup.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub policy: String,
     /// The PVC the backup was made of.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub pvc: String,
     /// One backup by its run name (`status.backupHistory[].jobName` of the policy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,7 +82,7 @@ pub struct RestoreTarget {
     /// An existing PVC in this namespace to restore into; its contents are replaced by the
     /// backup's. Default: the source PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub claim_name: Option<String>,
     /// A PVC to create for the restore, with the source PVC's size, access modes, volume mode and
     /// storage class. It is not owned by the BackupRestore: deleting the restore keeps it.
@@ -95,7 +95,7 @@ pub struct RestoreTarget {
 #[serde(rename_all = "camelCase")]
 pub struct NewClaim {
     /// The new PVC's name; no PVC of that name may exist yet.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
     /// The storage class (default: the source PVC's).
     #[serde(default, skip_serializing_if = "Option::is_none")]

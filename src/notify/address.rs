@@ -19,14 +19,31 @@ pub struct AddressRules {
     pub deny_cidrs: Vec<IpNet>,
 }
 
+/// A host name as rules compare it: lowercase, without the trailing dot of a fully qualified name
+/// (`LOCALHOST.` is `localhost`).
+pub fn normalize_host(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
 impl AddressRules {
-    /// Why `host`, resolved to `ip`, may not be reached; `None` when it may.
+    /// Why `host`, resolved to `ip`, may not be reached; `None` when it may. An IPv6 address that
+    /// carries an IPv4 one (mapped, compatible, NAT64, 6to4, Teredo) is judged by that too.
     pub fn refusal(&self, host: &str, ip: IpAddr) -> Option<String> {
         let ip = canonical(ip);
-        if self.allow_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) || self.allow_cidrs.iter().any(|n| n.contains(&ip)) {
+        let host = normalize_host(host);
+        let carried = carried_v4(ip);
+        let allowed = |a: &IpAddr| self.allow_cidrs.iter().any(|n| n.contains(a));
+        if self.allow_hosts.iter().any(|h| normalize_host(h) == host) || (allowed(&ip) && carried.iter().all(|v4| allowed(&IpAddr::V4(*v4)))) {
             return None;
         }
-        let kind = if self.deny_cidrs.iter().any(|n| n.contains(&ip)) { Some("an address of the Kubernetes API server or a denied range") } else { kind(ip) }?;
+        let denied = |a: &IpAddr| self.deny_cidrs.iter().any(|n| n.contains(a));
+        let judged = std::iter::once(ip).chain(carried.iter().map(|v4| IpAddr::V4(*v4)));
+        let kind = judged
+            .filter(|a| !allowed(a))
+            .find_map(|a| {
+                let k = if denied(&a) { Some("an address of the Kubernetes API server or a denied range") } else { kind(a) }?;
+                Some(if a == ip { k.to_owned() } else { format!("an IPv6 form of {a}, {k}") })
+            })?;
         let single = match ip {
             IpAddr::V4(_) => format!("{ip}/32"),
             IpAddr::V6(_) => format!("{ip}/128"),
@@ -46,6 +63,29 @@ pub async fn api_server_addresses() -> Vec<IpNet> {
     match tokio::net::lookup_host((host.as_str(), port)).await {
         Ok(addresses) => addresses.map(|a| IpNet::from(canonical(a.ip()))).collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+/// The well-known NAT64 prefix (RFC 6052): 64:ff9b::a.b.c.d reaches a.b.c.d.
+const NAT64_WELL_KNOWN: [u16; 6] = [0x64, 0xff9b, 0, 0, 0, 0];
+
+/// The IPv4 addresses an IPv6 address carries and may reach through a translator or a tunnel:
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`), 6to4 (`2002:AABB:CCDD::`), Teredo
+/// (`2001:0:SSSS:SSSS::` with the client's address inverted in the last 32 bits).
+fn carried_v4(ip: IpAddr) -> Vec<std::net::Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return Vec::new() };
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if s[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
+        vec![v4(s[6], s[7])]
+    } else if s[..6] == NAT64_WELL_KNOWN {
+        vec![v4(s[6], s[7])]
+    } else if s[0] == 0x2002 {
+        vec![v4(s[1], s[2])]
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        vec![v4(s[2], s[3]), v4(!s[6], !s[7])]
+    } else {
+        Vec::new()
     }
 }
 
@@ -89,6 +129,8 @@ fn kind(ip: IpAddr) -> Option<&'static str> {
                 Some("a unique local address (cluster services, pods and nodes live there)")
             } else if v6.is_multicast() {
                 Some("a multicast address")
+            } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                Some("a local-use NAT64 address (64:ff9b:1::/48)")
             } else {
                 None
             }
@@ -128,6 +170,32 @@ mod tests {
                 _ => panic!("{host} {ip}: {got:?}"),
             }
         }
+        // IPv4 inside IPv6: each form of an internal address is refused, naming what it carries.
+        let forms = [
+            ("::127.0.0.1", "127.0.0.1", "loopback"),
+            ("::10.0.0.1", "10.0.0.1", "private"),
+            ("64:ff9b::127.0.0.1", "127.0.0.1", "loopback"),
+            ("64:ff9b::10.0.0.1", "10.0.0.1", "private"),
+            ("64:ff9b::a9fe:a9fe", "169.254.169.254", "link-local"),
+            ("2002:7f00:1::", "127.0.0.1", "loopback"),
+            ("2002:0a00:0001::1", "10.0.0.1", "private"),
+            // Teredo: server 65.54.227.120, client 10.0.0.1 (inverted: f5ff:fffe).
+            ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1", "private"),
+            ("::ffff:10.0.0.1", "10.0.0.1", "private"),
+        ];
+        for (ip, carried, word) in forms {
+            let message = rules.refusal("x", ip.parse().unwrap()).unwrap_or_else(|| panic!("{ip} allowed"));
+            assert!(message.contains(word) && message.contains(carried), "{ip}: {message}");
+        }
+        assert!(rules.refusal("x", "64:ff9b:1::1".parse().unwrap()).unwrap().contains("NAT64"));
+        // Public addresses in those forms stay allowed.
+        for ip in ["64:ff9b::5db8:d822", "2002:5db8:d822::1", "::93.184.216.34"] {
+            assert_eq!(rules.refusal("x", ip.parse().unwrap()), None, "{ip}");
+        }
+        // Names are compared as rules read them: a trailing dot or capitals change nothing.
+        for host in ["localhost.", "LOCALHOST", "LocalHost."] {
+            assert!(rules.refusal(host, "127.0.0.1".parse().unwrap()).unwrap().contains("--notification-allow-host=localhost"), "{host}");
+        }
         let loopback = rules.refusal("localhost", "127.0.0.1".parse().unwrap()).unwrap();
         assert!(loopback.ends_with("--notification-allow-cidr=127.0.0.1/32 or --notification-allow-host=localhost"), "{loopback}");
         let literal = rules.refusal("10.1.2.3", "10.1.2.3".parse().unwrap()).unwrap();
@@ -143,6 +211,9 @@ mod tests {
         };
         assert_eq!(rules.refusal("pod", "10.88.0.7".parse().unwrap()), None);
         assert_eq!(rules.refusal("Receiver.Internal", "192.168.0.9".parse().unwrap()), None);
+        assert_eq!(rules.refusal("receiver.internal.", "192.168.0.9".parse().unwrap()), None);
+        // An allowed range admits an IPv6 form only when what it carries is allowed too.
+        assert!(rules.refusal("x", "64:ff9b::10.89.0.7".parse().unwrap()).is_some());
         assert!(rules.refusal("pod", "10.89.0.7".parse().unwrap()).is_some());
     }
 }

@@ -11,8 +11,9 @@ pub const LOGICAL_VOLUMES: [&str; 3] = ["data", "backup", "scratch"];
 pub struct PlanPolicy {
     /// Env vars may reference Secrets.
     pub allow_secret_env: bool,
-    /// Image prefixes plans may use (`busybox:`, `registry.example.com/backup/`); empty allows all.
-    pub image_allowlist: Vec<String>,
+    /// Images plans may use, matched on registry and repository (`busybox`,
+    /// `registry.example.com/backup/`); empty allows every valid reference.
+    pub image_allowlist: Vec<super::image::AllowedImage>,
     /// Bytes of command plus args.
     pub max_command_bytes: usize,
     /// Bytes of every string in the plan together.
@@ -207,7 +208,7 @@ fn check_job(job: &JobPlan, purpose: PlanPurpose, policy: &PlanPolicy) -> Result
     if job.image.trim().is_empty() {
         return Err(PlanViolation::Missing("image"));
     }
-    if !policy.image_allowlist.is_empty() && !policy.image_allowlist.iter().any(|prefix| job.image.starts_with(prefix.as_str())) {
+    if !super::image::allowed(&policy.image_allowlist, &job.image) {
         return Err(PlanViolation::ImageNotAllowed(job.image.clone()));
     }
     if job.command.is_empty() {
@@ -424,7 +425,7 @@ mod tests {
         let allow = PlanPolicy { allow_secret_env: true, ..PlanPolicy::default() };
         assert_eq!(check_plan(&Plan::Job(job), PlanPurpose::Backup, &allow), Ok(()));
 
-        let only_registry = PlanPolicy { image_allowlist: vec!["registry.example.com/".into()], ..PlanPolicy::default() };
+        let only_registry = PlanPolicy { image_allowlist: vec![super::super::image::AllowedImage::parse("registry.example.com/").expect("entry")], ..PlanPolicy::default() };
         assert_eq!(
             check_plan(&Plan::Job(good_job()), PlanPurpose::Backup, &only_registry),
             Err(PlanViolation::ImageNotAllowed("busybox:latest".into()))

@@ -4,6 +4,7 @@
 //! - [`runtime`]: the sandbox (engine, caches, limits, calls).
 //! - [`wasi`]: WASI p2 for plugins, deny-all.
 //! - [`check`]: the host's check of every plan before it reaches the cluster.
+//! - [`image`]: image references and the image allowlist, matched on registry and repository.
 //! - [`builtin`]: the `tar` and `snapshot` strategies embedded in the operator.
 //! - [`source`]: where custom plugins come from (ConfigMaps, the plugin directory).
 //! - [`resolve`]: a policy's plugin, config and limits.
@@ -12,6 +13,7 @@ pub mod bindings;
 pub mod builtin;
 pub mod check;
 pub mod compile;
+pub mod image;
 pub mod resolve;
 pub mod runtime;
 pub mod source;

@@ -80,11 +80,15 @@ async fn fetch_configmap(client: &Client, namespace: &str, name: &str, key: &str
 
 /// Largest plugin file read (a ConfigMap holds at most 1 MiB).
 const MAX_PLUGIN_FILE_BYTES: u64 = 1024 * 1024;
+/// Longest plugin file name (a ConfigMap key's limit).
+const MAX_FILE_NAME: usize = 253;
 
 async fn read_plugin_file(dir: &Path, file: &str) -> Result<Arc<[u8]>> {
     // A plain file name only: a policy cannot read outside the plugin directory.
-    if file.is_empty() || file.contains('/') || file.starts_with('.') {
-        return Err(Error::PluginNotFound(format!("plugin file {file:?} must be a plain file name in the plugin directory")));
+    let plain = !file.is_empty() && file.len() <= MAX_FILE_NAME && !file.starts_with('.') && file.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !plain {
+        let shown: String = file.chars().take(80).collect();
+        return Err(Error::PluginNotFound(format!("plugin file {shown:?} must be a plain file name in the plugin directory (at most {MAX_FILE_NAME} of A-Z a-z 0-9 . _ -, not starting with a dot)")));
     }
     let path = dir.join(file);
     // A mounted ConfigMap's files are symlinks into a `..data` directory of the same mount; any
@@ -106,6 +110,13 @@ async fn read_plugin_file(dir: &Path, file: &str) -> Result<Arc<[u8]>> {
     };
     if !meta.is_file() {
         return Err(Error::PluginNotFound(format!("plugin file {file:?} is not a regular file")));
+    }
+    // Where it really is, after every link (the `..data` link of a ConfigMap mount included):
+    // inside the plugin directory, or refused.
+    let real = tokio::fs::canonicalize(&path).await.map_err(|e| Error::PluginNotFound(format!("plugin file {file:?}: {e}")))?;
+    let real_dir = tokio::fs::canonicalize(dir).await.map_err(|e| Error::PluginSource(format!("the plugin directory {}: {e}", dir.display())))?;
+    if !real.starts_with(&real_dir) {
+        return Err(Error::PluginNotFound(format!("plugin file {file:?} resolves outside the plugin directory {}, which is refused", dir.display())));
     }
     if meta.len() > MAX_PLUGIN_FILE_BYTES {
         return Err(Error::PluginNotFound(format!("plugin file {file:?} is {} bytes, over the 1 MiB limit for a plugin", meta.len())));
@@ -186,5 +197,18 @@ mod tests {
         std::fs::write(dir.path().join("..data/cm.wasm"), b"cm bytes").expect("write");
         std::os::unix::fs::symlink("..data/cm.wasm", dir.path().join("cm.wasm")).expect("symlink");
         assert_eq!(&*read_plugin_file(dir.path(), "cm.wasm").await.expect("read"), b"cm bytes");
+        // ... but not when `..data` itself leads out of the directory.
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret.wasm"), b"not yours").expect("write");
+        let other = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(outside.path(), other.path().join("..data")).expect("symlink");
+        std::os::unix::fs::symlink("..data/secret.wasm", other.path().join("out.wasm")).expect("symlink");
+        let err = read_plugin_file(other.path(), "out.wasm").await.unwrap_err();
+        assert!(matches!(&err, Error::PluginNotFound(m) if m.contains("outside the plugin directory") && !m.contains("not yours")), "{err}");
+        // A name longer than a ConfigMap key, or with other characters, is refused as such.
+        for bad in ["x".repeat(300), "a b.wasm".into(), "p.wasm\n".into()] {
+            let err = read_plugin_file(dir.path(), &bad).await.unwrap_err();
+            assert!(matches!(&err, Error::PluginNotFound(m) if m.contains("plain file name")), "{err}");
+        }
     }
 }
