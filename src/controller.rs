@@ -67,6 +67,8 @@ pub struct Context {
     runs_first: crate::runs_first::RunsFirst,
     /// Hooks running at once, in all and per namespace.
     hook_slots: crate::hook_slots::HookSlots,
+    /// Whose rights the operator acts with for a tenant's objects.
+    pub tenancy: crate::tenancy::Tenancy,
 }
 
 impl Context {
@@ -103,7 +105,14 @@ impl Context {
                 usize::from(DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE),
                 usize::from(reconcile_concurrency),
             )),
+            tenancy: crate::tenancy::Tenancy::Operator,
         }
+    }
+
+    /// Acts for tenants as `tenancy` says (default: with the operator's own rights).
+    pub fn with_tenancy(mut self, tenancy: crate::tenancy::Tenancy) -> Self {
+        self.tenancy = tenancy;
+        self
     }
 
     /// Runs at most `total` hooks at once, `per_namespace` in one namespace (both kept below the
@@ -359,6 +368,9 @@ fn error_policy(policy: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) ->
 struct Target<'a> {
     policy: &'a BackupPolicy,
     ctx: &'a Context,
+    /// Acts for the policy: the operator's client, or its ServiceAccount's with
+    /// --tenant-impersonation (hooks, the Secrets and ConfigMaps it names, its Jobs).
+    tenant: kube::Client,
     ns: String,
     name: String,
     uid: String,
@@ -483,9 +495,12 @@ async fn unreadable(object: &DynamicObject, ctx: &Context, problem: &str) -> Res
 
 async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
     let policy = ctx.statuses.current(policy);
+    let ns = policy.namespace().unwrap_or_default();
+    let tenant = ctx.tenancy.client(&ctx.client, &ns, policy.spec.service_account_name.as_deref())?;
     let target = Target {
         policy: &policy,
         ctx: &ctx,
+        tenant,
         ns: policy.namespace().unwrap_or_default(),
         name: policy.name_any(),
         uid: policy.uid().unwrap_or_default(),
@@ -510,7 +525,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
     // Snapshots are looked for when the API was there at start-up (and is watched), or when the
     // policy makes them: a CRD installed later is found at the policy's next reconcile.
     let snapshots = ctx.snapshots_api || policy.spec.backup_strategy == crate::api::BackupStrategyKind::Snapshot;
-    let observation = match observe::observe(policy, ctx, snapshots, now).await {
+    let observation = match observe::observe(policy, ctx, &target.tenant, snapshots, now).await {
         Ok(o) => o,
         Err(e) if e.classify().retry == Retry::AwaitChange => {
             // Nothing can run, but the policy still says why.
@@ -647,7 +662,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
         || d.prune.iter().any(|s| matches!(s, PruneStep::Start { .. }));
     let check_only = !needs_plan && (t.policy.spec.backup_strategy == crate::api::BackupStrategyKind::Custom || t.policy.spec.plugin.is_some()) && !o.deleting;
     let plugin: std::result::Result<Arc<Plugin>, Error> = if needs_plan || check_only {
-        resolve::plugin(t.policy, &t.ctx.client, &t.ctx.runtime, t.ctx.plugin_dir.as_deref()).await
+        resolve::plugin(t.policy, &t.tenant, &t.ctx.runtime, t.ctx.plugin_dir.as_deref()).await
     } else {
         Err(Error::Runtime("no plugin needed".into()))
     };
@@ -940,7 +955,7 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 job.metadata.annotations.get_or_insert_default().insert(crate::hooks::ANNOTATION.to_owned(), record.to_annotation());
             }
             let creating = t.ctx.runs_first.creating().await;
-            let created = runs::applied_job(&t.ctx.client, &t.ns, &job).await;
+            let created = runs::applied_job(&t.tenant, &t.ns, &job).await;
             drop(creating);
             // A Job the API server refuses never runs: the pre hook's post hook runs now.
             let created = match (created, &hooks) {
@@ -966,7 +981,7 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
                 owner,
             };
             let creating = t.ctx.runs_first.creating().await;
-            let applied = snapshot::apply(&t.ctx.client, &t.ns, &new.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await;
+            let applied = snapshot::apply(&t.tenant, &t.ns, &new.name, &snapshot::render(&context, &plan), FIELD_MANAGER).await;
             drop(creating);
             // A snapshot is taken when it is created: the post hook follows at once.
             if let Some(record) = &hooks {
@@ -985,14 +1000,27 @@ async fn create_run(t: &Target<'_>, observation: &Observation, plugin: &Arc<Plug
 async fn pre_hook(t: &Target<'_>, pvc: &str) -> Result<Option<crate::hooks::HookRecord>> {
     let Some(hooks) = &t.policy.spec.hooks else { return Ok(None) };
     let Some(first) = hooks.pre.as_ref().or(hooks.post.as_ref()) else { return Ok(None) };
+    // Exec in a tenant's pods: with the tenant's rights, or where a cluster admin enabled hooks.
+    if !t.ctx.tenancy.impersonating() && !crate::tenancy::hooks_enabled(&t.ctx.client, &t.ns).await? {
+        return Err(Error::HooksForbidden(format!(
+            "hooks run only in namespaces labelled {}=enabled by a cluster admin, or with the operator's --tenant-impersonation (editing a policy would otherwise amount to exec in every pod that mounts a matched PVC)",
+            crate::tenancy::HOOKS_LABEL
+        )));
+    }
     let pods = t.ctx.caches().await?.pods_mounting(&t.ns, pvc);
     let Some((pod, container)) = crate::hooks::pod_for(&pods, pvc, first.container.as_deref()) else {
         return Ok(Some(crate::hooks::HookRecord { skipped: Some(format!("no running pod mounts {pvc}")), ..Default::default() }));
     };
     let mut record = crate::hooks::HookRecord { pod: Some(pod.clone()), container: Some(container.clone()), ..Default::default() };
     let Some(pre) = &hooks.pre else { return Ok(Some(record)) };
-    let outcome = crate::hooks::exec(&t.ctx.client, &t.ns, &pod, &container, pre).await;
+    let outcome = crate::hooks::exec(&t.tenant, &t.ns, &pod, &container, pre).await;
     tracing::info!(policy = %t.name, pvc, pod = %pod, ok = outcome.ok, millis = outcome.millis as u64, "pre hook: {}", outcome.summary);
+    if outcome.forbidden {
+        return Err(Error::Forbidden {
+            action: format!("create pods/exec in pod {pod} (the pre hook), as {}", t.ctx.tenancy.acting_as(&t.ns, t.policy.spec.service_account_name.as_deref())),
+            message: outcome.summary,
+        });
+    }
     record.pre = Some(outcome.summary.clone());
     if !outcome.ok {
         if crate::hooks::stops_backup(pre) {
@@ -1011,7 +1039,7 @@ async fn post_hook(t: &Target<'_>, record: &crate::hooks::HookRecord) -> crate::
     let (Some(post), Some(pod), Some(container)) = (t.policy.spec.hooks.as_ref().and_then(|h| h.post.as_ref()), &record.pod, &record.container) else {
         return record;
     };
-    let outcome = crate::hooks::exec(&t.ctx.client, &t.ns, pod, container, post).await;
+    let outcome = crate::hooks::exec(&t.tenant, &t.ns, pod, container, post).await;
     tracing::info!(policy = %t.name, pod = %pod, ok = outcome.ok, millis = outcome.millis as u64, "post hook: {}", outcome.summary);
     if !outcome.ok {
         t.event(EventType::Warning, "HookFailed", format!("post hook in pod {pod}: {}", outcome.summary));
@@ -1076,7 +1104,7 @@ async fn start_child(
         RunKind::Verify => verify_job::render(&child, &plan),
         RunKind::Backup | RunKind::Cleanup | RunKind::Restore => return Err(Error::Runtime("not a run's child Job".into())),
     };
-    runs::apply_job(&t.ctx.client, &t.ns, &rendered).await
+    runs::apply_job(&t.tenant, &t.ns, &rendered).await
 }
 
 /// Retention: free the artifacts of dropped runs through the strategy, then delete their records.
@@ -1187,7 +1215,7 @@ async fn finalize(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
                 t.policy.controller_owner_ref(&()),
                 t.policy.spec.pod_security_context.clone(),
             );
-            cleanup_job::apply(&t.ctx.client, &t.ns, &job).await
+            cleanup_job::apply(&t.tenant, &t.ns, &job).await
         }
         Some(Finalize::RemoveFinalizer) => {
             let removed = set_finalizer(t, false).await;

@@ -76,6 +76,15 @@ pub enum Error {
     #[error("the API server refused to create {object} ({code}): {message}")]
     Refused { object: String, code: u16, message: String },
 
+    /// RBAC refused what the operator did for a tenant (as the tenant's ServiceAccount with
+    /// `--tenant-impersonation`, or with its own rights).
+    #[error("not allowed to {action}: {message}")]
+    Forbidden { action: String, message: String },
+
+    /// A policy with hooks in a namespace where hooks are not enabled.
+    #[error("{0}")]
+    HooksForbidden(String),
+
     #[error("plugin source: {0}")]
     PluginSource(String),
 
@@ -120,6 +129,8 @@ impl Error {
             | Error::InvalidSelector(_)
             | Error::PluginNotFound(_)
             | Error::Refused { .. }
+            | Error::Forbidden { .. }
+            | Error::HooksForbidden(_)
             | Error::SnapshotApiMissing => true,
             Error::HooksBusy { .. } | Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
         }
@@ -145,6 +156,8 @@ impl Error {
             Error::HookFailed { .. } => "HookFailed",
             Error::HooksBusy { .. } => "HooksBusy",
             Error::Refused { .. } => "JobRefused",
+            Error::Forbidden { .. } => "Forbidden",
+            Error::HooksForbidden(_) => "HooksForbidden",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
@@ -180,6 +193,8 @@ impl Error {
             Error::HookFailed { .. } => "HookFailed",
             Error::HooksBusy { .. } => "HooksBusy",
             Error::Refused { .. } => "JobRefused",
+            Error::Forbidden { .. } => "Forbidden",
+            Error::HooksForbidden(_) => "HooksForbidden",
             Error::PluginSource(_) => "PluginSource",
             Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
@@ -225,6 +240,8 @@ impl Error {
             Error::HookFailed { pvc, message } => Error::HookFailed { pvc: pvc.clone(), message: message.clone() },
             Error::HooksBusy { pvc, busy } => Error::HooksBusy { pvc: pvc.clone(), busy: busy.clone() },
             Error::Refused { object, code, message } => Error::Refused { object: object.clone(), code: *code, message: message.clone() },
+            Error::Forbidden { action, message } => Error::Forbidden { action: action.clone(), message: message.clone() },
+            Error::HooksForbidden(m) => Error::HooksForbidden(m.clone()),
         }
     }
 }
@@ -257,11 +274,28 @@ impl Error {
     /// is [`Error::Refused`]; anything else stays an API error and is retried.
     pub fn creating(object: String, e: kube::Error) -> Error {
         match e {
+            kube::Error::Api(s) if s.code == 403 && is_rbac_denial(&s.message) => Error::Forbidden { action: format!("create {object}"), message: s.message },
             kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Error::Refused { object, code: s.code, message: s.message },
             e => Error::Kube(e),
         }
     }
+
+    /// An error of `action` (for example "get Secret \"creds\""): RBAC's refusal is
+    /// [`Error::Forbidden`], naming the action; anything else stays an API error.
+    pub fn acting(action: String, e: kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => Error::Forbidden { action, message: s.message },
+            e => Error::Kube(e),
+        }
+    }
 }
+
+/// Whether a 403's message is RBAC's ("User \"x\" cannot create resource \"jobs\" ..."), not a
+/// quota's or an admission webhook's (which are refusals of the object, not of the requester).
+fn is_rbac_denial(message: &str) -> bool {
+    message.contains(" cannot ") && message.contains("resource \"")
+}
+
 
 #[cfg(test)]
 mod tests {
@@ -288,6 +322,8 @@ mod tests {
             (Error::PluginNotFound("x".into()), "PluginNotFound", Retry::AwaitChange),
             (Error::PluginSource("API timeout".into()), "PluginSource", Retry::Backoff),
             (Error::Refused { object: "Job x".into(), code: 403, message: "exceeded quota".into() }, "JobRefused", Retry::AwaitChange),
+            (Error::Forbidden { action: "create Job x".into(), message: "cannot".into() }, "Forbidden", Retry::AwaitChange),
+            (Error::HooksForbidden("x".into()), "HooksForbidden", Retry::AwaitChange),
         ];
         for (error, reason, retry) in cases {
             let c = error.classify();

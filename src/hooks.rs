@@ -100,6 +100,8 @@ pub struct Outcome {
     /// "ok in 120 ms", "exit code 3 after 40 ms: <output>", "timed out after 60 s: <output>".
     pub summary: String,
     pub millis: u128,
+    /// RBAC refused the exec (nothing ran).
+    pub forbidden: bool,
 }
 
 /// Whether a failed pre hook stops the backup.
@@ -110,6 +112,15 @@ pub fn stops_backup(hook: &Hook) -> bool {
     }
 }
 
+/// Whether an exec was refused by RBAC: a 403 on the request, or on the connection's upgrade.
+fn forbidden(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 403,
+        kube::Error::UpgradeConnection(kube::client::UpgradeConnectionError::ProtocolSwitch(status)) => status.as_u16() == 403,
+        _ => false,
+    }
+}
+
 /// Runs `hook` in the pod's container, within its timeout; never longer.
 pub async fn exec(client: &kube::Client, namespace: &str, pod: &str, container: &str, hook: &Hook) -> Outcome {
     let started = std::time::Instant::now();
@@ -117,7 +128,7 @@ pub async fn exec(client: &kube::Client, namespace: &str, pod: &str, container: 
     let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), namespace);
     let params = AttachParams::default().container(container).stdin(false).stdout(true).stderr(true);
     let run = async {
-        let mut process = api.exec(pod, hook.command.clone(), &params).await.map_err(|e| format!("cannot exec in pod {pod}: {e}"))?;
+        let mut process = api.exec(pod, hook.command.clone(), &params).await.map_err(|e| (forbidden(&e), format!("cannot exec in pod {pod}: {e}")))?;
         let mut output = Vec::new();
         let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
         let (read_out, read_err) = (last_bytes(stdout.as_mut()), last_bytes(stderr.as_mut()));
@@ -130,18 +141,18 @@ pub async fn exec(client: &kube::Client, namespace: &str, pod: &str, container: 
         });
         output.extend_from_slice(&out);
         output.extend_from_slice(&err);
-        Ok::<_, String>((status, output))
+        Ok::<_, (bool, String)>((status, output))
     };
     let elapsed = |started: std::time::Instant| started.elapsed().as_millis();
     match tokio::time::timeout(timeout, run).await {
-        Err(_) => Outcome { ok: false, summary: format!("timed out after {} s", timeout.as_secs()), millis: elapsed(started) },
-        Ok(Err(message)) => Outcome { ok: false, summary: message, millis: elapsed(started) },
+        Err(_) => Outcome { ok: false, summary: format!("timed out after {} s", timeout.as_secs()), millis: elapsed(started), forbidden: false },
+        Ok(Err((forbidden, message))) => Outcome { ok: false, summary: message, millis: elapsed(started), forbidden },
         Ok(Ok((status, output))) => {
             let millis = elapsed(started);
             let output = tail(&output);
             let succeeded = status.as_ref().and_then(|s| s.status.as_deref()) == Some("Success");
             if succeeded {
-                return Outcome { ok: true, summary: format!("ok in {millis} ms"), millis };
+                return Outcome { ok: true, summary: format!("ok in {millis} ms"), millis, forbidden: false };
             }
             let code = status
                 .as_ref()
@@ -155,7 +166,7 @@ pub async fn exec(client: &kube::Client, namespace: &str, pod: &str, container: 
                 (None, None) => "no exit status".to_owned(),
             };
             let summary = if output.is_empty() { format!("{why} after {millis} ms") } else { format!("{why} after {millis} ms: {output}") };
-            Outcome { ok: false, summary, millis }
+            Outcome { ok: false, summary, millis, forbidden: false }
         }
     }
 }

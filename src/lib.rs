@@ -32,5 +32,6 @@ pub mod startup;
 pub mod status;
 pub mod status_writer;
 pub mod strategy;
+pub mod tenancy;
 
 pub use error::{Error, Result};

@@ -129,6 +129,17 @@ struct RunArgs {
     /// Webhook host names allowed whatever they resolve to (comma-separated, exact).
     #[arg(long, value_delimiter = ',')]
     notification_allow_host: Vec<String>,
+    /// Act for each policy and restore as a ServiceAccount of its namespace (its
+    /// `serviceAccountName`, or --default-service-account), so that RBAC decides what a tenant's
+    /// object may make the operator do: exec of hooks, reading the Secrets and ConfigMaps it
+    /// names, creating its Jobs and VolumeSnapshots, writing the PVCs it restores into. Needs
+    /// `impersonate` on serviceaccounts and groups (config/rbac). Without it, hooks run only in
+    /// namespaces labelled backup.example.com/hooks=enabled.
+    #[arg(long, env = "BACKUP_OPERATOR_TENANT_IMPERSONATION")]
+    tenant_impersonation: bool,
+    /// The ServiceAccount acted as for objects that name none (with --tenant-impersonation).
+    #[arg(long, default_value = "backup")]
+    default_service_account: String,
     /// More ranges webhooks may not reach (comma-separated CIDRs): the cluster's service and pod
     /// ranges when they are public addresses (private ones are refused anyway).
     #[arg(long, value_delimiter = ',')]
@@ -272,7 +283,20 @@ async fn main() -> std::process::ExitCode {
                 },
                 ..backup_operator::notify::Config::default()
             };
+            let tenancy = if args.tenant_impersonation {
+                match kube::Config::infer().await {
+                    Ok(base) => backup_operator::tenancy::Tenancy::impersonate(base, args.default_service_account),
+                    Err(e) => {
+                        tracing::error!("connecting to Kubernetes: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                backup_operator::tenancy::Tenancy::Operator
+            };
+            tracing::info!(impersonating = tenancy.impersonating(), "acting for tenants");
             let context = Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)
+                .with_tenancy(tenancy)
                 .with_notifications(notifications)
                 .with_hook_concurrency(usize::from(args.hook_concurrency), usize::from(args.hook_concurrency_per_namespace));
             let run = controller::run(Arc::new(context));

@@ -134,7 +134,8 @@ pub fn selector_matches(selector: &LabelSelector, labels: &std::collections::BTr
 }
 
 /// What the cluster says about one policy, from the shared watches (no list from the API server).
-pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, now: DateTime<Utc>) -> Result<Observation> {
+/// `tenant` reads what the policy names (its Secrets) with the rights the operator acts with for it.
+pub async fn observe(policy: &BackupPolicy, ctx: &Context, tenant: &kube::Client, snapshots_api: bool, now: DateTime<Utc>) -> Result<Observation> {
     let client = &ctx.client;
     let caches = ctx.caches().await?;
     let ns = policy.namespace().ok_or_else(|| Error::InvalidSpec("BackupPolicy without a namespace".into()))?;
@@ -156,7 +157,8 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
     pvcs.sort_by_key(|p| p.name_any());
     let mut unbound: Vec<(String, String)> = unbound.iter().map(|p| (p.name_any(), phase(p))).collect();
     unbound.sort();
-    let destinations = observe_destinations(policy, caches, client, &ns).await?;
+    let acting_as = ctx.tenancy.acting_as(&ns, policy.spec.service_account_name.as_deref());
+    let destinations = observe_destinations(policy, caches, tenant, &acting_as, &ns).await?;
 
     let jobs: Vec<Job> = caches.jobs_of_policy(&ns, &uid).into_iter().filter(|j| j.owner_references().iter().any(|o| o.uid == uid)).collect();
     let claims: std::collections::BTreeSet<String> = pvcs.iter().map(|p| p.name_any()).collect();
@@ -225,7 +227,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, snapshots_api: bool, 
 /// Each destination of the policy, and why no run can write to it, if none can: its claim is
 /// missing or being deleted, or a Secret key its Jobs need is missing. Secrets are read by name
 /// (never listed or watched) and only their key names are kept.
-async fn observe_destinations(policy: &BackupPolicy, caches: &crate::cache::Caches, client: &kube::Client, ns: &str) -> Result<Vec<ObservedDestination>> {
+async fn observe_destinations(policy: &BackupPolicy, caches: &crate::cache::Caches, client: &kube::Client, acting_as: &str, ns: &str) -> Result<Vec<ObservedDestination>> {
     let spec = &policy.spec;
     match spec.backup_strategy {
         BackupStrategyKind::Snapshot if spec.destinations.is_some() => {
@@ -268,7 +270,7 @@ async fn observe_destinations(policy: &BackupPolicy, caches: &crate::cache::Cach
                 if !secrets.contains_key(&secret) {
                     let keys = match secrets_api.get_opt(&secret).await {
                         Ok(found) => Ok(found.map(|s| s.data.unwrap_or_default().into_keys().chain(s.string_data.unwrap_or_default().into_keys()).collect())),
-                        Err(kube::Error::Api(e)) if e.code == 403 => Err(format!("the operator may not read Secret {secret:?} ({}): grant it get on secrets", e.message)),
+                        Err(kube::Error::Api(e)) if e.code == 403 => Err(format!("{acting_as} may not read Secret {secret:?} ({}): grant it get on secrets", e.message)),
                         Err(e) => return Err(e.into()),
                     };
                     secrets.insert(secret.clone(), keys);

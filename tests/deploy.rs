@@ -41,6 +41,11 @@ fn deploy(cluster: &TestCluster, action: &str, variant: &str, env: &[(&str, &str
     text
 }
 
+/// The tenant kit (config/tenant): the `backup` ServiceAccount the operator acts as, and its Role.
+fn tenant(cluster: &TestCluster, ns: &TestNamespace) {
+    support::kubectl(cluster, &["apply", "-n", &ns.name, "-k", concat!(env!("CARGO_MANIFEST_DIR"), "/config/tenant")]);
+}
+
 /// Waits for a successful backup of the PVC by the policy and returns its history entry.
 async fn wait_success(ns: &TestNamespace, policy: &str, pvc: &str, plugin_prefix: Option<&str>) -> backup_operator::api::BackupRun {
     poll(&format!("a successful backup of {pvc} by {policy}"), Duration::from_secs(300), || async {
@@ -128,6 +133,8 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
     let started = Instant::now();
     deploy(&cluster, "apply", "default", &[("WATCH_NAMESPACE", &ns.name)]);
     drop(_lock);
+    // The shipped manifests act for a namespace's policies as its `backup` ServiceAccount.
+    tenant(&cluster, &ns);
     support::measured(&format!("deploy: make deploy to a ready operator pod in {:.1} s", started.elapsed().as_secs_f64()));
 
     create_policy(&ns, "in-cluster", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}})).await.expect("policy");
@@ -219,6 +226,7 @@ async fn the_namespaced_install_backs_up_its_own_namespace_with_a_role_only() {
     claim(&ns, "data-db-0", json!({"app": "db"})).await;
     claim(&ns, "backup-storage", json!({})).await;
     deploy(&cluster, "apply", "namespaced", &[("NAMESPACE", &ns.name)]);
+    tenant(&cluster, &ns);
     let bindings = support::kubectl(&cluster, &["get", "clusterrolebindings", "-o", "jsonpath={.items[*].subjects[*].namespace}"]);
     assert!(!bindings.split_whitespace().any(|n| n == ns.name), "no cluster-wide binding for the namespaced install");
     create_policy(&ns, "local", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}})).await.expect("policy");

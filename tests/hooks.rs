@@ -5,7 +5,7 @@ mod support;
 
 use backup_operator::api::{BackupRun, RunStatus};
 use serde_json::json;
-use support::operator::{LIMIT, Operator, claim, claim_dir, create_policy, mount_pod, poll, setup, status};
+use support::operator::{LIMIT, Operator, claim, claim_dir, condition_is, create_policy, enable_hooks, mount_pod, poll, setup, status, wait_policy};
 
 fn sh(script: &str) -> serde_json::Value {
     json!(["sh", "-c", script])
@@ -21,6 +21,7 @@ async fn first_finished(ns: &support::TestNamespace, policy: &str) -> BackupRun 
 #[tokio::test]
 async fn hooks_run_in_the_pod_that_mounts_the_pvc() {
     let Some((cluster, ns)) = setup("hooks").await else { return };
+    enable_hooks(&cluster, &ns);
     for (claim_name, app) in [("data-ok", "ok"), ("data-pre", "pre"), ("data-post", "post"), ("data-idle", "idle")] {
         claim(&ns, claim_name, json!({"app": app})).await;
     }
@@ -85,6 +86,7 @@ async fn hooks_run_in_the_pod_that_mounts_the_pvc() {
 #[tokio::test]
 async fn slow_hooks_never_take_every_reconcile_worker() {
     let Some((cluster, ns)) = setup("hooks-slots").await else { return };
+    enable_hooks(&cluster, &ns);
     for (claim_name, app) in [("data-s1", "s1"), ("data-s2", "s2"), ("data-plain", "plain")] {
         claim(&ns, claim_name, json!({"app": app})).await;
     }
@@ -121,5 +123,26 @@ async fn slow_hooks_never_take_every_reconcile_worker() {
     for app in ["s1", "s2"] {
         assert!(support::operator::jobs(&ns, app).await.is_empty(), "{app}: no backup Job while its pre hook runs or waits");
     }
+    ns.delete().await;
+}
+
+/// An operator acting with its own rights runs hooks only where a cluster admin enabled them:
+/// elsewhere, editing a policy would amount to exec in every pod that mounts a matched PVC.
+#[tokio::test]
+async fn hooks_are_refused_in_a_namespace_without_the_admins_label() {
+    let Some((cluster, ns)) = setup("hooks-off").await else { return };
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    claim(&ns, "backup-storage", json!({})).await;
+    mount_pod(&ns, "db-0", "data-db-0").await;
+    let _operator = Operator::start(&cluster, &ns);
+    create_policy(&ns, "hooked", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "hooks": {"pre": {"command": sh("id; cat /etc/hostname")}}}))
+        .await
+        .expect("policy");
+    wait_policy(&ns, "hooked", "Ready=False HooksForbidden", condition_is("Ready", "False", "HooksForbidden")).await;
+    let s = status(&ns, "hooked").await;
+    let message = s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("backup.example.com/hooks=enabled") && !message.contains("uid="), "{message}");
+    assert!(support::operator::jobs(&ns, "hooked").await.is_empty(), "no backup without its hooks");
+    support::measured(&format!("observed: hooks in a namespace without the admin's label: Ready=False HooksForbidden: {message}"));
     ns.delete().await;
 }

@@ -121,6 +121,7 @@ const ROWS: &str = "create table orders(id int primary key, item text); insert i
 async fn database_with_backup(prefix: &str) -> Option<(TestCluster, TestNamespace, Operator, backup_operator::api::BackupRun)> {
     let (cluster, ns) = setup(prefix).await?;
     kubectl_ns(&cluster, &ns, &["apply", "-f", QUICK_START], None).expect("apply the Quick Start manifests");
+    enable_hooks(&cluster, &ns);
     wait_postgres(&cluster, &ns, "postgres-0").await;
     psql(&cluster, &ns, "postgres-0", ROWS).expect("create rows");
     assert_eq!(psql(&cluster, &ns, "postgres-0", "select count(*) from orders").as_deref(), Ok("1000"));

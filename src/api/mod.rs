@@ -119,6 +119,13 @@ pub struct BackupPolicySpec {
     /// pods/exec: see the hooks ClusterRole in config/rbac.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
+    /// The ServiceAccount of this namespace the operator acts as for this policy when it runs
+    /// with --tenant-impersonation (default: the operator's --default-service-account, `backup`):
+    /// hooks' exec, reading the Secrets and ConfigMaps the policy names, and creating its Jobs and
+    /// VolumeSnapshots are then allowed only as far as that account's RBAC allows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub service_account_name: Option<String>,
 }
 
 /// Commands run in the running pod that mounts the PVC being backed up.

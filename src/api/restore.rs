@@ -41,6 +41,13 @@ pub struct BackupRestoreSpec {
     /// verified successful backups are restored, and others fail with BackupNotVerified.
     #[serde(default)]
     pub allow_unverified: bool,
+    /// The ServiceAccount of this namespace the operator acts as for this restore when it runs
+    /// with --tenant-impersonation (default: the operator's --default-service-account, `backup`):
+    /// creating or locking the target PVC and creating the restore Job are then allowed only as
+    /// far as that account's RBAC allows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub service_account_name: Option<String>,
     /// Seconds the restore may run before it fails (default 6 hours).
     #[serde(default = "default_active_deadline_seconds")]
     #[schemars(range(min = 1, max = 2592000))]

@@ -309,6 +309,7 @@ mod tests {
             target: RestoreTarget::default(),
             allow_in_use: false,
             allow_unverified,
+            service_account_name: None,
             active_deadline_seconds: 600,
         }
     }

@@ -124,6 +124,10 @@ async fn unreadable(object: &DynamicObject, ctx: &Context, problem: &str) -> Res
 async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Result<Action> {
     let now = Utc::now();
     let ns = restore.namespace().unwrap_or_default();
+    // Acts for the restore (its target claim, its Job): with its ServiceAccount's rights under
+    // --tenant-impersonation.
+    let tenant = ctx.tenancy.client(&ctx.client, &ns, restore.spec.service_account_name.as_deref())?;
+    let acting_as = ctx.tenancy.acting_as(&ns, restore.spec.service_account_name.as_deref());
     let observed = observe::observe(&restore, &ctx, now).await?;
     let decision = decide::decide(&observed.data);
     let previous = restore.status.clone().unwrap_or_default();
@@ -145,7 +149,7 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
         && observed.lock_holder.as_deref() == Some(uid.as_str())
         && let Some(target) = &observed.target_pvc
     {
-        unlock_target(&ctx, &ns, target).await?;
+        unlock_target(&tenant, &ns, target).await?;
     }
     // A finished restore Job's pods would keep the target and the backup claim in use.
     if finishing && let Some(job) = &observed.data.job {
@@ -177,7 +181,7 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
         }
         Step::CreateClaim { from_snapshot } => {
             let claim = render::claim(&restore, observed.source_pvc.as_ref(), from_snapshot.as_deref());
-            match Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &claim).await {
+            match Api::<PersistentVolumeClaim>::namespaced(tenant.clone(), &ns).create(&PostParams::default(), &claim).await {
                 Ok(_) => {
                     let message = format!("created PVC {}{}", observed.data.target.name, from_snapshot.as_ref().map(|s| format!(" from VolumeSnapshot {s}")).unwrap_or_default());
                     event(EventType::Normal, "ClaimCreated", message.clone()).await;
@@ -204,7 +208,21 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
             // finds the other restore's lock).
             if observed.lock_holder.as_deref() != Some(uid.as_str()) {
                 let Some(target) = &observed.target_pvc else { return Err(Error::Runtime(format!("PVC {} went away", observed.data.target.name))) };
-                if let Some(holder) = lock_target(&ctx, &ns, target, &uid).await? {
+                let locked = match lock_target(&tenant, &ns, target, &uid).await {
+                    Err(Error::Kube(kube::Error::Api(s))) if s.code == 403 => Err(Error::Forbidden { action: format!("patch PersistentVolumeClaim {} (the restore's target), as {acting_as}", target.name_any()), message: s.message }),
+                    other => other,
+                };
+                let holder = match locked {
+                    Err(e @ Error::Forbidden { .. }) => {
+                        let c = e.classify();
+                        finish(&mut status, RestorePhase::Failed, c.reason, c.message.clone(), restore.metadata.generation);
+                        event(EventType::Warning, c.reason, c.message).await;
+                        write(&ctx, &restore, &status).await?;
+                        return Ok(Action::await_change());
+                    }
+                    other => other?,
+                };
+                if let Some(holder) = holder {
                     // Another restore took it first: this one never starts.
                     let other = ctx.caches().await?.restores_in(&ns).into_iter().find(|r| r.uid().as_deref() == Some(holder.as_str())).map(|r| r.name_any()).unwrap_or(holder);
                     let message = format!("BackupRestore {other} is restoring into PVC {}: this restore did not touch it; create it again once that one has finished", observed.data.target.name);
@@ -220,7 +238,7 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
             let message = format!("restoring backup {} into PVC {}", backup.run_name, observed.data.target.name);
             progress(&mut status, RestorePhase::Running, "Running", message.clone(), restore.metadata.generation);
             write(&ctx, &restore, &status).await?;
-            match start_job(&ctx, &restore, policy, &observed, candidate, backup, &job_name).await {
+            match start_job(&ctx, &tenant, &restore, policy, &observed, candidate, backup, &job_name).await {
                 Ok(plugin) => {
                     event(EventType::Normal, "RestoreStarted", format!("{message} with Job {job_name} ({plugin})")).await;
                     Action::requeue(POLL)
@@ -243,8 +261,10 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
 }
 
 /// Plans the restore through the policy's strategy, checks it like any plan, and creates the Job.
+#[allow(clippy::too_many_arguments)]
 async fn start_job(
     ctx: &Context,
+    tenant: &kube::Client,
     restore: &BackupRestore,
     policy: &BackupPolicy,
     observed: &observe::Observation,
@@ -252,7 +272,7 @@ async fn start_job(
     backup: &RestoredBackup,
     job_name: &str,
 ) -> Result<String> {
-    let plugin = resolve::plugin(policy, &ctx.client, &ctx.runtime, ctx.plugin_dir.as_deref()).await?;
+    let plugin = resolve::plugin(policy, tenant, &ctx.runtime, ctx.plugin_dir.as_deref()).await?;
     let artifact = candidate.artifact.clone().ok_or_else(|| Error::InvalidSpec(format!("backup {} has no artifact", backup.run_name)))?;
     let destination = crate::destination::find(&policy.spec, &candidate.destination)
         .ok_or_else(|| Error::InvalidSpec(format!("destination {:?} of backup {} is no longer in the policy's spec.destinations", candidate.destination, backup.run_name)))?;
@@ -268,7 +288,7 @@ async fn start_job(
     };
     let label = resolve::label(&plugin);
     let job = render::job(&render::RestoreJob { restore, policy, backup, target: &observed.data.target.name, name: job_name, plugin: &label, access: &access }, &plan);
-    crate::runs::apply_job(&ctx.client, &restore.namespace().unwrap_or_default(), &job).await?;
+    crate::runs::apply_job(tenant, &restore.namespace().unwrap_or_default(), &job).await?;
     tracing::info!(restore = %restore.name_any(), job = %job_name, "created restore job");
     Ok(label)
 }
@@ -277,8 +297,8 @@ async fn start_job(
 /// observed (its resourceVersion): of two restores that find it free at once, one gets a conflict,
 /// reads the PVC again and finds the other's lock. Returns the holder when it is another restore
 /// (a lock of a restore that has finished or is gone is taken over).
-async fn lock_target(ctx: &Context, ns: &str, pvc: &PersistentVolumeClaim, uid: &str) -> Result<Option<String>> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+async fn lock_target(client: &kube::Client, ns: &str, pvc: &PersistentVolumeClaim, uid: &str) -> Result<Option<String>> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let name = pvc.name_any();
     let patch = serde_json::json!({"metadata": {"resourceVersion": pvc.resource_version(), "annotations": {ANNOTATION_RESTORE_LOCK: uid}}});
     match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
@@ -296,8 +316,8 @@ async fn lock_target(ctx: &Context, ns: &str, pvc: &PersistentVolumeClaim, uid: 
 
 /// Releases the target's lock held by this restore, provided the PVC has not changed since it was
 /// observed holding it (a conflict is tried again); a PVC that is gone has nothing to release.
-async fn unlock_target(ctx: &Context, ns: &str, pvc: &PersistentVolumeClaim) -> Result<()> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+async fn unlock_target(client: &kube::Client, ns: &str, pvc: &PersistentVolumeClaim) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let patch = serde_json::json!({"metadata": {"resourceVersion": pvc.resource_version(), "annotations": {ANNOTATION_RESTORE_LOCK: null}}});
     match api.patch(&pvc.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),

@@ -128,6 +128,7 @@ mod tests {
                 target,
                 allow_in_use: false,
                 allow_unverified: false,
+                service_account_name: None,
                 active_deadline_seconds: 600,
             },
         );

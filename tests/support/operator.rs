@@ -252,6 +252,12 @@ pub async fn event_reasons(cluster: &TestCluster, ns: &TestNamespace, object: &s
     .await
 }
 
+/// Lets policies in the namespace run hooks while the operator acts with its own rights (a
+/// cluster admin's label; with --tenant-impersonation, RBAC decides instead).
+pub fn enable_hooks(cluster: &TestCluster, ns: &TestNamespace) {
+    super::kubectl(cluster, &["label", "namespace", &ns.name, "backup.example.com/hooks=enabled", "--overwrite"]);
+}
+
 /// A pod that keeps a claim mounted, as an application would.
 pub async fn mount_pod(ns: &TestNamespace, name: &str, claim: &str) {
     let pod: Pod = serde_json::from_value(json!({
