@@ -1,7 +1,9 @@
 //! Webhook notifications about runs. A reconcile hands a [`Notification`] to the [`Notifier`] and
-//! goes on: delivery happens in the background from a bounded queue (full: dropped and counted),
-//! a few at a time, each with a timeout and retried with exponential backoff and jitter; after the
-//! last attempt a `NotificationFailed` Warning event goes to the policy.
+//! goes on: delivery happens in the background from a bounded queue served round-robin by
+//! namespace ([`fair`]; full: dropped and counted), a few attempts at a time, each with a timeout;
+//! a failed attempt goes back into the queue with exponential backoff and jitter, so it holds no
+//! slot while it waits and one tenant's failing targets never delay another's; after the last
+//! attempt a `NotificationFailed` Warning event goes to the policy.
 //!
 //! At most one delivery per run (or scheduled time) and event, across restarts: notifications
 //! come from the points where the operator records a run's outcome once on its object (the run's
@@ -12,13 +14,13 @@
 //! - [`http`]: one request, to a checked address.
 
 pub mod address;
+pub mod fair;
 pub mod http;
 pub mod payload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::Resource;
 use kube::runtime::events::EventType;
@@ -30,7 +32,9 @@ use crate::api::{BackupPolicy, NotificationTarget};
 
 /// Notifications waiting for delivery; more are dropped (and counted).
 const QUEUE: usize = 1024;
-/// Deliveries at once.
+/// Of those, from one namespace.
+const QUEUE_PER_NAMESPACE: usize = 256;
+/// Delivery attempts at once.
 const CONCURRENCY: usize = 4;
 
 /// The operator's delivery settings.
@@ -55,10 +59,14 @@ struct Delivery {
     target: NotificationTarget,
     policy: ObjectReference,
     notification: Notification,
+    /// Attempts made so far.
+    attempts: u32,
 }
 
 struct Inner {
-    queue: tokio::sync::mpsc::Sender<Delivery>,
+    queue: std::sync::Mutex<fair::FairQueue<Delivery>>,
+    /// Wakes the workers when a delivery is queued.
+    queued: tokio::sync::Notify,
     config: Config,
     client: kube::Client,
     /// What was queued (notification id and target), newest last, bounded: an outcome seen
@@ -97,15 +105,24 @@ pub struct TargetProblem {
 impl Notifier {
     /// Starts the delivery task (on the current runtime).
     pub fn start(client: kube::Client, events: crate::events::Publisher, config: Config) -> Notifier {
-        let (queue, receiver) = tokio::sync::mpsc::channel::<Delivery>(QUEUE);
-        let inner = Arc::new(Inner { queue, config, client, sent: std::sync::Mutex::default(), checked: std::sync::Mutex::default() });
+        let inner = Arc::new(Inner {
+            queue: std::sync::Mutex::new(fair::FairQueue::new(QUEUE, QUEUE_PER_NAMESPACE)),
+            queued: tokio::sync::Notify::new(),
+            config,
+            client,
+            sent: std::sync::Mutex::default(),
+            checked: std::sync::Mutex::default(),
+        });
         let tls = http::tls_config();
-        let worker = inner.clone();
-        let queued = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|d| (d, r)) });
-        tokio::spawn(queued.for_each_concurrent(CONCURRENCY, move |d| {
-            let (inner, tls, events) = (worker.clone(), tls.clone(), events.clone());
-            async move { deliver(&inner, &tls, &events, d).await }
-        }));
+        for _ in 0..CONCURRENCY {
+            let (inner, tls, events) = (inner.clone(), tls.clone(), events.clone());
+            tokio::spawn(async move {
+                loop {
+                    let delivery = next(&inner).await;
+                    attempt(&inner, &tls, &events, delivery).await;
+                }
+            });
+        }
         Notifier { inner }
     }
 
@@ -115,8 +132,8 @@ impl Notifier {
             if !self.first_time(format!("{}#{}", notification.id(), target.name)) {
                 continue;
             }
-            let delivery = Delivery { target: target.clone(), policy: policy.object_ref(&()), notification: notification.clone() };
-            if self.inner.queue.try_send(delivery).is_err() {
+            let delivery = Delivery { target: target.clone(), policy: policy.object_ref(&()), notification: notification.clone(), attempts: 0 };
+            if !queue(&self.inner, delivery, std::time::Instant::now()) {
                 count(&notification.namespace, &notification.policy, "dropped");
                 tracing::warn!(namespace = %notification.namespace, policy = %notification.policy, target = %target.name, "notification queue full: dropped");
             }
@@ -224,48 +241,80 @@ pub fn backoff(config: &Config, attempt: u32, jitter_seed: u64) -> Duration {
     Duration::from_millis((base.as_millis() as u64 - fifth) + offset)
 }
 
-async fn deliver(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate::events::Publisher, d: Delivery) {
-    let n = &d.notification;
-    let (body, content_type) = payload::body(d.target.webhook.format, n);
-    let mut last = String::new();
-    for attempt in 0..inner.config.attempts.max(1) {
-        if attempt > 0 {
-            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos() as u64).unwrap_or_default();
-            tokio::time::sleep(backoff(&inner.config, attempt, seed)).await;
+/// Queues a delivery (attempt) for `at`; false when its namespace's share or the queue is full.
+fn queue(inner: &Inner, d: Delivery, at: std::time::Instant) -> bool {
+    let namespace = d.notification.namespace.clone();
+    let queued = inner.queue.lock().is_ok_and(|mut q| q.push(&namespace, at, d).is_ok());
+    if queued {
+        inner.queued.notify_waiters();
+        inner.queued.notify_one();
+    }
+    queued
+}
+
+/// The next delivery whose time has come, namespaces taking turns; waits for one.
+async fn next(inner: &Inner) -> Delivery {
+    loop {
+        // Registered before looking, so that a delivery queued meanwhile wakes this worker.
+        let woken = inner.queued.notified();
+        let (ready, wait) = match inner.queue.lock() {
+            Ok(mut q) => {
+                let now = std::time::Instant::now();
+                let ready = q.pop_ready(now);
+                (ready, q.next_ready_at().map(|at| at.saturating_duration_since(now)))
+            }
+            Err(_) => (None, None),
+        };
+        if let Some(d) = ready {
+            return d;
         }
-        let result = async {
-            let url = url_of(&inner.client, &n.namespace, &d.target).await.map_err(|p| http::Failure::Invalid(p.message))?;
-            let target = http::parse(&url)?;
-            let addresses = http::resolve(&target, &inner.config.rules, inner.config.timeout).await?;
-            http::post(&target, &addresses, body.clone(), content_type, tls.clone(), inner.config.timeout).await
-        }
-        .await;
-        match result {
-            Ok(status) => {
-                count(&n.namespace, &n.policy, "delivered");
-                tracing::info!(namespace = %n.namespace, policy = %n.policy, target = %d.target.name, id = %n.id(), status, "notification delivered");
-                return;
+        match wait {
+            Some(wait) => {
+                let _ = tokio::time::timeout(wait, woken).await;
             }
-            Err(http::Failure::Transient(m)) => {
-                tracing::info!(namespace = %n.namespace, policy = %n.policy, target = %d.target.name, id = %n.id(), attempt = attempt + 1, "notification attempt failed: {m}");
-                last = m;
-            }
-            Err(f @ (http::Failure::Invalid(_) | http::Failure::Refused(_) | http::Failure::Rejected(_))) => {
-                let refused = matches!(f, http::Failure::Refused(_));
-                count(&n.namespace, &n.policy, if refused { "refused" } else { "failed" });
-                let reason = if refused { "NotificationRefused" } else { "NotificationFailed" };
-                events.publish(&d.policy, EventType::Warning, reason, format!("target {}: {} not sent: {}", d.target.name, n.id(), f.message()));
-                return;
-            }
+            None => woken.await,
         }
     }
-    count(&n.namespace, &n.policy, "failed");
-    events.publish(
-        &d.policy,
-        EventType::Warning,
-        "NotificationFailed",
-        format!("target {}: {} not delivered after {} attempts: {last}", d.target.name, n.id(), inner.config.attempts.max(1)),
-    );
+}
+
+/// One attempt at a delivery; a transient failure queues the next attempt after its backoff
+/// (holding no worker meanwhile), the last one or a final failure says so on the policy.
+async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate::events::Publisher, mut d: Delivery) {
+    let n = &d.notification;
+    let (body, content_type) = payload::body(d.target.webhook.format, n);
+    let result = async {
+        let url = url_of(&inner.client, &n.namespace, &d.target).await.map_err(|p| http::Failure::Invalid(p.message))?;
+        let target = http::parse(&url)?;
+        let addresses = http::resolve(&target, &inner.config.rules, inner.config.timeout).await?;
+        http::post(&target, &addresses, body, content_type, tls.clone(), inner.config.timeout).await
+    }
+    .await;
+    d.attempts += 1;
+    match result {
+        Ok(status) => {
+            count(&n.namespace, &n.policy, "delivered");
+            tracing::info!(namespace = %n.namespace, policy = %n.policy, target = %d.target.name, id = %n.id(), status, "notification delivered");
+        }
+        Err(http::Failure::Transient(m)) if d.attempts < inner.config.attempts.max(1) => {
+            tracing::info!(namespace = %n.namespace, policy = %n.policy, target = %d.target.name, id = %n.id(), attempt = d.attempts, "notification attempt failed: {m}");
+            let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos() as u64).unwrap_or_default();
+            let at = std::time::Instant::now() + backoff(&inner.config, d.attempts, seed);
+            let (namespace, policy) = (n.namespace.clone(), n.policy.clone());
+            if !queue(inner, d, at) {
+                count(&namespace, &policy, "dropped");
+            }
+        }
+        Err(http::Failure::Transient(m)) => {
+            count(&n.namespace, &n.policy, "failed");
+            events.publish(&d.policy, EventType::Warning, "NotificationFailed", format!("target {}: {} not delivered after {} attempts: {m}", d.target.name, n.id(), d.attempts));
+        }
+        Err(f @ (http::Failure::Invalid(_) | http::Failure::Refused(_) | http::Failure::Rejected(_))) => {
+            let refused = matches!(f, http::Failure::Refused(_));
+            count(&n.namespace, &n.policy, if refused { "refused" } else { "failed" });
+            let reason = if refused { "NotificationRefused" } else { "NotificationFailed" };
+            events.publish(&d.policy, EventType::Warning, reason, format!("target {}: {} not sent: {}", d.target.name, n.id(), f.message()));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,8 @@ pub fn escape_log(message: &str) -> String {
     message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
+/// `s` cut to `max` bytes (and an ellipsis), holding no more memory than that: a truncated
+/// `String` keeps its capacity, so an 8 MiB description cut to 1 KiB would still hold 8 MiB.
 fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
@@ -214,6 +216,7 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(end);
         s.push('…');
     }
+    s.shrink_to_fit();
     s
 }
 
@@ -536,9 +539,11 @@ impl StrategyRuntime {
         let description = self.call_raw(&id, &pre, limits, |b, store| b.backup_strategy_strategy().call_describe(store))?;
         let description = bounded(description);
         let digest = id.digest.clone();
+        // What the cache holds of it: the compiled code and what it said of itself.
+        let held = size + description_bytes(&description);
         let plugin = Arc::new(Plugin { id, description, pre });
         if let Ok(mut cache) = self.inner.plugins.lock() {
-            cache.insert(&digest, plugin.clone(), size, self.inner.config.cache_memory_bytes);
+            cache.insert(&digest, plugin.clone(), held, self.inner.config.cache_memory_bytes);
         }
         Ok(plugin)
     }
@@ -838,13 +843,22 @@ async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send 
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::Runtime(format!("plugin thread: {e}")))?
 }
 
+/// The bytes a description holds.
+fn description_bytes(d: &Description) -> u64 {
+    let strings: usize = [&d.name, &d.version, &d.summary, &d.config_schema].iter().map(|s| s.capacity()).sum();
+    (strings + d.actions.capacity() * std::mem::size_of::<super::bindings::types::Action>()) as u64
+}
+
 /// What a plugin says about itself, cut to documented sizes: it is kept in memory per version.
 fn bounded(d: Description) -> Description {
+    // (A collect from the same Vec reuses its allocation: shrink it too.)
+    let mut actions: Vec<_> = d.actions.into_iter().take(8).collect();
+    actions.shrink_to_fit();
     Description {
         name: truncate(d.name, MAX_DESCRIPTION_NAME),
         version: truncate(d.version, MAX_DESCRIPTION_VERSION),
         summary: truncate(d.summary, MAX_DESCRIPTION_SUMMARY),
-        actions: d.actions.into_iter().take(8).collect(),
+        actions,
         config_schema: truncate(d.config_schema, MAX_DESCRIPTION_SCHEMA),
     }
 }
@@ -852,6 +866,16 @@ fn bounded(d: Description) -> Description {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_description_holds_only_what_is_kept() {
+        let huge = "x".repeat(8 << 20);
+        let actions = vec![super::super::bindings::types::Action::Backup; 1 << 20];
+        let d = bounded(Description { name: huge.clone(), version: huge.clone(), summary: huge.clone(), actions, config_schema: huge });
+        let held = description_bytes(&d);
+        assert!(held <= (MAX_DESCRIPTION_NAME + MAX_DESCRIPTION_VERSION + MAX_DESCRIPTION_SUMMARY + MAX_DESCRIPTION_SCHEMA + 4 * 3 + 8 * 8) as u64, "{held} bytes held (the ellipses, 8 actions)");
+        assert!(d.summary.capacity() <= MAX_DESCRIPTION_SUMMARY + 4, "{}", d.summary.capacity());
+    }
 
     #[test]
     fn plugin_log_lines_cannot_forge_operator_lines() {
