@@ -36,6 +36,12 @@ pub enum Error {
     #[error("{plugin}: refused before compiling: {message} (see the README's plugin limits)")]
     PluginTooComplex { plugin: PluginId, message: String },
 
+    #[error("{plugin}: compiling was stopped: {message}")]
+    PluginCompileTimeout { plugin: PluginId, message: String },
+
+    #[error("{plugin}: the compiler ran out of memory: {message}")]
+    PluginCompileMemory { plugin: PluginId, message: String },
+
     #[error("{plugin}: built for {found}, but this operator needs {WIT_PACKAGE}: rebuild it against wit/ of this release ({message})")]
     PluginIncompatible { plugin: PluginId, found: String, message: String },
 
@@ -115,6 +121,8 @@ impl Error {
             | Error::PluginDigestMismatch { .. }
             | Error::PluginInvalid { .. }
             | Error::PluginTooComplex { .. }
+            | Error::PluginCompileTimeout { .. }
+            | Error::PluginCompileMemory { .. }
             | Error::PluginIncompatible { .. }
             | Error::PluginTimeout { .. }
             | Error::PluginMemoryLimit { .. }
@@ -148,6 +156,8 @@ impl Error {
             | Error::PluginConfigInvalid { .. } => "PluginInvalid",
             Error::PluginIncompatible { .. } => "PluginIncompatible",
             Error::PluginTimeout { .. } => "PluginTimeout",
+            Error::PluginCompileTimeout { .. } => "PluginCompileTimeout",
+            Error::PluginCompileMemory { .. } => "PluginCompileMemory",
             Error::PluginMemoryLimit { .. } | Error::PluginTrap { .. } | Error::PluginPlanFailed { .. } | Error::PluginUnsupported { .. } => {
                 "PluginFailed"
             }
@@ -181,6 +191,8 @@ impl Error {
             Error::PluginDigestMismatch { .. } => "PluginDigestMismatch",
             Error::PluginInvalid { .. } => "PluginInvalid",
             Error::PluginTooComplex { .. } => "PluginTooComplex",
+            Error::PluginCompileTimeout { .. } => "PluginCompileTimeout",
+            Error::PluginCompileMemory { .. } => "PluginCompileMemory",
             Error::PluginIncompatible { .. } => "PluginIncompatible",
             Error::PluginTimeout { .. } => "PluginTimeout",
             Error::PluginMemoryLimit { .. } => "PluginMemoryLimit",
@@ -224,6 +236,8 @@ impl Error {
             }
             Error::PluginInvalid { plugin, message } => Error::PluginInvalid { plugin: plugin.clone(), message: message.clone() },
             Error::PluginTooComplex { plugin, message } => Error::PluginTooComplex { plugin: plugin.clone(), message: message.clone() },
+            Error::PluginCompileTimeout { plugin, message } => Error::PluginCompileTimeout { plugin: plugin.clone(), message: message.clone() },
+            Error::PluginCompileMemory { plugin, message } => Error::PluginCompileMemory { plugin: plugin.clone(), message: message.clone() },
             Error::PluginIncompatible { plugin, found, message } => {
                 Error::PluginIncompatible { plugin: plugin.clone(), found: found.clone(), message: message.clone() }
             }

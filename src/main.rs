@@ -76,7 +76,9 @@ struct RunArgs {
     /// Bytes of compiled plugins kept in --plugin-cache-dir (least recently used go first).
     #[arg(long, default_value_t = 512 << 20)]
     plugin_cache_disk_bytes: u64,
-    /// Address space of the child process that compiles a plugin.
+    /// Address space of the child process that compiles a plugin; at most half of the
+    /// container's memory limit (read from its cgroup), so that the child, never the operator,
+    /// is what runs out.
     #[arg(long, default_value_t = 1 << 30)]
     plugin_compile_memory_bytes: u64,
     /// Time a plugin's compilation may take.
@@ -209,7 +211,7 @@ async fn main() -> std::process::ExitCode {
             let compiler = match std::env::current_exe() {
                 Ok(exe) => backup_operator::strategy::compile::Compiler {
                     exe,
-                    memory_bytes: args.plugin_compile_memory_bytes,
+                    memory_bytes: backup_operator::strategy::compile::child_memory_bytes(args.plugin_compile_memory_bytes, backup_operator::strategy::compile::container_memory_limit()),
                     timeout: Duration::from_millis(args.plugin_compile_timeout_ms),
                 },
                 Err(e) => {

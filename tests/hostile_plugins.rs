@@ -339,14 +339,16 @@ async fn compiling_happens_in_a_child_process_within_a_deadline_and_a_memory_lim
     let hasty = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(1 << 30, Duration::from_millis(1))), ..RuntimeConfig::default() })
         .expect("runtime");
     let err = hasty.load("custom", custom.clone(), None).await.unwrap_err();
-    assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("longer than 1 ms")), "{err}");
+    assert!(matches!(&err, Error::PluginCompileTimeout { message, .. } if message.contains("longer than 1 ms")), "{err}");
+    assert_eq!(err.classify().reason, "PluginCompileTimeout");
     // The built-in itself is trusted: compiled in process whatever the child's limits.
     hasty.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.expect("built-in");
 
     let starved = StrategyRuntime::new(RuntimeConfig { compiler: Some(compiler(32 << 20, Duration::from_secs(60))), ..RuntimeConfig::default() })
         .expect("runtime");
     let err = starved.load("custom", custom, None).await.unwrap_err();
-    assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("the compiler stopped")), "{err}");
+    assert!(matches!(&err, Error::PluginCompileMemory { message, .. } if message.contains("the compiler stopped")), "{err}");
+    assert_eq!(err.classify().reason, "PluginCompileMemory");
 }
 
 #[tokio::test]
@@ -392,7 +394,7 @@ async fn a_component_made_to_be_slow_to_compile_is_refused_before_compiling() {
     ));
     let result = runtime.load("largest", Arc::from(largest.clone()), None).await;
     match result {
-        Ok(_) | Err(Error::PluginTooComplex { .. } | Error::PluginIncompatible { .. }) => {}
+        Ok(_) | Err(Error::PluginCompileTimeout { .. } | Error::PluginCompileMemory { .. } | Error::PluginIncompatible { .. }) => {}
         Err(other) => panic!("the largest component: {other}"),
     }
 }

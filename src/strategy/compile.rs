@@ -129,6 +129,22 @@ impl Compiler {
     }
 }
 
+/// The container's memory limit, from its cgroup (v2 `memory.max`, or v1's limit), if it has one.
+pub fn container_memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    // v1 reports "no limit" as a huge number.
+    read("/sys/fs/cgroup/memory.max").or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes")).filter(|l| *l < (1 << 50))
+}
+
+/// The compiler child's address space: the configured one, but at most half of the container's
+/// limit (the operator keeps the other half), and never under 128 MiB.
+pub fn child_memory_bytes(configured: u64, container_limit: Option<u64>) -> u64 {
+    match container_limit {
+        Some(limit) => configured.min(limit / 2).max(128 << 20),
+        None => configured,
+    }
+}
+
 /// Documented limits on a component's code, checked before compiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShapeLimits {
@@ -140,11 +156,28 @@ pub struct ShapeLimits {
     pub max_locals: u64,
     /// Bytes of all code sections together.
     pub max_code_bytes: usize,
+    /// Data segments in all core modules (each costs the compiler and the instance memory).
+    pub max_data_segments: usize,
+    /// Type, import and export entries, core and component, in all (each is an allocation of
+    /// the compiler's, whatever its size in bytes).
+    pub max_entries: usize,
+    /// Core modules and components nested in the component, and how deep.
+    pub max_modules: usize,
+    pub max_nesting: usize,
 }
 
 impl Default for ShapeLimits {
     fn default() -> Self {
-        ShapeLimits { max_functions: 20_000, max_function_bytes: 128 * 1024, max_locals: 4_096, max_code_bytes: 1024 * 1024 }
+        ShapeLimits {
+            max_functions: 20_000,
+            max_function_bytes: 128 * 1024,
+            max_locals: 4_096,
+            max_code_bytes: 1024 * 1024,
+            max_data_segments: 4_096,
+            max_entries: 16_384,
+            max_modules: 64,
+            max_nesting: 8,
+        }
     }
 }
 
@@ -155,6 +188,12 @@ pub struct Shape {
     pub largest_function_bytes: usize,
     pub most_locals: u64,
     pub code_bytes: usize,
+    pub data_segments: usize,
+    /// Type, import and export entries.
+    pub entries: usize,
+    /// Nested core modules and components.
+    pub modules: usize,
+    pub deepest: usize,
 }
 
 /// Why a component's shape is refused.
@@ -170,8 +209,45 @@ pub enum ShapeError {
 pub fn check_shape(bytes: &[u8], limits: &ShapeLimits) -> Result<Shape, ShapeError> {
     let mut shape = Shape::default();
     let over = |m: String| Err(ShapeError::TooComplex(m));
+    let mut depth = 0usize;
+    let count_entries = |shape: &mut Shape, n: u32| -> Result<(), ShapeError> {
+        shape.entries += n as usize;
+        if shape.entries > limits.max_entries {
+            return Err(ShapeError::TooComplex(format!("more than {} type, import and export entries", limits.max_entries)));
+        }
+        Ok(())
+    };
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(|e| ShapeError::Invalid(e.to_string()))? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => {
+                shape.modules += 1;
+                depth += 1;
+                shape.deepest = shape.deepest.max(depth);
+                if shape.modules > limits.max_modules {
+                    return over(format!("more than {} nested modules and components", limits.max_modules));
+                }
+                if depth > limits.max_nesting {
+                    return over(format!("components nested more than {} deep", limits.max_nesting));
+                }
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::DataSection(reader) => {
+                shape.data_segments += reader.count() as usize;
+                if shape.data_segments > limits.max_data_segments {
+                    return over(format!("more than {} data segments", limits.max_data_segments));
+                }
+            }
+            Payload::TypeSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ImportSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ExportSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::CoreTypeSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ComponentTypeSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ComponentImportSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ComponentExportSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::InstanceSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ComponentInstanceSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ComponentAliasSection(r) => count_entries(&mut shape, r.count())?,
+            Payload::ComponentCanonicalSection(r) => count_entries(&mut shape, r.count())?,
             Payload::CodeSectionStart { size, .. } => {
                 shape.code_bytes += size as usize;
                 if shape.code_bytes > limits.max_code_bytes {
@@ -214,6 +290,8 @@ pub struct DiskCache {
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// How long a failed compile is remembered on disk.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(3600);
 
 impl DiskCache {
     pub fn path(&self, digest: &str) -> PathBuf {
@@ -242,7 +320,8 @@ impl DiskCache {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(meta) = entry.metadata() else { continue };
             let stale_tmp = name.ends_with(".tmp") && meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() > 600);
-            if (name.ends_with(".cwasm") && !name.ends_with(&suffix)) || stale_tmp {
+            let other_engine_failure = name.ends_with(".failed") && !name.ends_with(&format!("-{:016x}.failed", self.engine_key));
+            if (name.ends_with(".cwasm") && !name.ends_with(&suffix)) || stale_tmp || other_engine_failure {
                 let _ = std::fs::remove_file(entry.path());
             } else if name.ends_with(&suffix) {
                 kept.push((meta.accessed().or_else(|_| meta.modified()).unwrap_or(std::time::UNIX_EPOCH), meta.len(), entry.path()));
@@ -271,6 +350,34 @@ impl DiskCache {
     pub fn remove(&self, digest: &str) {
         let _ = std::fs::remove_file(self.path(digest));
     }
+
+    fn failure_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}-{:016x}.failed", self.engine_key))
+    }
+
+    /// Remembers that compiling `digest` failed (timed out, ran out of memory, refused), with why,
+    /// bounded: the next operator does not compile it again.
+    pub fn write_failure(&self, digest: &str, message: &str) {
+        let message: String = message.chars().take(1000).collect();
+        if let Err(e) = std::fs::write(self.failure_path(digest), message) {
+            tracing::warn!(dir = %self.dir.display(), "could not remember a failed compile: {e}");
+        }
+    }
+
+    /// A failure remembered within the last [`FAILURE_MEMORY`] (a deadline missed on a loaded
+    /// machine is given another chance after that, a bomb costs one compile per period).
+    pub fn read_failure(&self, digest: &str) -> Option<String> {
+        let path = self.failure_path(digest);
+        let mut file = std::fs::File::open(&path).ok()?;
+        let age = file.metadata().and_then(|m| m.modified()).ok().and_then(|m| m.elapsed().ok());
+        if age.is_none_or(|a| a > FAILURE_MEMORY) {
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+        let mut text = String::new();
+        Read::by_ref(&mut file).take(1000).read_to_string(&mut text).ok()?;
+        Some(text)
+    }
 }
 
 /// Bytes of a directory's files (for tests and measurements).
@@ -281,6 +388,84 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn leb(mut n: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    fn section(id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(leb(payload.len() as u64));
+        out.extend_from_slice(payload);
+        out
+    }
+
+    const COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    /// A component with one core module of one memory and `segments` passive data segments.
+    fn data_segments(segments: u64) -> Vec<u8> {
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.extend(section(5, &[1, 0, 1]));
+        let mut data = leb(segments);
+        for _ in 0..segments {
+            data.extend([1, 1, b'x']);
+        }
+        module.extend(section(11, &data));
+        let mut component = COMPONENT.to_vec();
+        component.extend(section(1, &module));
+        component
+    }
+
+    /// Empty components nested `depth` deep.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut inner = COMPONENT.to_vec();
+        for _ in 0..depth {
+            let mut outer = COMPONENT.to_vec();
+            outer.extend(section(4, &inner));
+            inner = outer;
+        }
+        inner
+    }
+
+    #[test]
+    fn the_compiler_child_gets_at_most_half_of_the_containers_memory() {
+        let (gib, mib) = (1u64 << 30, 1u64 << 20);
+        assert_eq!(child_memory_bytes(gib, None), gib);
+        assert_eq!(child_memory_bytes(gib, Some(512 * mib)), 256 * mib);
+        assert_eq!(child_memory_bytes(gib, Some(8 * gib)), gib);
+        assert_eq!(child_memory_bytes(gib, Some(100 * mib)), 128 * mib);
+    }
+
+    #[test]
+    fn the_built_ins_fit_the_limits_with_room() {
+        for builtin in [super::super::builtin::BuiltinStrategy::Tar, super::super::builtin::BuiltinStrategy::Snapshot, super::super::builtin::BuiltinStrategy::Restic] {
+            let shape = check_shape(builtin.wasm(), &ShapeLimits::default()).expect("a built-in fits");
+            let limits = ShapeLimits::default();
+            assert!(shape.data_segments * 4 < limits.max_data_segments && shape.entries * 4 < limits.max_entries && shape.modules * 4 < limits.max_modules, "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn data_segments_and_nesting_are_counted_before_compiling() {
+        let limits = ShapeLimits::default();
+        let ok = check_shape(&data_segments(100), &limits).expect("100 segments");
+        assert_eq!(ok.data_segments, 100);
+        let bomb = data_segments(90_000);
+        assert!(bomb.len() < 400_000, "{}", bomb.len());
+        assert!(matches!(check_shape(&bomb, &limits), Err(ShapeError::TooComplex(m)) if m.contains("data segments")));
+        let ok = check_shape(&nested(4), &limits).expect("4 deep");
+        assert_eq!((ok.modules, ok.deepest), (4, 4));
+        assert!(matches!(check_shape(&nested(10_000), &limits), Err(ShapeError::TooComplex(m)) if m.contains("nested")));
+    }
 
     #[test]
     fn the_disk_cache_drops_other_engines_and_stays_within_its_bytes() {

@@ -590,6 +590,9 @@ impl StrategyRuntime {
                 }
             }
         }
+        if let Some(remembered) = disk.and_then(|d| d.read_failure(&id.digest)) {
+            return Err(Error::PluginTooComplex { plugin: id.clone(), message: truncate(format!("an earlier compile of these bytes failed ({remembered}); not compiled again"), MAX_MESSAGE_BYTES) });
+        }
         super::compile::check_shape(bytes, &self.inner.config.shape_limits).map_err(|e| match e {
             super::compile::ShapeError::Invalid(message) => Error::PluginInvalid { plugin: id.clone(), message: truncate(message, MAX_MESSAGE_BYTES) },
             super::compile::ShapeError::TooComplex(message) => Error::PluginTooComplex { plugin: id.clone(), message },
@@ -600,17 +603,23 @@ impl StrategyRuntime {
             None => self.inner.engine.precompile_component(bytes).map_err(invalid)?,
             Some(compiler) => compiler.compile(bytes).map_err(|failure| match failure {
                 super::compile::CompileFailure::Invalid(message) => Error::PluginInvalid { plugin: id.clone(), message: truncate(message, MAX_MESSAGE_BYTES) },
-                super::compile::CompileFailure::TimedOut(after) => Error::PluginTooComplex {
+                super::compile::CompileFailure::TimedOut(after) => Error::PluginCompileTimeout {
                     plugin: id.clone(),
                     message: format!("compiling took longer than {} ms (--plugin-compile-timeout-ms)", after.as_millis()),
                 },
-                super::compile::CompileFailure::Died(how) => Error::PluginTooComplex {
+                super::compile::CompileFailure::Died(how) => Error::PluginCompileMemory {
                     plugin: id.clone(),
                     message: truncate(
                         format!("the compiler stopped ({how}), most likely past its {} bytes of memory (--plugin-compile-memory-bytes)", compiler.memory_bytes),
                         MAX_MESSAGE_BYTES,
                     ),
                 },
+            })
+            .inspect_err(|e| {
+                // Remembered across restarts: a bomb is not compiled again by the next operator.
+                if let Some(d) = disk {
+                    d.write_failure(&id.digest, &e.to_string());
+                }
             })?,
         };
         if let Some(d) = disk {
