@@ -69,7 +69,14 @@ pub struct Context {
     hook_slots: crate::hook_slots::HookSlots,
     /// Whose rights the operator acts with for a tenant's objects.
     pub tenancy: crate::tenancy::Tenancy,
+    /// Configs a custom plugin's validate-config rejected, by policy (namespace/name): the
+    /// policy's generation and the plugin's digest it was rejected for, and the error. Such a
+    /// policy is not planned again until one of them changes.
+    rejected_configs: Mutex<HashMap<String, (Option<i64>, String, Error)>>,
 }
+
+/// Policies whose rejected config is remembered, at most (past it the memory starts over).
+const REJECTED_CONFIGS_KEPT: usize = 4096;
 
 impl Context {
     #[allow(clippy::too_many_arguments)]
@@ -106,6 +113,22 @@ impl Context {
                 usize::from(reconcile_concurrency),
             )),
             tenancy: crate::tenancy::Tenancy::Operator,
+            rejected_configs: Mutex::default(),
+        }
+    }
+
+    /// The remembered rejection of this policy's config by this plugin, if neither changed since.
+    fn rejected_config(&self, key: &str, generation: Option<i64>, digest: &str) -> Option<Error> {
+        let rejected = self.rejected_configs.lock().ok()?;
+        rejected.get(key).filter(|(g, d, _)| *g == generation && d == digest).map(|(_, _, e)| e.duplicate())
+    }
+
+    fn remember_rejected_config(&self, key: String, generation: Option<i64>, digest: String, error: &Error) {
+        if let Ok(mut rejected) = self.rejected_configs.lock() {
+            if rejected.len() >= REJECTED_CONFIGS_KEPT {
+                rejected.clear();
+            }
+            rejected.insert(key, (generation, digest, error.duplicate()));
         }
     }
 
@@ -669,9 +692,27 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     if let Ok(p) = &plugin {
         out.plugin = Some(resolve::status(p));
     }
-    if check_only {
+    // A custom plugin's config is checked (validate-config) before anything is planned with it;
+    // a rejection is remembered until the policy or the plugin changes, and nothing is planned
+    // with that config meanwhile.
+    let custom = t.policy.spec.backup_strategy == crate::api::BackupStrategyKind::Custom || t.policy.spec.plugin.is_some();
+    let mut config_rejected = false;
+    if (check_only || (needs_plan && custom)) && !o.deleting {
+        let key = format!("{}/{}", t.ns, t.name);
+        let generation = t.policy.metadata.generation;
         let checked = match &plugin {
-            Ok(p) => t.ctx.runtime.validate_config(p.clone(), resolve::limits(t.policy), resolve::config(t.policy)).await,
+            Ok(p) => match t.ctx.rejected_config(&key, generation, &p.id.digest) {
+                Some(remembered) => Err(remembered),
+                None => {
+                    let result = t.ctx.runtime.validate_config(p.clone(), resolve::limits(t.policy), resolve::config(t.policy)).await;
+                    if let Err(e) = &result
+                        && matches!(e, Error::PluginConfigInvalid { .. })
+                    {
+                        t.ctx.remember_rejected_config(key, generation, p.id.digest.clone(), e);
+                    }
+                    result
+                }
+            },
             Err(e) => Err(e.duplicate()),
         };
         match checked {
@@ -679,6 +720,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
             Err(e) if e.is_permanent() => {
                 let c = e.classify();
                 t.event(EventType::Warning, c.reason, c.message);
+                config_rejected = matches!(e, Error::PluginConfigInvalid { .. });
                 out.plugin_error = Some(e);
             }
             Err(e) => out.transient(e),
@@ -688,9 +730,10 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     // New runs, up to RUN_CREATION_CONCURRENCY PVCs at a time (a policy with 1,000 PVCs creates
     // its Jobs at the API server's pace, not one round trip after another); a failure for one PVC
     // is that PVC's failed run.
-    let creations: Vec<_> = d.create.iter().map(|new| create_planned_run(t, observation, &plugin, new)).collect();
+    let planned: &[NewRun] = if config_rejected { &[] } else { &d.create };
+    let creations: Vec<_> = planned.iter().map(|new| create_planned_run(t, observation, &plugin, new)).collect();
     let created: Vec<Result<(String, Option<ObservedRun>)>> = futures::stream::iter(creations).buffered(RUN_CREATION_CONCURRENCY).collect().await;
-    for (new, result) in d.create.iter().zip(created) {
+    for (new, result) in planned.iter().zip(created) {
         match result {
             Ok((plugin_label, run)) => {
                 t.event(EventType::Normal, "RunStarted", format!("{}: run {} started ({plugin_label})", decide::target(&new.pvc, &new.destination), new.name));

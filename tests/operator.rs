@@ -352,6 +352,10 @@ async fn custom_plugins_from_configmaps_run_and_bad_ones_show_on_the_policy() {
     let from_dir = wait_runs(&ns, "from-dir", 1).await;
     assert!(from_dir.iter().all(|j| j.annotations()["backup.example.com/plugin"].starts_with("plugin-dir/mounted.wasm@")));
     assert!(jobs(&ns, "broken").await.is_empty() && jobs(&ns, "bad-config").await.is_empty());
+    // A config the plugin rejected is not planned again (no failed run each minute) until the
+    // policy or the plugin changes: the status says why once.
+    let bad = ns.api::<BackupPolicy>().get("bad-config").await.expect("policy").status.expect("status");
+    assert!(bad.backup_history.is_empty(), "nothing planned with a rejected config: {:?}", bad.backup_history);
     ns.delete().await;
 }
 
