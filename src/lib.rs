@@ -15,6 +15,7 @@ pub mod error;
 pub mod hook_slots;
 pub mod hooks;
 pub mod events;
+pub mod fair;
 pub mod kube_client;
 pub mod leader;
 pub mod metrics;

@@ -244,6 +244,11 @@ async fn internal_addresses_are_refused_and_nothing_is_sent() {
     let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
     let api_server = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kubeconfig").cluster_url.to_string();
     url_secret(&ns, "apiserver", &format!("{}/api/v1/namespaces/kube-system/secrets", api_server.trim_end_matches('/'))).await;
+    // IPv4 inside IPv6 (NAT64, 6to4, IPv4-compatible) and a name with a trailing dot and capitals.
+    url_secret(&ns, "nat64", &format!("http://[64:ff9b::7f00:1]:{port}/hook")).await;
+    url_secret(&ns, "sixtofour", "http://[2002:a00:1::1]/hook").await;
+    url_secret(&ns, "compatible", "http://[::a00:1]/hook").await;
+    url_secret(&ns, "dotted", &format!("http://LOCALHOST.:{port}/hook")).await;
     let _operator = Operator::start(&cluster, &ns);
     create_policy(&ns, "db", json!({
         "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
@@ -252,11 +257,31 @@ async fn internal_addresses_are_refused_and_nothing_is_sent() {
     }))
     .await
     .expect("policy");
+    // (Two targets a policy, so that each condition message holds them whole.)
+    for (policy, targets) in [("forms-a", ["nat64", "sixtofour"]), ("forms-b", ["compatible", "dotted"])] {
+        create_policy(&ns, policy, json!({
+            "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
+            "notifications": targets.iter().map(|t| target(t, t, "Generic", &["Succeeded"])).collect::<Vec<_>>()
+        }))
+        .await
+        .expect("policy");
+    }
     wait_policy(&ns, "db", "Notifications=False NotificationRefused", condition_is("Notifications", "False", "NotificationRefused")).await;
     let message = status(&ns, "db").await.conditions.into_iter().find(|c| c.type_ == "Notifications").map(|c| c.message).unwrap_or_default();
     // This cluster's API server listens on loopback: the more specific reason is given.
     for expected in ["target loopback: 127.0.0.1 resolves to 127.0.0.1, an address of the Kubernetes API server or a denied range", "--notification-allow-cidr=127.0.0.1/32", "target metadata: 169.254.169.254", "link-local", "target apiserver: 127.0.0.1"] {
         assert!(message.contains(expected), "{expected:?} not in {message:?}");
+    }
+    for (policy, expected) in [
+        ("forms-a", ["target nat64: 64:ff9b::7f00:1 resolves to 64:ff9b::7f00:1, an IPv6 form of 127.0.0.1", "target sixtofour: 2002:a00:1::1 resolves to 2002:a00:1::1, an IPv6 form of 10.0.0.1, a private address"]),
+        ("forms-b", ["target compatible: ::a00:1 resolves to ::a00:1, an IPv6 form of 10.0.0.1", "target dotted: localhost resolves to"]),
+    ] {
+        wait_policy(&ns, policy, "Notifications=False NotificationRefused", condition_is("Notifications", "False", "NotificationRefused")).await;
+        let message = status(&ns, policy).await.conditions.into_iter().find(|c| c.type_ == "Notifications").map(|c| c.message).unwrap_or_default();
+        for expected in expected {
+            assert!(message.contains(expected), "{expected:?} not in {message:?}");
+        }
+        support::measured(&format!("observed: webhooks to IPv6 forms of internal addresses ({policy}): Notifications=False NotificationRefused: {message}"));
     }
     // The run succeeds (notifications never hold a run), its notifications are refused at
     // delivery too (an event), and nothing reached the listener.

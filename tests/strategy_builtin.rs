@@ -171,13 +171,13 @@ async fn compiled_plugins_are_cached_on_disk_and_reused_after_a_restart() {
 async fn bytes_of_a_version_seen_before_are_not_hashed_again() {
     let rt = runtime();
     let tar = BuiltinStrategy::Tar.wasm();
-    let first = rt.load_versioned("configmap/ns/p[plugin.wasm]", "rv-1", Arc::from(tar), None).await.expect("load");
+    let first = rt.load_versioned("ns", "configmap/ns/p[plugin.wasm]", "rv-1", Arc::from(tar), None).await.expect("load");
     // Same source and version: the digest comes from the record, not from hashing the bytes
     // (shown here by handing other bytes under the same version).
-    let again = rt.load_versioned("configmap/ns/p[plugin.wasm]", "rv-1", Arc::from(BuiltinStrategy::Snapshot.wasm()), None).await.expect("load");
+    let again = rt.load_versioned("ns", "configmap/ns/p[plugin.wasm]", "rv-1", Arc::from(BuiltinStrategy::Snapshot.wasm()), None).await.expect("load");
     assert_eq!(again.id.digest, first.id.digest);
     // A new version is hashed.
-    let next = rt.load_versioned("configmap/ns/p[plugin.wasm]", "rv-2", Arc::from(BuiltinStrategy::Snapshot.wasm()), None).await.expect("load");
+    let next = rt.load_versioned("ns", "configmap/ns/p[plugin.wasm]", "rv-2", Arc::from(BuiltinStrategy::Snapshot.wasm()), None).await.expect("load");
     assert_ne!(next.id.digest, first.id.digest);
     assert_eq!(next.description.name, "snapshot");
 }

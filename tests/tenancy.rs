@@ -93,3 +93,36 @@ async fn a_tenant_gets_only_what_its_service_accounts_may_do() {
     assert!(jobs.is_empty(), "no restore Job");
     ns.delete().await;
 }
+
+/// What a tenant writes in a policy cannot name another registry than the allowlist's, nor climb
+/// out of its place in a bucket.
+#[tokio::test]
+async fn images_are_matched_by_reference_and_prefixes_cannot_climb() {
+    let Some((cluster, ns)) = setup("hostile-spec").await else { return };
+    claim(&ns, "data-db-0", json!({"app": "db"})).await;
+    claim(&ns, "backup-storage", json!({})).await;
+    // A prefix with `..` is refused at admission, as are `.` and empty segments.
+    for prefix in ["../other", "team/../../other", "./x", "a//b"] {
+        let spec = json!({
+            "schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}},
+            "destinations": [{"name": "x", "s3": {"endpoint": "http://s3.example.com:9000", "bucket": "backups", "prefix": prefix, "credentialsSecret": "creds"}}]
+        });
+        let err = post_raw_policy(&ns, "climbing", spec).await.expect_err(prefix);
+        assert!(err.to_string().contains("prefix"), "{prefix}: {err}");
+    }
+    // `busybox` admits busybox:latest, not the registry host busybox:5000.
+    let _operator = Operator::start_with(&cluster, &ns, &["--image-allowlist", "busybox"]);
+    create_policy(&ns, "evil", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}, "backupImage": "busybox:5000/evil/pwn:1"})).await.expect("policy");
+    create_policy(&ns, "plain", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}})).await.expect("policy");
+    wait_policy(&ns, "evil", "Ready=False PlanRefused", condition_is("Ready", "False", "PlanRefused")).await;
+    let (_, message) = ready(&status(&ns, "evil").await);
+    assert!(message.contains("busybox:5000/evil/pwn:1") && message.contains("allowlist"), "{message}");
+    support::measured(&format!("observed: backupImage busybox:5000/evil/pwn:1 under --image-allowlist busybox: Ready=False PlanRefused: {message}"));
+    poll("a verified backup with busybox:latest under the allowlist", LIMIT + std::time::Duration::from_secs(60), || async {
+        status(&ns, "plain").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded && r.verified == Some(true))
+    })
+    .await;
+    assert!(jobs(&ns, "evil").await.is_empty(), "no Job with the refused image");
+    let _ = cluster;
+    ns.delete().await;
+}

@@ -1,6 +1,6 @@
 //! Webhook notifications about runs. A reconcile hands a [`Notification`] to the [`Notifier`] and
 //! goes on: delivery happens in the background from a bounded queue served round-robin by
-//! namespace ([`fair`]; full: dropped and counted), a few attempts at a time, each with a timeout;
+//! namespace ([`crate::fair`]; full: dropped and counted), a few attempts at a time, each with a timeout;
 //! a failed attempt goes back into the queue with exponential backoff and jitter, so it holds no
 //! slot while it waits and one tenant's failing targets never delay another's; after the last
 //! attempt a `NotificationFailed` Warning event goes to the policy.
@@ -14,7 +14,6 @@
 //! - [`http`]: one request, to a checked address.
 
 pub mod address;
-pub mod fair;
 pub mod http;
 pub mod payload;
 
@@ -64,7 +63,7 @@ struct Delivery {
 }
 
 struct Inner {
-    queue: std::sync::Mutex<fair::FairQueue<Delivery>>,
+    queue: std::sync::Mutex<crate::fair::FairQueue<Delivery>>,
     /// Wakes the workers when a delivery is queued.
     queued: tokio::sync::Notify,
     config: Config,
@@ -106,7 +105,7 @@ impl Notifier {
     /// Starts the delivery task (on the current runtime).
     pub fn start(client: kube::Client, events: crate::events::Publisher, config: Config) -> Notifier {
         let inner = Arc::new(Inner {
-            queue: std::sync::Mutex::new(fair::FairQueue::new(QUEUE, QUEUE_PER_NAMESPACE)),
+            queue: std::sync::Mutex::new(crate::fair::FairQueue::new(QUEUE, QUEUE_PER_NAMESPACE)),
             queued: tokio::sync::Notify::new(),
             config,
             client,

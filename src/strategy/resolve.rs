@@ -35,7 +35,7 @@ pub async fn plugin(policy: &BackupPolicy, client: &Client, runtime: &StrategyRu
             (location.display_name(), bytes, version)
         }
     };
-    runtime.load_versioned(&name, &version, bytes, pinned).await
+    runtime.load_versioned(&policy.namespace().unwrap_or_default(), &name, &version, bytes, pinned).await
 }
 
 /// The policy's opaque plugin config as JSON ("{}" when unset).

@@ -232,7 +232,8 @@ struct Inner {
     disk: Option<super::compile::DiskCache>,
     plugins: Mutex<PluginCache>,
     permits: Arc<Semaphore>,
-    compile_permits: Arc<Semaphore>,
+    /// Compile slots, handed out round-robin among the namespaces waiting for one.
+    compile_slots: Arc<crate::fair::FairSlots>,
     /// One compilation per digest at a time: later loads of the same bytes wait for it.
     compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The digest of each source's latest version, so that unchanged bytes are not hashed again.
@@ -371,7 +372,7 @@ impl StrategyRuntime {
             None => None,
         };
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
-        let compile_permits = Arc::new(Semaphore::new(config.compile_concurrency.max(1)));
+        let compile_slots = Arc::new(crate::fair::FairSlots::new(config.compile_concurrency.max(1)));
         Ok(StrategyRuntime {
             inner: Arc::new(Inner {
                 engine,
@@ -380,7 +381,7 @@ impl StrategyRuntime {
                 disk,
                 plugins: Mutex::default(),
                 permits,
-                compile_permits,
+                compile_slots,
                 compiling: Mutex::default(),
                 versions: Mutex::default(),
                 builtin_digests: super::builtin::BuiltinStrategy::ALL.iter().map(|b| sha256_hex(b.wasm())).collect(),
@@ -411,14 +412,15 @@ impl StrategyRuntime {
     /// itself. `pinned_sha256`, when given, must match the bytes exactly. Compiling waits for a
     /// compile slot, never a call slot; the same bytes are compiled once even when loaded by many.
     pub async fn load(&self, name: &str, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
-        self.load_with_digest(name, None, bytes, pinned_sha256).await
+        self.load_with_digest("", name, None, bytes, pinned_sha256).await
     }
 
     /// [`load`](Self::load) for a source whose `version` says whether its bytes changed: the
-    /// bytes of a version seen before are not hashed again.
-    pub async fn load_versioned(&self, name: &str, version: &str, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
+    /// bytes of a version seen before are not hashed again. `tenant` (the policy's namespace)
+    /// waits for a compile slot in turn with the other tenants.
+    pub async fn load_versioned(&self, tenant: &str, name: &str, version: &str, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
         let known = self.inner.versions.lock().ok().and_then(|v| v.get(name).filter(|(seen, _)| seen == version).map(|(_, d)| d.clone()));
-        let plugin = self.load_with_digest(name, known, bytes, pinned_sha256).await?;
+        let plugin = self.load_with_digest(tenant, name, known, bytes, pinned_sha256).await?;
         if let Ok(mut versions) = self.inner.versions.lock() {
             // Bounded like the sources it mirrors: a policy names one source.
             if versions.len() > 4096 {
@@ -429,7 +431,7 @@ impl StrategyRuntime {
         Ok(plugin)
     }
 
-    async fn load_with_digest(&self, name: &str, digest: Option<String>, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
+    async fn load_with_digest(&self, tenant: &str, name: &str, digest: Option<String>, bytes: Arc<[u8]>, pinned_sha256: Option<&str>) -> Result<Arc<Plugin>> {
         let pinned = pinned_sha256.map(str::to_ascii_lowercase);
         let (this, owned_name, hashed) = (self.clone(), name.to_owned(), bytes.clone());
         let known = match digest {
@@ -448,7 +450,7 @@ impl StrategyRuntime {
         if let Some(known) = self.lookup(&id) {
             return known;
         }
-        let permit = self.inner.compile_permits.clone().acquire_owned().await.map_err(|e| Error::Runtime(format!("compile slots closed: {e}")))?;
+        let permit = self.inner.compile_slots.acquire(tenant).await;
         let (this, compile_id) = (self.clone(), id.clone());
         let compiled = spawn_blocking(move || {
             let _permit = permit;

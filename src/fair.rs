@@ -1,8 +1,11 @@
-//! A queue served round-robin by tenant (namespace), whose items may wait for a time of their own
-//! (a retry's backoff): one tenant's many or failing deliveries never hold the slots another
-//! tenant's wait for. Bounded in all and per tenant. Pure: time is passed in.
+//! Shared work served fairly by tenant (namespace): a queue served round-robin whose items may
+//! wait for a time of their own (a retry's backoff), bounded in all and per tenant
+//! ([`FairQueue`], pure: time is passed in), and slots handed out round-robin among the tenants
+//! waiting for one ([`FairSlots`]). One tenant's many or failing deliveries, or its compile bombs,
+//! never hold the slots another tenant waits for for more than one item's time.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 use std::time::Instant;
 
 pub struct FairQueue<T> {
@@ -63,6 +66,62 @@ impl<T> FairQueue<T> {
     }
 }
 
+/// `n` slots for work of any tenant; when one frees, the next tenant in turn among those waiting
+/// gets it (a semaphore that is first come, first served would give it to whoever queued most).
+pub struct FairSlots {
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    free: usize,
+    waiting: FairQueue<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A slot, given back when dropped.
+pub struct Slot {
+    slots: std::sync::Arc<FairSlots>,
+}
+
+impl FairSlots {
+    pub fn new(n: usize) -> FairSlots {
+        FairSlots { state: Mutex::new(SlotState { free: n.max(1), waiting: FairQueue::new(usize::MAX, usize::MAX) }) }
+    }
+
+    /// Waits for a slot for `tenant`.
+    pub async fn acquire(self: &std::sync::Arc<Self>, tenant: &str) -> Slot {
+        let receiver = {
+            let Ok(mut state) = self.state.lock() else { return Slot { slots: self.clone() } };
+            if state.free > 0 && state.waiting.is_empty() {
+                state.free -= 1;
+                return Slot { slots: self.clone() };
+            }
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            let _ = state.waiting.push(tenant, Instant::now(), sender);
+            receiver
+        };
+        // A closed channel means the slots are gone with the operator: go on without one.
+        let _ = receiver.await;
+        Slot { slots: self.clone() }
+    }
+
+    fn release(&self) {
+        let Ok(mut state) = self.state.lock() else { return };
+        // The next tenant in turn whose waiter is still there gets the slot.
+        while let Some(next) = state.waiting.pop_ready(Instant::now() + std::time::Duration::from_secs(3600)) {
+            if next.send(()).is_ok() {
+                return;
+            }
+        }
+        state.free += 1;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +163,29 @@ mod tests {
         assert_eq!(q.len(), 5);
         let order: Vec<i32> = std::iter::from_fn(|| q.pop_ready(now)).collect();
         assert_eq!(order, [0, 10, 20, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_next_tenant_in_turn() {
+        let slots = std::sync::Arc::new(FairSlots::new(1));
+        let held = slots.acquire("bombs").await;
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Four compiles of one tenant queue first, then one of another tenant.
+        for (i, tenant) in ["bombs", "bombs", "bombs", "bombs", "team"].into_iter().enumerate() {
+            let (slots, order) = (slots.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _slot = slots.acquire(tenant).await;
+                order.lock().expect("order").push(format!("{tenant}-{i}"));
+            }));
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let order = order.lock().expect("order").clone();
+        let team = order.iter().position(|o| o == "team-4").expect("served");
+        assert!(team <= 1, "the other tenant waits for at most one of the first tenant's compiles: {order:?}");
     }
 }
