@@ -66,7 +66,8 @@ pub fn parse(url: &str) -> Result<Target, Failure> {
         return Err(Failure::Invalid("the webhook URL carries user information: put a token in its path or query instead".into()));
     }
     let host = match parsed.host() {
-        Some(url::Host::Domain(d)) => d.to_owned(),
+        // Resolved and judged as rules compare names: `LOCALHOST.` is `localhost`.
+        Some(url::Host::Domain(d)) => super::address::normalize_host(d),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
         None => return Err(Failure::Invalid("the webhook URL has no host".into())),
@@ -204,6 +205,10 @@ mod tests {
         let rules = AddressRules::default();
         let loopback = parse("http://localhost:8080/").unwrap();
         assert!(matches!(resolve(&loopback, &rules, Duration::from_secs(5)).await, Err(Failure::Refused(m)) if m.contains("loopback")));
+        // A fully qualified name in capitals is the same name, refused the same way.
+        let dotted = parse("http://LOCALHOST.:8080/").unwrap();
+        assert_eq!(dotted.host, "localhost");
+        assert!(matches!(resolve(&dotted, &rules, Duration::from_secs(5)).await, Err(Failure::Refused(m)) if m.contains("loopback")));
         let metadata = parse("http://169.254.169.254/latest/meta-data/").unwrap();
         assert!(matches!(resolve(&metadata, &rules, Duration::from_secs(5)).await, Err(Failure::Refused(m)) if m.contains("link-local")));
         let allowed = AddressRules { allow_cidrs: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()], ..AddressRules::default() };
