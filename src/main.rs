@@ -76,9 +76,9 @@ struct RunArgs {
     /// Bytes of compiled plugins kept in --plugin-cache-dir (least recently used go first).
     #[arg(long, default_value_t = 512 << 20)]
     plugin_cache_disk_bytes: u64,
-    /// Address space of the child process that compiles a plugin; at most half of the
-    /// container's memory limit (read from its cgroup), so that the child, never the operator,
-    /// is what runs out.
+    /// Address space of the child process that compiles a plugin; at most three quarters of
+    /// the container's memory limit (read from its cgroup, never under 384 MiB), and the child
+    /// is what the kernel ends first when the container runs out.
     #[arg(long, default_value_t = 1 << 30)]
     plugin_compile_memory_bytes: u64,
     /// Time a plugin's compilation may take.

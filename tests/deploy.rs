@@ -163,6 +163,8 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
         status(&ns, "mounted").await.backup_history.into_iter().find(|r| r.plugin.as_ref().is_some_and(|p| p != &first_plugin && p.starts_with("plugin-dir/strategy.wasm@")))
     })
     .await;
+    // Compiled in the child within the pod's memory limit (512 MiB: the child gets 384 MiB).
+    assert!(!new.reason.as_deref().is_some_and(|r| r.starts_with("PluginCompile")), "{new:?}");
     support::measured(&format!(
         "deploy: new plugin version in the ConfigMap -> first run planned with it after {:.0} s (kubelet refresh + the next scheduled minute); plugin {} -> {}",
         swapped.elapsed().as_secs_f64(),

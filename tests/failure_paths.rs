@@ -212,3 +212,89 @@ async fn a_run_stopped_midway_leaves_no_partial_file() {
     support::measured("observed: a Job deleted mid-run and a policy deleted mid-run: no .partial file left on the backup claim");
     ns.delete().await;
 }
+
+/// The same with the operator watching every namespace, as the cluster-wide install does: a
+/// BackupRestore it cannot read in one namespace, a policy in another that runs on time. The
+/// operator's identity here may read every namespace (the watches are cluster-wide) but write only
+/// in the test's two, so that it cannot act on the other tests' objects meanwhile.
+#[tokio::test]
+async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_another_namespace() {
+    let Some((cluster, poisoned)) = setup("poison-all").await else { return };
+    let policies = cluster.namespace("policy-all").await;
+    claim(&policies, "data-db-0", json!({"app": "db"})).await;
+    claim(&policies, "backup-storage", json!({})).await;
+    let resource = ApiResource::erase::<backup_operator::api::BackupRestore>(&());
+    let raw: Api<DynamicObject> = Api::namespaced_with(poisoned.client.clone(), &poisoned.name, &resource);
+    {
+        let _lock = crd_lock();
+        let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuprestores.yaml")).expect("crd");
+        let strict: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
+        let mut loose = serde_json::to_value(&strict).expect("json");
+        let time = &mut loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["source"]["properties"]["scheduledTime"];
+        time.as_object_mut().expect("scheduledTime schema").remove("pattern");
+        let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+        let apply = |crd: serde_json::Value| {
+            let crds = crds.clone();
+            async move {
+                crds.patch("backuprestores.backup.example.com", &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(crd)).await.expect("apply crd");
+            }
+        };
+        apply(loose).await;
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "metadata": {"name": "bad-offset"},
+            "spec": {"source": {"policy": "files", "pvc": "data-db-0", "scheduledTime": "2026-12-07T17:00:00+05:99"}}
+        }))
+        .expect("object");
+        poll("the loose CRD to admit +05:99", LIMIT, || async { raw.create(&PostParams::default(), &object).await.ok() }).await;
+        apply(serde_json::to_value(&strict).expect("json")).await;
+    }
+    // The operator's identity: reads everywhere, writes in these two namespaces only.
+    let sa = format!("system:serviceaccount:{}:watcher", poisoned.name);
+    support::kubectl(&cluster, &["-n", &poisoned.name, "create", "serviceaccount", "watcher"]);
+    let reader = format!("backup-operator-reader-{}", poisoned.name);
+    support::kubectl(&cluster, &["create", "clusterrole", &reader, "--verb=get,list,watch",
+        "--resource=backuppolicies.backup.example.com,backuprestores.backup.example.com,jobs.batch,pods,persistentvolumeclaims,configmaps,events,volumesnapshots.snapshot.storage.k8s.io"]);
+    support::kubectl(&cluster, &["create", "clusterrolebinding", &reader, &format!("--clusterrole={reader}"), &format!("--serviceaccount={}:watcher", poisoned.name)]);
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/namespaced/rbac.yaml")).expect("rbac");
+    let role = rbac.split("\n---\n").find(|d| d.contains("kind: Role\n")).expect("the namespaced Role");
+    let role_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(role_file.path(), role).expect("write role");
+    for ns in [&poisoned.name, &policies.name] {
+        support::kubectl(&cluster, &["-n", ns, "apply", "-f", &role_file.path().to_string_lossy()]);
+        support::kubectl(&cluster, &["-n", ns, "create", "rolebinding", "watcher", "--role=backup-operator", &format!("--serviceaccount={}:watcher", poisoned.name)]);
+    }
+    let token = support::kubectl(&cluster, &["-n", &poisoned.name, "create", "token", "watcher", "--duration=1h"]);
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig).expect("kubeconfig")).expect("yaml");
+    config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim())).expect("user");
+    let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(kubeconfig.path(), serde_yaml::to_string(&config).expect("yaml")).expect("write kubeconfig");
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
+        .args(["run", "--metrics-bind-address", "127.0.0.1:0"])
+        .env("KUBECONFIG", kubeconfig.path())
+        .env("NO_COLOR", "1")
+        .stdout(log.reopen().expect("log"))
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("start an all-namespaces operator");
+    create_policy(&policies, "files", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}})).await.expect("policy");
+    let success = poll("a successful run in the other namespace", LIMIT + Duration::from_secs(60), || async {
+        status(&policies, "files").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded)
+    })
+    .await;
+    let events = poll("the poisoned restore's InvalidSpec event", LIMIT, || async {
+        let reasons = support::kubectl(&cluster, &["-n", &poisoned.name, "get", "events", "--field-selector", "involvedObject.name=bad-offset", "-o", "jsonpath={.items[*].reason}"]);
+        reasons.contains("InvalidSpec").then_some(reasons)
+    })
+    .await;
+    let _ = operator.kill();
+    let _ = operator.wait();
+    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(!text.contains("failed to perform initial object list"), "{}", text.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+    support::measured(&format!("observed: an all-namespaces operator ({sa}) beside a BackupRestore with +05:99 in {}: run {} {:?} in {}; the restore's events [{events}]", poisoned.name, success.job_name, success.status, policies.name));
+    support::kubectl(&cluster, &["delete", "clusterrolebinding", &reader]);
+    support::kubectl(&cluster, &["delete", "clusterrole", &reader]);
+    raw.delete("bad-offset", &DeleteParams::default()).await.ok();
+    policies.delete().await;
+    poisoned.delete().await;
+}
