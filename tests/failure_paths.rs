@@ -252,8 +252,14 @@ async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_anot
     let sa = format!("system:serviceaccount:{}:watcher", poisoned.name);
     support::kubectl(&cluster, &["-n", &poisoned.name, "create", "serviceaccount", "watcher"]);
     let reader = format!("backup-operator-reader-{}", poisoned.name);
-    support::kubectl(&cluster, &["create", "clusterrole", &reader, "--verb=get,list,watch",
-        "--resource=backuppolicies.backup.example.com,backuprestores.backup.example.com,jobs.batch,pods,persistentvolumeclaims,configmaps,events,volumesnapshots.snapshot.storage.k8s.io"]);
+    // (As a manifest: `kubectl create clusterrole` refuses resources the cluster does not serve,
+    // and the VolumeSnapshot API may not be installed.)
+    let reader_role = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {reader}\nrules:\n  - apiGroups: [\"backup.example.com\"]\n    resources: [\"backuppolicies\", \"backuprestores\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"\"]\n    resources: [\"pods\", \"persistentvolumeclaims\", \"configmaps\", \"events\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"snapshot.storage.k8s.io\"]\n    resources: [\"volumesnapshots\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
+    );
+    let reader_file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(reader_file.path(), reader_role).expect("write clusterrole");
+    support::kubectl(&cluster, &["apply", "-f", &reader_file.path().to_string_lossy()]);
     support::kubectl(&cluster, &["create", "clusterrolebinding", &reader, &format!("--clusterrole={reader}"), &format!("--serviceaccount={}:watcher", poisoned.name)]);
     let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/namespaced/rbac.yaml")).expect("rbac");
     let role = rbac.split("\n---\n").find(|d| d.contains("kind: Role\n")).expect("the namespaced Role");
