@@ -215,8 +215,9 @@ async fn a_run_stopped_midway_leaves_no_partial_file() {
 
 /// The same with the operator watching every namespace, as the cluster-wide install does: a
 /// BackupRestore it cannot read in one namespace, a policy in another that runs on time. The
-/// operator's identity here may read every namespace (the watches are cluster-wide) but write only
-/// in the test's two, so that it cannot act on the other tests' objects meanwhile.
+/// operator's identity here may read every namespace (the watches are cluster-wide; ConfigMaps
+/// excepted, so that it compiles no other test's plugin) but write only in the test's two, so that
+/// it cannot act on the other tests' objects meanwhile.
 #[tokio::test]
 async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_another_namespace() {
     let Some((cluster, poisoned)) = setup("poison-all").await else { return };
@@ -255,7 +256,7 @@ async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_anot
     // (As a manifest: `kubectl create clusterrole` refuses resources the cluster does not serve,
     // and the VolumeSnapshot API may not be installed.)
     let reader_role = format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {reader}\nrules:\n  - apiGroups: [\"backup.example.com\"]\n    resources: [\"backuppolicies\", \"backuprestores\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"\"]\n    resources: [\"pods\", \"persistentvolumeclaims\", \"configmaps\", \"events\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"snapshot.storage.k8s.io\"]\n    resources: [\"volumesnapshots\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {reader}\nrules:\n  - apiGroups: [\"backup.example.com\"]\n    resources: [\"backuppolicies\", \"backuprestores\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"\"]\n    resources: [\"pods\", \"persistentvolumeclaims\", \"events\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"snapshot.storage.k8s.io\"]\n    resources: [\"volumesnapshots\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
     );
     let reader_file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(reader_file.path(), reader_role).expect("write clusterrole");
@@ -276,7 +277,9 @@ async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_anot
     std::fs::write(kubeconfig.path(), serde_yaml::to_string(&config).expect("yaml")).expect("write kubeconfig");
     let log = tempfile::NamedTempFile::new().expect("log");
     let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
-        .args(["run", "--metrics-bind-address", "127.0.0.1:0"])
+        // One reconcile at a time: it reconciles every test's policies too (and is refused every
+        // write there), which must not load the machine the other tests run on.
+        .args(["run", "--metrics-bind-address", "127.0.0.1:0", "--reconcile-concurrency", "1"])
         .env("KUBECONFIG", kubeconfig.path())
         .env("NO_COLOR", "1")
         .stdout(log.reopen().expect("log"))
