@@ -299,7 +299,9 @@ async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_anot
     let _ = operator.kill();
     let _ = operator.wait();
     let text = std::fs::read_to_string(log.path()).unwrap_or_default();
-    assert!(!text.contains("failed to perform initial object list"), "{}", text.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+    // (Its ConfigMap watch is refused on purpose; the restores' list is what must not fail.)
+    let restores_list_failed = text.lines().any(|l| l.contains("initial object list") && (l.contains("time zone offset") || l.contains("backuprestores")));
+    assert!(!restores_list_failed, "{}", text.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
     support::measured(&format!("observed: an all-namespaces operator ({sa}) beside a BackupRestore with +05:99 in {}: run {} {:?} in {}; the restore's events [{events}]", poisoned.name, success.job_name, success.status, policies.name));
     support::kubectl(&cluster, &["delete", "clusterrolebinding", &reader]);
     support::kubectl(&cluster, &["delete", "clusterrole", &reader]);
