@@ -19,8 +19,38 @@ use serde_json::json;
 use support::TestNamespace;
 use support::operator::*;
 
-fn ready(status: &backup_operator::api::BackupPolicyStatus) -> (String, String) {
-    status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default()
+/// Creates BackupRestores whose `scheduledTime` the strict CRD refuses (checked) by loosening the
+/// CRD for a moment, as an older release's CRD would have admitted them; the strict CRD is back
+/// when this returns.
+async fn admit_poisoned_restores(cluster: &support::TestCluster, raw: &Api<DynamicObject>, restores: &[(&str, &str)]) {
+    let _lock = crd_lock();
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuprestores.yaml")).expect("crd");
+    let strict: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
+    let mut loose = serde_json::to_value(&strict).expect("json");
+    let time = &mut loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["source"]["properties"]["scheduledTime"];
+    assert!(time.as_object_mut().expect("scheduledTime schema").remove("pattern").is_some(), "the CRD carries the time pattern");
+    let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
+    let apply = |crd: serde_json::Value| {
+        let crds = crds.clone();
+        async move {
+            crds.patch("backuprestores.backup.example.com", &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(crd)).await.expect("apply crd");
+        }
+    };
+    let object = |name: &str, time: &str| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "metadata": {"name": name},
+            "spec": {"source": {"policy": "files", "pvc": "data-db-0", "scheduledTime": time}}
+        }))
+        .expect("object")
+    };
+    for (name, time) in restores {
+        assert!(raw.create(&PostParams::default(), &object(name, time)).await.is_err(), "the strict CRD admits {time}");
+    }
+    apply(loose).await;
+    for (name, time) in restores {
+        poll(&format!("the loose CRD to admit {time}"), LIMIT, || async { raw.create(&PostParams::default(), &object(name, time)).await.ok() }).await;
+    }
+    apply(serde_json::to_value(&strict).expect("json")).await;
 }
 
 #[tokio::test]
@@ -33,38 +63,7 @@ async fn restores_the_operator_cannot_read_fail_alone_and_the_policies_run() {
     // Times the API server's `date-time` format admits and the operator's parser may not: they
     // get in only while the CRD lacks its pattern (as under an older release's CRD).
     let poisoned = [("bad-offset", "2026-12-07T17:00:00+05:99"), ("lowercase", "2026-12-07t17:00:00z"), ("long-fraction", "2026-12-07T17:00:00.1234567890123Z")];
-    {
-        let _lock = crd_lock();
-        let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuprestores.yaml")).expect("crd");
-        let strict: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
-        let mut loose = serde_json::to_value(&strict).expect("json");
-        let time = &mut loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["source"]["properties"]["scheduledTime"];
-        assert!(time.as_object_mut().expect("scheduledTime schema").remove("pattern").is_some(), "the CRD carries the time pattern");
-        let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-        let apply = |crd: serde_json::Value| {
-            let crds = crds.clone();
-            async move {
-                crds.patch("backuprestores.backup.example.com", &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(crd)).await.expect("apply crd");
-            }
-        };
-        // The strict CRD refuses them.
-        let object = |name: &str, time: &str| -> DynamicObject {
-            serde_json::from_value(json!({
-                "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "metadata": {"name": name},
-                "spec": {"source": {"policy": "files", "pvc": "data-db-0", "scheduledTime": time}}
-            }))
-            .expect("object")
-        };
-        for (name, time) in poisoned {
-            let refused = raw.create(&PostParams::default(), &object(name, time)).await;
-            assert!(refused.is_err(), "the strict CRD admits {time}");
-        }
-        apply(loose).await;
-        for (name, time) in poisoned {
-            poll(&format!("the loose CRD to admit {time}"), LIMIT, || async { raw.create(&PostParams::default(), &object(name, time)).await.ok() }).await;
-        }
-        apply(serde_json::to_value(&strict).expect("json")).await;
-    }
+    admit_poisoned_restores(&cluster, &raw, &poisoned).await;
     // A fresh operator: its initial list of restores holds objects it cannot read.
     let operator = Operator::start(&cluster, &ns);
     create_policy(&ns, "files", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}})).await.expect("policy");
@@ -226,29 +225,7 @@ async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_anot
     claim(&policies, "backup-storage", json!({})).await;
     let resource = ApiResource::erase::<backup_operator::api::BackupRestore>(&());
     let raw: Api<DynamicObject> = Api::namespaced_with(poisoned.client.clone(), &poisoned.name, &resource);
-    {
-        let _lock = crd_lock();
-        let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/crd/backup.example.com_backuprestores.yaml")).expect("crd");
-        let strict: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("crd");
-        let mut loose = serde_json::to_value(&strict).expect("json");
-        let time = &mut loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["source"]["properties"]["scheduledTime"];
-        time.as_object_mut().expect("scheduledTime schema").remove("pattern");
-        let crds: Api<CustomResourceDefinition> = Api::all(cluster.client.clone());
-        let apply = |crd: serde_json::Value| {
-            let crds = crds.clone();
-            async move {
-                crds.patch("backuprestores.backup.example.com", &PatchParams::apply("backup-operator-tests").force(), &Patch::Apply(crd)).await.expect("apply crd");
-            }
-        };
-        apply(loose).await;
-        let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "metadata": {"name": "bad-offset"},
-            "spec": {"source": {"policy": "files", "pvc": "data-db-0", "scheduledTime": "2026-12-07T17:00:00+05:99"}}
-        }))
-        .expect("object");
-        poll("the loose CRD to admit +05:99", LIMIT, || async { raw.create(&PostParams::default(), &object).await.ok() }).await;
-        apply(serde_json::to_value(&strict).expect("json")).await;
-    }
+    admit_poisoned_restores(&cluster, &raw, &[("bad-offset", "2026-12-07T17:00:00+05:99")]).await;
     // The operator's identity: reads everywhere, writes in these two namespaces only.
     let sa = format!("system:serviceaccount:{}:watcher", poisoned.name);
     support::kubectl(&cluster, &["-n", &poisoned.name, "create", "serviceaccount", "watcher"]);

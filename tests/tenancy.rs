@@ -32,10 +32,6 @@ fn as_tenant(cluster: &TestCluster, ns: &TestNamespace, args: &[&str], stdin: Op
     if out.status.success() { Ok(text(&out.stdout)) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
 }
 
-fn ready(s: &backup_operator::api::BackupPolicyStatus) -> (String, String) {
-    s.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_tenant_gets_only_what_its_service_accounts_may_do() {
     let Some((cluster, ns)) = setup("tenancy").await else { return };

@@ -76,9 +76,7 @@ fn carried_v4(ip: IpAddr) -> Vec<std::net::Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return Vec::new() };
     let s = v6.segments();
     let v4 = |hi: u16, lo: u16| std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-    if s[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback() {
-        vec![v4(s[6], s[7])]
-    } else if s[..6] == NAT64_WELL_KNOWN {
+    if (s[..6] == [0; 6] && !v6.is_unspecified() && !v6.is_loopback()) || s[..6] == NAT64_WELL_KNOWN {
         vec![v4(s[6], s[7])]
     } else if s[0] == 0x2002 {
         vec![v4(s[1], s[2])]

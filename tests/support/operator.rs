@@ -237,6 +237,11 @@ where
     .await
 }
 
+/// The Ready condition's reason and message.
+pub fn ready(status: &backup_operator::api::BackupPolicyStatus) -> (String, String) {
+    status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| (c.reason.clone(), c.message.clone())).unwrap_or_default()
+}
+
 /// The policy's status, now.
 pub async fn status(ns: &TestNamespace, name: &str) -> backup_operator::api::BackupPolicyStatus {
     ns.api::<BackupPolicy>().get(name).await.expect("policy").status.unwrap_or_default()
