@@ -404,9 +404,19 @@ struct Target<'a> {
 
 impl Target<'_> {
     /// Hands a notification about `run` (or, without one, about `pvc` and `scheduled`) to the
-    /// notifier, when a target of the policy wants `event`; never waits.
+    /// notifier, when a target of the policy wants `event`; never waits. A run's recorded outcome
+    /// carries a pending mark for it, which the notifier removes when every target is done.
     fn notify(&self, event: NotificationEvent, run: Option<&ObservedRun>, pvc: Option<&str>, scheduled: Option<chrono::DateTime<Utc>>, message: String) {
-        if !self.policy.spec.notifications.iter().any(|n| n.events.contains(&event)) {
+        let mark = run.filter(|r| r.pending_notifications.contains(&event)).and_then(|r| {
+            let resource = match r.object {
+                RunObject::Job => ApiResource::erase::<k8s_openapi::api::batch::v1::Job>(&()),
+                RunObject::Snapshot => crate::runs::snapshot::resource(),
+                RunObject::NotStarted => return None,
+            };
+            let annotation = crate::runs::pending_annotations(&[event]).into_keys().next()?;
+            Some(crate::notify::PendingMark { resource, namespace: self.ns.clone(), name: r.name.clone(), annotation })
+        });
+        if mark.is_none() && !self.wants(event) {
             return;
         }
         let report = run.and_then(|r| r.report.as_ref());
@@ -424,7 +434,12 @@ impl Target<'_> {
             size_bytes: report.and_then(|r| r.size_bytes),
             sha256: report.and_then(|r| r.sha256.clone()),
         };
-        self.ctx.notifier.notify(self.policy, &notification);
+        self.ctx.notifier.notify(self.policy, &self.tenant, &notification, mark);
+    }
+
+    /// Whether a target of the policy wants notifications of `event`.
+    fn wants(&self, event: NotificationEvent) -> bool {
+        self.policy.spec.notifications.iter().any(|n| n.events.contains(&event))
     }
 
     /// Queues an event of the policy for the end of the reconcile.
@@ -536,11 +551,11 @@ async fn reconcile_policy(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Resul
 }
 
 /// The targets' problems for the Notifications condition; `None` for a policy without targets.
-async fn notification_problems(policy: &BackupPolicy, ctx: &Context) -> Option<Vec<crate::notify::TargetProblem>> {
+async fn notification_problems(policy: &BackupPolicy, ctx: &Context, tenant: &Client) -> Option<Vec<crate::notify::TargetProblem>> {
     if policy.spec.notifications.is_empty() {
         return None;
     }
-    Some(ctx.notifier.check(policy).await)
+    Some(ctx.notifier.check(policy, tenant).await)
 }
 
 async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: &Arc<Context>) -> Result<Action> {
@@ -566,7 +581,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
                 readiness: decide::Readiness { not_ready: None, reason: None, message: String::new() },
                 plugin_error: Some(classified),
                 plugin: None,
-                notifications: notification_problems(policy, ctx).await,
+                notifications: notification_problems(policy, ctx, &target.tenant).await,
                 suspended: policy.spec.suspend,
                 generation: policy.metadata.generation,
                 now,
@@ -600,7 +615,7 @@ async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPolicy>, ctx: 
         readiness,
         plugin_error: outcome.plugin_error.as_ref().map(Error::classify),
         plugin: outcome.plugin.clone(),
-        notifications: notification_problems(policy, ctx).await,
+        notifications: notification_problems(policy, ctx, &target.tenant).await,
         suspended: decision.suspended,
         generation: policy.metadata.generation,
         now,
@@ -811,6 +826,7 @@ async fn apply(t: &Target<'_>, observation: &Observation, d: &Decision) -> Outco
     prune(t, observation, d, plugin.as_ref().ok(), &mut out).await;
     verify(t, observation, d, plugin.as_ref().ok(), &mut out).await;
     finalize(t, d, &mut out).await;
+    notify_pending(t, &out);
     out
 }
 
@@ -876,9 +892,16 @@ async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
             }
         }
         let Some(run) = out.runs.iter_mut().find(|r| &r.name == name) else { continue };
+        // The notification the outcome owes is recorded with it, so a restart does not lose it.
+        let event = match run.status {
+            RunStatus::Succeeded => Some(NotificationEvent::Succeeded),
+            RunStatus::Failed => Some(NotificationEvent::Failed),
+            RunStatus::Pending | RunStatus::Running => None,
+        };
+        run.pending_notifications = event.filter(|e| t.wants(*e)).into_iter().collect();
         let result = match run.object {
             RunObject::Job => backup_job::record(&t.ctx.client, &t.ns, run).await,
-            RunObject::Snapshot => snapshot::record(&t.ctx.client, &t.ns, &run.name).await,
+            RunObject::Snapshot => snapshot::record(&t.ctx.client, &t.ns, &run.name, &run.pending_notifications).await,
             RunObject::NotStarted => Ok(()),
         };
         if let Err(e) = result {
@@ -896,23 +919,39 @@ async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outcome) {
                 m.run_duration.get_or_create(&crate::metrics::PolicyLabels { namespace: t.ns.clone(), policy: t.name.clone() }).observe(seconds);
             }
         }
-        let report = run.report.clone().unwrap_or_default();
         match run.status {
-            RunStatus::Succeeded => {
-                let what = match (run.verifies && report.verified != Some(false), report.size_bytes, &report.sha256) {
-                    (true, Some(size), Some(sum)) => format!("written and verified, {size} bytes, sha256 {sum}"),
-                    (true, _, _) => "written and verified".to_owned(),
-                    (false, _, _) => "written, unverified (the plan verifies nothing)".to_owned(),
-                };
-                let note = format!("{}: run {} succeeded: {what}", run.pvc, run.name);
-                t.notify(NotificationEvent::Succeeded, Some(&*run), None, None, what);
-                t.event(EventType::Normal, "RunSucceeded", note);
-            }
-            RunStatus::Failed => {
-                t.notify(NotificationEvent::Failed, Some(&*run), None, None, run.message.clone());
-                t.event(EventType::Warning, "RunFailed", format!("{}: run {} failed: {}", run.pvc, run.name, run.message));
-            }
+            RunStatus::Succeeded => t.event(EventType::Normal, "RunSucceeded", format!("{}: run {} succeeded: {}", run.pvc, run.name, succeeded(run))),
+            RunStatus::Failed => t.event(EventType::Warning, "RunFailed", format!("{}: run {} failed: {}", run.pvc, run.name, run.message)),
             RunStatus::Pending | RunStatus::Running => {}
+        }
+    }
+}
+
+/// How a successful run went, in words (its event's and notification's message).
+fn succeeded(run: &ObservedRun) -> String {
+    let report = run.report.clone().unwrap_or_default();
+    match (run.verifies && report.verified != Some(false), report.size_bytes, &report.sha256) {
+        (true, Some(size), Some(sum)) => format!("written and verified, {size} bytes, sha256 {sum}"),
+        (true, _, _) => "written and verified".to_owned(),
+        (false, _, _) => "written, unverified (the plan verifies nothing)".to_owned(),
+    }
+}
+
+/// The notifications recorded runs still owe (just recorded, or left by an operator that
+/// stopped before delivering them), handed to the notifier; it sends each once per process.
+fn notify_pending(t: &Target<'_>, out: &Outcome) {
+    for run in out.runs.iter().filter(|r| r.recorded) {
+        for event in &run.pending_notifications {
+            let message = match event {
+                NotificationEvent::Succeeded => succeeded(run),
+                NotificationEvent::Corrupted => run.verify.as_ref().map(|v| v.message.clone()).unwrap_or_default(),
+                NotificationEvent::Failed
+                | NotificationEvent::Missed
+                | NotificationEvent::Skipped
+                | NotificationEvent::PruneFailed
+                | NotificationEvent::PluginFailed => run.message.clone(),
+            };
+            t.notify(*event, Some(run), None, None, message);
         }
     }
 }
@@ -1220,17 +1259,18 @@ async fn verify(t: &Target<'_>, observation: &Observation, d: &Decision, plugin:
         }
     }
     for done in &d.verify_done {
-        if let Err(e) = backup_job::record_verification(&t.ctx.client, &t.ns, &done.run, &done.record).await {
+        let pending: Vec<NotificationEvent> = (!done.record.verified && t.wants(NotificationEvent::Corrupted)).then_some(NotificationEvent::Corrupted).into_iter().collect();
+        if let Err(e) = backup_job::record_verification(&t.ctx.client, &t.ns, &done.run, &done.record, &pending).await {
             out.transient(e);
             continue;
         }
         if let Some(run) = out.runs.iter_mut().find(|r| r.name == done.run) {
             run.verify = Some(done.record.clone());
+            run.pending_notifications.extend(pending);
             if done.record.verified {
                 t.event(EventType::Normal, "Verified", format!("{}: run {} re-verified", run.pvc, run.name));
             } else {
                 t.event(EventType::Warning, "BackupCorrupted", format!("{}: run {}: {}", run.pvc, run.name, done.record.message));
-                t.notify(NotificationEvent::Corrupted, Some(&*run), None, None, done.record.message.clone());
             }
         }
         if let Err(e) = verify_job::delete(&t.ctx.client, &t.ns, &done.job).await {

@@ -65,6 +65,8 @@ pub struct ObservedRun {
     /// Its Job carries the public labels (`backup-policy`, `pvc`), so that
     /// `kubectl get jobs -l backup-policy=<policy>` lists it.
     pub listed: bool,
+    /// Notifications of its outcome recorded as not yet delivered to every target.
+    pub pending_notifications: Vec<crate::api::NotificationEvent>,
 }
 
 impl ObservedRun {

@@ -226,43 +226,8 @@ async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_anot
     let resource = ApiResource::erase::<backup_operator::api::BackupRestore>(&());
     let raw: Api<DynamicObject> = Api::namespaced_with(poisoned.client.clone(), &poisoned.name, &resource);
     admit_poisoned_restores(&cluster, &raw, &[("bad-offset", "2026-12-07T17:00:00+05:99")]).await;
-    // The operator's identity: reads everywhere, writes in these two namespaces only.
-    let sa = format!("system:serviceaccount:{}:watcher", poisoned.name);
-    support::kubectl(&cluster, &["-n", &poisoned.name, "create", "serviceaccount", "watcher"]);
-    let reader = format!("backup-operator-reader-{}", poisoned.name);
-    // (As a manifest: `kubectl create clusterrole` refuses resources the cluster does not serve,
-    // and the VolumeSnapshot API may not be installed.)
-    let reader_role = format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {reader}\nrules:\n  - apiGroups: [\"backup.example.com\"]\n    resources: [\"backuppolicies\", \"backuprestores\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"\"]\n    resources: [\"pods\", \"persistentvolumeclaims\", \"events\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"snapshot.storage.k8s.io\"]\n    resources: [\"volumesnapshots\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
-    );
-    let reader_file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(reader_file.path(), reader_role).expect("write clusterrole");
-    support::kubectl(&cluster, &["apply", "-f", &reader_file.path().to_string_lossy()]);
-    support::kubectl(&cluster, &["create", "clusterrolebinding", &reader, &format!("--clusterrole={reader}"), &format!("--serviceaccount={}:watcher", poisoned.name)]);
-    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/namespaced/rbac.yaml")).expect("rbac");
-    let role = rbac.split("\n---\n").find(|d| d.contains("kind: Role\n")).expect("the namespaced Role");
-    let role_file = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(role_file.path(), role).expect("write role");
-    for ns in [&poisoned.name, &policies.name] {
-        support::kubectl(&cluster, &["-n", ns, "apply", "-f", &role_file.path().to_string_lossy()]);
-        support::kubectl(&cluster, &["-n", ns, "create", "rolebinding", "watcher", "--role=backup-operator", &format!("--serviceaccount={}:watcher", poisoned.name)]);
-    }
-    let token = support::kubectl(&cluster, &["-n", &poisoned.name, "create", "token", "watcher", "--duration=1h"]);
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig).expect("kubeconfig")).expect("yaml");
-    config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim())).expect("user");
-    let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
-    std::fs::write(kubeconfig.path(), serde_yaml::to_string(&config).expect("yaml")).expect("write kubeconfig");
-    let log = tempfile::NamedTempFile::new().expect("log");
-    let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
-        // One reconcile at a time: it reconciles every test's policies too (and is refused every
-        // write there), which must not load the machine the other tests run on.
-        .args(["run", "--metrics-bind-address", "127.0.0.1:0", "--reconcile-concurrency", "1"])
-        .env("KUBECONFIG", kubeconfig.path())
-        .env("NO_COLOR", "1")
-        .stdout(log.reopen().expect("log"))
-        .stderr(log.reopen().expect("log"))
-        .spawn()
-        .expect("start an all-namespaces operator");
+    let operator = support::operator::AllNamespacesOperator::start(&cluster, &poisoned, &[&poisoned.name, &policies.name], &[]);
+    let sa = operator.identity.clone();
     create_policy(&policies, "files", json!({"schedule": "*/1 * * * *", "pvcSelector": {"matchLabels": {"app": "db"}}})).await.expect("policy");
     let success = poll("a successful run in the other namespace", LIMIT + Duration::from_secs(60), || async {
         status(&policies, "files").await.backup_history.into_iter().find(|r| r.status == RunStatus::Succeeded)
@@ -273,15 +238,12 @@ async fn an_all_namespaces_operator_starts_past_a_restore_it_cannot_read_in_anot
         reasons.contains("InvalidSpec").then_some(reasons)
     })
     .await;
-    let _ = operator.kill();
-    let _ = operator.wait();
-    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+    let text = operator.log();
+    drop(operator);
     // (Its ConfigMap watch is refused on purpose; the restores' list is what must not fail.)
     let restores_list_failed = text.lines().any(|l| l.contains("initial object list") && (l.contains("time zone offset") || l.contains("backuprestores")));
     assert!(!restores_list_failed, "{}", text.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
     support::measured(&format!("observed: an all-namespaces operator ({sa}) beside a BackupRestore with +05:99 in {}: run {} {:?} in {}; the restore's events [{events}]", poisoned.name, success.job_name, success.status, policies.name));
-    support::kubectl(&cluster, &["delete", "clusterrolebinding", &reader]);
-    support::kubectl(&cluster, &["delete", "clusterrole", &reader]);
     raw.delete("bad-offset", &DeleteParams::default()).await.ok();
     policies.delete().await;
     poisoned.delete().await;

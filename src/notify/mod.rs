@@ -5,9 +5,11 @@
 //! slot while it waits and one tenant's failing targets never delay another's; after the last
 //! attempt a `NotificationFailed` Warning event goes to the policy.
 //!
-//! At most one delivery per run (or scheduled time) and event, across restarts: notifications
-//! come from the points where the operator records a run's outcome once on its object (the run's
-//! result annotation), so a restarted operator never sees the same outcome as new.
+//! At most one delivery per run (or scheduled time) and event per process, and none lost to a
+//! restart: a run's outcome is recorded once on its object together with a pending mark
+//! ([`PendingMark`], an annotation) for the notifications it owes; the mark goes once every target
+//! is done with it, and a restarted operator sends what is still marked, with the same event id
+//! (receivers that deduplicate by id see it once).
 //!
 //! - [`payload`]: the request bodies (generic JSON, Slack, CloudEvents), pure.
 //! - [`address`]: which addresses may be reached, pure.
@@ -35,6 +37,9 @@ const QUEUE: usize = 1024;
 const QUEUE_PER_NAMESPACE: usize = 256;
 /// Delivery attempts at once.
 const CONCURRENCY: usize = 4;
+/// Of those, for one namespace: the others always find a worker free, whatever one namespace's
+/// targets do (an attempt to a target that never answers holds its worker for the timeout).
+const CONCURRENCY_PER_NAMESPACE: usize = CONCURRENCY / 2;
 
 /// The operator's delivery settings.
 #[derive(Debug, Clone)]
@@ -55,6 +60,8 @@ impl Default for Config {
 }
 
 struct Delivery {
+    /// Reads the target's URL Secret: the tenant's client (see [`crate::tenancy`]).
+    client: kube::Client,
     target: NotificationTarget,
     policy: ObjectReference,
     notification: Notification,
@@ -74,6 +81,44 @@ struct Inner {
     /// Each policy's last check (by namespace/name): when, for which targets, what it found. A
     /// reconcile then costs no Secret read or DNS lookup while the targets are unchanged.
     checked: std::sync::Mutex<std::collections::HashMap<String, Checked>>,
+    /// Notifications (by id) with deliveries under way: how many, and the mark to remove from
+    /// the run's object when the last one is done.
+    outstanding: std::sync::Mutex<std::collections::HashMap<String, Outstanding>>,
+    /// Attempts under way, by namespace (at most [`CONCURRENCY_PER_NAMESPACE`] each).
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// A notification's deliveries under way.
+struct Outstanding {
+    deliveries: usize,
+    mark: Option<PendingMark>,
+    /// A delivery was dropped (the queue was full): the mark stays for a later call to queue it
+    /// again.
+    dropped: bool,
+}
+
+/// Where a notification is recorded as owed: an annotation of the run's object (a Job or a
+/// VolumeSnapshot), removed by the operator once every target got it or finally failed.
+#[derive(Debug, Clone)]
+pub struct PendingMark {
+    pub resource: kube::discovery::ApiResource,
+    pub namespace: String,
+    pub name: String,
+    pub annotation: String,
+}
+
+impl PendingMark {
+    /// Removes the annotation (an object gone meanwhile is fine); a failure leaves it, and the
+    /// notification is sent again after a restart (same id).
+    async fn remove(&self, client: &kube::Client) {
+        let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(client.clone(), &self.namespace, &self.resource);
+        let patch = serde_json::json!({"metadata": {"annotations": {self.annotation.clone(): null}}});
+        match api.patch(&self.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => tracing::warn!(namespace = %self.namespace, object = %self.name, "cannot clear the pending notification mark {}: {e}", self.annotation),
+        }
+    }
 }
 
 /// Notifications remembered as sent, per process.
@@ -111,6 +156,8 @@ impl Notifier {
             client,
             sent: std::sync::Mutex::default(),
             checked: std::sync::Mutex::default(),
+            outstanding: std::sync::Mutex::default(),
+            in_flight: std::sync::Mutex::default(),
         });
         let tls = http::tls_config();
         for _ in 0..CONCURRENCY {
@@ -118,25 +165,69 @@ impl Notifier {
             tokio::spawn(async move {
                 loop {
                     let delivery = next(&inner).await;
+                    let namespace = delivery.notification.namespace.clone();
                     attempt(&inner, &tls, &events, delivery).await;
+                    if let Ok(mut in_flight) = inner.in_flight.lock()
+                        && let Some(n) = in_flight.get_mut(&namespace)
+                    {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            in_flight.remove(&namespace);
+                        }
+                    }
+                    // A namespace that was at its share may be served again.
+                    inner.queued.notify_waiters();
                 }
             });
         }
         Notifier { inner }
     }
 
-    /// Queues `notification` for every target of `policy` that wants its event; never waits.
-    pub fn notify(&self, policy: &BackupPolicy, notification: &Notification) {
+    /// Queues `notification` for every target of `policy` that wants its event; never waits. The
+    /// targets' URL Secrets are read with `client` (the tenant's). `mark`, when the outcome was
+    /// recorded with one, is removed once every target is done with it; a notification dropped
+    /// because the queue is full is then queued again by a later call.
+    pub fn notify(&self, policy: &BackupPolicy, client: &kube::Client, notification: &Notification, mark: Option<PendingMark>) {
+        let id = notification.id();
+        let (mut queued, mut dropped) = (0, false);
+        // Held while queuing, so that a delivery that ends at once finds its entry.
+        let outstanding = mark.as_ref().and_then(|_| self.inner.outstanding.lock().ok());
         for target in policy.spec.notifications.iter().filter(|t| t.events.contains(&notification.event)) {
-            if !self.first_time(format!("{}#{}", notification.id(), target.name)) {
+            let key = format!("{id}#{}", target.name);
+            if !self.first_time(key.clone()) {
                 continue;
             }
-            let delivery = Delivery { target: target.clone(), policy: policy.object_ref(&()), notification: notification.clone(), attempts: 0 };
-            if !queue(&self.inner, delivery, std::time::Instant::now()) {
+            let delivery = Delivery { client: client.clone(), target: target.clone(), policy: policy.object_ref(&()), notification: notification.clone(), attempts: 0 };
+            if queue(&self.inner, delivery, std::time::Instant::now()) {
+                queued += 1;
+            } else {
                 count(&notification.namespace, &notification.policy, "dropped");
                 tracing::warn!(namespace = %notification.namespace, policy = %notification.policy, target = %target.name, "notification queue full: dropped");
+                self.forget(&key);
+                dropped = true;
             }
         }
+        let (Some(mark), Some(mut outstanding)) = (mark, outstanding) else { return };
+        match outstanding.get_mut(&id) {
+            Some(entry) => {
+                entry.deliveries += queued;
+                entry.dropped |= dropped;
+            }
+            None if queued > 0 => {
+                outstanding.insert(id, Outstanding { deliveries: queued, mark: Some(mark), dropped });
+            }
+            None if dropped => {}
+            // Nothing under way or dropped: every target was done with it before (or none wants
+            // it now).
+            None => {
+                let client = self.inner.client.clone();
+                tokio::spawn(async move { mark.remove(&client).await });
+            }
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        forget(&self.inner, key);
     }
 
     fn first_time(&self, key: String) -> bool {
@@ -156,7 +247,7 @@ impl Notifier {
 
     /// Each target's problem, found by reading its URL and resolving its host (at most once a
     /// minute per policy while its targets stay the same): what its Notifications condition shows.
-    pub async fn check(&self, policy: &BackupPolicy) -> Vec<TargetProblem> {
+    pub async fn check(&self, policy: &BackupPolicy, client: &kube::Client) -> Vec<TargetProblem> {
         let ns = policy.metadata.namespace.clone().unwrap_or_default();
         let key = format!("{ns}/{}", policy.metadata.name.clone().unwrap_or_default());
         let targets = &policy.spec.notifications;
@@ -167,7 +258,7 @@ impl Notifier {
         {
             return problems.clone();
         }
-        let problems = self.check_now(&ns, targets).await;
+        let problems = check_now(client, &self.inner.config, &ns, targets).await;
         if let Ok(mut checked) = self.inner.checked.lock() {
             if checked.len() >= CHECKS_KEPT {
                 checked.retain(|_, (at, _, _)| at.elapsed() < CHECK_TTL);
@@ -180,24 +271,34 @@ impl Notifier {
         problems
     }
 
-    async fn check_now(&self, ns: &str, targets: &[NotificationTarget]) -> Vec<TargetProblem> {
-        let ns = ns.to_owned();
-        let mut problems = Vec::new();
-        for target in targets {
-            let problem = match url_of(&self.inner.client, &ns, target).await {
-                Err(problem) => Some(problem),
-                Ok(url) => match http::parse(&url) {
-                    Err(f) => Some(TargetProblem { target: target.name.clone(), reason: "NotificationInvalid", message: f.message().to_owned() }),
-                    Ok(parsed) => match http::resolve(&parsed, &self.inner.config.rules, self.inner.config.timeout).await {
-                        Err(http::Failure::Refused(m)) => Some(TargetProblem { target: target.name.clone(), reason: "NotificationRefused", message: m }),
-                        // Resolution can fail for a while (DNS); delivery retries it then.
-                        Err(_) | Ok(_) => None,
-                    },
+}
+
+/// Each target's problem, now: its Secret read with `client`, its host resolved.
+async fn check_now(client: &kube::Client, config: &Config, ns: &str, targets: &[NotificationTarget]) -> Vec<TargetProblem> {
+    let mut problems = Vec::new();
+    for target in targets {
+        let problem = match url_of(client, ns, target).await {
+            Err(problem) => Some(problem),
+            Ok(url) => match http::parse(&url) {
+                Err(f) => Some(TargetProblem { target: target.name.clone(), reason: "NotificationInvalid", message: f.message().to_owned() }),
+                Ok(parsed) => match http::resolve(&parsed, &config.rules, config.timeout).await {
+                    Err(http::Failure::Refused(m)) => Some(TargetProblem { target: target.name.clone(), reason: "NotificationRefused", message: m }),
+                    // Resolution can fail for a while (DNS); delivery retries it then.
+                    Err(_) | Ok(_) => None,
                 },
-            };
-            problems.extend(problem);
-        }
-        problems
+            },
+        };
+        problems.extend(problem);
+    }
+    problems
+}
+
+/// Forgets that `key` was queued, so that a later call queues it again.
+fn forget(inner: &Inner, key: &str) {
+    if let Ok(mut sent) = inner.sent.lock() {
+        let (set, order) = &mut *sent;
+        set.remove(key);
+        order.retain(|k| k != key);
     }
 }
 
@@ -251,18 +352,27 @@ fn queue(inner: &Inner, d: Delivery, at: std::time::Instant) -> bool {
     queued
 }
 
-/// The next delivery whose time has come, namespaces taking turns; waits for one.
+/// The next delivery whose time has come, namespaces taking turns, of a namespace below its
+/// share of the workers; waits for one. Counts it in its namespace's attempts under way.
 async fn next(inner: &Inner) -> Delivery {
     loop {
-        // Registered before looking, so that a delivery queued meanwhile wakes this worker.
+        // Registered before looking, so that a delivery queued (or an attempt ended) meanwhile
+        // wakes this worker.
         let woken = inner.queued.notified();
-        let (ready, wait) = match inner.queue.lock() {
-            Ok(mut q) => {
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let (ready, wait) = match (inner.in_flight.lock(), inner.queue.lock()) {
+            (Ok(mut in_flight), Ok(mut q)) => {
                 let now = std::time::Instant::now();
-                let ready = q.pop_ready(now);
-                (ready, q.next_ready_at().map(|at| at.saturating_duration_since(now)))
+                let may = |ns: &str| in_flight.get(ns).copied().unwrap_or(0) < CONCURRENCY_PER_NAMESPACE;
+                let ready = q.pop_ready_if(now, may);
+                let wait = q.next_ready_at_if(may).map(|at| at.saturating_duration_since(now));
+                if let Some(d) = &ready {
+                    *in_flight.entry(d.notification.namespace.clone()).or_default() += 1;
+                }
+                (ready, wait)
             }
-            Err(_) => (None, None),
+            _ => (None, None),
         };
         if let Some(d) = ready {
             return d;
@@ -282,13 +392,14 @@ async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate:
     let n = &d.notification;
     let (body, content_type) = payload::body(d.target.webhook.format, n);
     let result = async {
-        let url = url_of(&inner.client, &n.namespace, &d.target).await.map_err(|p| http::Failure::Invalid(p.message))?;
+        let url = url_of(&d.client, &n.namespace, &d.target).await.map_err(|p| http::Failure::Invalid(p.message))?;
         let target = http::parse(&url)?;
         let addresses = http::resolve(&target, &inner.config.rules, inner.config.timeout).await?;
         http::post(&target, &addresses, body, content_type, tls.clone(), inner.config.timeout).await
     }
     .await;
     d.attempts += 1;
+    let id = n.id();
     match result {
         Ok(status) => {
             count(&n.namespace, &n.policy, "delivered");
@@ -299,9 +410,13 @@ async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate:
             let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos() as u64).unwrap_or_default();
             let at = std::time::Instant::now() + backoff(&inner.config, d.attempts, seed);
             let (namespace, policy) = (n.namespace.clone(), n.policy.clone());
+            let key = format!("{id}#{}", d.target.name);
             if !queue(inner, d, at) {
                 count(&namespace, &policy, "dropped");
+                forget(inner, &key);
+                finished(inner, &id, true).await;
             }
+            return;
         }
         Err(http::Failure::Transient(m)) => {
             count(&n.namespace, &n.policy, "failed");
@@ -313,6 +428,25 @@ async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate:
             let reason = if refused { "NotificationRefused" } else { "NotificationFailed" };
             events.publish(&d.policy, EventType::Warning, reason, format!("target {}: {} not sent: {}", d.target.name, n.id(), f.message()));
         }
+    }
+    finished(inner, &id, false).await;
+}
+
+/// One delivery of notification `id` is over (delivered, finally failed, or `dropped`): when it
+/// was the last and none was dropped, its pending mark goes.
+async fn finished(inner: &Inner, id: &str, dropped: bool) {
+    let mark = {
+        let Ok(mut outstanding) = inner.outstanding.lock() else { return };
+        let Some(entry) = outstanding.get_mut(id) else { return };
+        entry.deliveries = entry.deliveries.saturating_sub(1);
+        entry.dropped |= dropped;
+        if entry.deliveries > 0 {
+            return;
+        }
+        outstanding.remove(id).filter(|e| !e.dropped).and_then(|e| e.mark)
+    };
+    if let Some(mark) = mark {
+        mark.remove(&inner.client).await;
     }
 }
 

@@ -65,6 +65,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         stuck: None,
         hooks: annotations.get(crate::hooks::ANNOTATION).and_then(|h| serde_json::from_str(h).ok()),
         listed: job.labels().contains_key(super::LABEL_POLICY),
+        pending_notifications: super::pending_notifications(annotations),
     })
 }
 
@@ -136,14 +137,16 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
     render_job(&ctx, plan)
 }
 
-/// Records a finished run once: its report (bounded) on the Job.
+/// Records a finished run once: its report (bounded) on the Job, and the notifications of it
+/// still to be delivered (`run.pending_notifications`).
 pub async fn record(client: &Client, namespace: &str, run: &ObservedRun) -> Result<()> {
     let mut recorded = run.report.clone().unwrap_or_default();
     if run.status == RunStatus::Failed {
         recorded.message = report::bound(&run.message, report::MAX_MESSAGE_BYTES);
     }
-    let value = report::to_annotation(&recorded);
-    super::annotate_job(client, namespace, &run.name, &BTreeMap::from([(ANNOTATION_RESULT.to_owned(), value)])).await
+    let mut annotations = super::pending_annotations(&run.pending_notifications);
+    annotations.insert(ANNOTATION_RESULT.to_owned(), report::to_annotation(&recorded));
+    super::annotate_job(client, namespace, &run.name, &annotations).await
 }
 
 /// Records what the run's hooks did on its Job.
@@ -151,15 +154,18 @@ pub async fn record_hooks(client: &Client, namespace: &str, run: &str, hooks: &c
     super::annotate_job(client, namespace, run, &BTreeMap::from([(crate::hooks::ANNOTATION.to_owned(), hooks.to_annotation())])).await
 }
 
-/// Records a re-verification of the run's artifact on its Job.
-pub async fn record_verification(client: &Client, namespace: &str, run: &str, record: &VerifyRecord) -> Result<()> {
+/// Records a re-verification of the run's artifact on its Job, and the notifications of it still
+/// to be delivered.
+pub async fn record_verification(client: &Client, namespace: &str, run: &str, record: &VerifyRecord, pending: &[crate::api::NotificationEvent]) -> Result<()> {
     let value = serde_json::json!({
         "time": record.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "verified": record.verified,
         "message": report::bound(&record.message, report::MAX_MESSAGE_BYTES),
     })
     .to_string();
-    super::annotate_job(client, namespace, run, &BTreeMap::from([(ANNOTATION_VERIFY_RESULT.to_owned(), value)])).await
+    let mut annotations = super::pending_annotations(pending);
+    annotations.insert(ANNOTATION_VERIFY_RESULT.to_owned(), value);
+    super::annotate_job(client, namespace, run, &annotations).await
 }
 
 fn verify_record_from_annotation(s: &str) -> Option<VerifyRecord> {

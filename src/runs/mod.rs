@@ -50,6 +50,27 @@ pub const ANNOTATION_RESULT: &str = "backup.example.com/result";
 pub const ANNOTATION_VERIFY_RESULT: &str = "backup.example.com/verify-result";
 /// Why the host failed a run that could not start (`<reason>: <message>`).
 pub const ANNOTATION_STUCK: &str = "backup.example.com/stuck";
+/// `<prefix><Event>: pending`: a notification of the run's outcome not yet delivered to every
+/// target. Written with the outcome, removed once every target got it (or finally failed): a
+/// restarted operator sends what is still pending, with the same event id.
+pub const ANNOTATION_NOTIFICATION_PENDING: &str = "notification-pending.backup.example.com/";
+
+/// The notifications an object's annotations say are pending.
+pub fn pending_notifications(annotations: &BTreeMap<String, String>) -> Vec<crate::api::NotificationEvent> {
+    annotations
+        .keys()
+        .filter_map(|k| k.strip_prefix(ANNOTATION_NOTIFICATION_PENDING))
+        .filter_map(|event| serde_json::from_value(serde_json::Value::String(event.to_owned())).ok())
+        .collect()
+}
+
+/// The annotations that say `events` are pending.
+pub fn pending_annotations(events: &[crate::api::NotificationEvent]) -> BTreeMap<String, String> {
+    events
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok()?.as_str().map(|name| (format!("{ANNOTATION_NOTIFICATION_PENDING}{name}"), "pending".to_owned())))
+        .collect()
+}
 
 /// Longest Kubernetes object name the host makes (a DNS-1123 label, as Job names need).
 pub const MAX_NAME: usize = 63;
@@ -376,6 +397,19 @@ pub async fn delete_job(client: &Client, namespace: &str, name: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pending_notifications_round_trip_through_annotations() {
+        use crate::api::NotificationEvent::{Corrupted, Failed, Succeeded};
+        let mut annotations = pending_annotations(&[Succeeded, Corrupted]);
+        assert_eq!(annotations.get("notification-pending.backup.example.com/Succeeded").map(String::as_str), Some("pending"));
+        annotations.insert("notification-pending.backup.example.com/NoSuchEvent".into(), "pending".into());
+        annotations.insert(ANNOTATION_RESULT.into(), "{}".into());
+        assert_eq!(pending_notifications(&annotations), vec![Corrupted, Succeeded]);
+        assert_eq!(pending_notifications(&pending_annotations(&[Failed])), vec![Failed]);
+        assert!(pending_notifications(&BTreeMap::new()).is_empty());
+    }
+
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {

@@ -83,6 +83,7 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
         // Snapshots are no Jobs: `kubectl get jobs` never lists them.
         listed: false,
         hooks: None,
+        pending_notifications: super::pending_notifications(snapshot.annotations()),
     })
 }
 
@@ -133,9 +134,12 @@ pub async fn apply(client: &Client, namespace: &str, name: &str, snapshot: &serd
     }
 }
 
-/// Records a finished snapshot once (the host's own annotation, merged).
-pub async fn record(client: &Client, namespace: &str, name: &str) -> Result<()> {
-    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_RESULT: "{}"}}});
+/// Records a finished snapshot once (the host's own annotation, merged), and the notifications of
+/// it still to be delivered.
+pub async fn record(client: &Client, namespace: &str, name: &str, pending: &[crate::api::NotificationEvent]) -> Result<()> {
+    let mut annotations = super::pending_annotations(pending);
+    annotations.insert(ANNOTATION_RESULT.to_owned(), "{}".to_owned());
+    let patch = serde_json::json!({"metadata": {"annotations": annotations}});
     match api(client, namespace).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

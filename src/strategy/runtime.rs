@@ -450,7 +450,11 @@ impl StrategyRuntime {
         if let Some(known) = self.lookup(&id) {
             return known;
         }
+        // Who compiled what, when and for how long: the order shows the tenants taking turns.
+        tracing::info!(tenant, plugin = %id, "waiting for a compile slot");
         let permit = self.inner.compile_slots.acquire(tenant).await;
+        tracing::info!(tenant, plugin = %id, "compiling plugin");
+        let started = std::time::Instant::now();
         let (this, compile_id) = (self.clone(), id.clone());
         let compiled = spawn_blocking(move || {
             let _permit = permit;
@@ -464,8 +468,13 @@ impl StrategyRuntime {
             }
             Err(e) => Err(e),
         };
-        if result.is_err() {
-            crate::metrics::get().plugin_load("failed");
+        let seconds = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(_) => tracing::info!(tenant, plugin = %id, seconds, "plugin compiled"),
+            Err(e) => {
+                tracing::info!(tenant, plugin = %id, seconds, "plugin not compiled: {e}");
+                crate::metrics::get().plugin_load("failed");
+            }
         }
         if let Err(e) = &result
             && e.is_permanent()

@@ -8,6 +8,7 @@
 pub mod components;
 pub mod operator;
 pub mod requests;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -83,6 +83,99 @@ impl Drop for Operator {
     }
 }
 
+/// The operator watching every namespace, as the cluster-wide install does, under an identity (a
+/// ServiceAccount of `home`) that reads everywhere, ConfigMaps and Secrets excepted (so that it
+/// compiles no other test's plugin), and writes only in the namespaces it is given (the namespaced
+/// install's Role there): it cannot act on the other tests' objects meanwhile. One reconcile at a
+/// time unless `args` say otherwise, since it reconciles every test's policies too (and is refused
+/// every write there). Killed on drop, its cluster-wide role removed.
+pub struct AllNamespacesOperator {
+    child: Child,
+    log: tempfile::NamedTempFile,
+    _kubeconfig: tempfile::NamedTempFile,
+    /// The ClusterRole and ClusterRoleBinding's name.
+    reader: String,
+    kubectl: (PathBuf, PathBuf),
+    /// "system:serviceaccount:<home>:watcher".
+    pub identity: String,
+}
+
+impl AllNamespacesOperator {
+    pub fn start(cluster: &TestCluster, home: &TestNamespace, writes_in: &[&str], args: &[&str]) -> AllNamespacesOperator {
+        super::kubectl(cluster, &["-n", &home.name, "create", "serviceaccount", "watcher"]);
+        let reader = format!("backup-operator-reader-{}", home.name);
+        // (As a manifest: `kubectl create clusterrole` refuses resources the cluster does not
+        // serve, and the VolumeSnapshot API may not be installed.)
+        let reader_role = format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {reader}\nrules:\n  - apiGroups: [\"backup.example.com\"]\n    resources: [\"backuppolicies\", \"backuprestores\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"batch\"]\n    resources: [\"jobs\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"\"]\n    resources: [\"pods\", \"persistentvolumeclaims\", \"events\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n  - apiGroups: [\"snapshot.storage.k8s.io\"]\n    resources: [\"volumesnapshots\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n"
+        );
+        let reader_file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(reader_file.path(), reader_role).expect("write clusterrole");
+        super::kubectl(cluster, &["apply", "-f", &reader_file.path().to_string_lossy()]);
+        super::kubectl(cluster, &["create", "clusterrolebinding", &reader, &format!("--clusterrole={reader}"), &format!("--serviceaccount={}:watcher", home.name)]);
+        let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/namespaced/rbac.yaml")).expect("rbac");
+        let role = rbac.split("\n---\n").find(|d| d.contains("kind: Role\n")).expect("the namespaced Role");
+        let role_file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(role_file.path(), role).expect("write role");
+        for ns in writes_in {
+            super::kubectl(cluster, &["-n", ns, "apply", "-f", &role_file.path().to_string_lossy()]);
+            super::kubectl(cluster, &["-n", ns, "create", "rolebinding", "watcher", "--role=backup-operator", &format!("--serviceaccount={}:watcher", home.name)]);
+        }
+        let token = super::kubectl(cluster, &["-n", &home.name, "create", "token", "watcher", "--duration=1h"]);
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig).expect("kubeconfig")).expect("yaml");
+        config["users"][0]["user"] = serde_yaml::from_str(&format!("token: {}", token.trim())).expect("user");
+        let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(kubeconfig.path(), serde_yaml::to_string(&config).expect("yaml")).expect("write kubeconfig");
+        let log = tempfile::NamedTempFile::new().expect("log");
+        let cache = tempfile::tempdir().expect("cache dir").keep();
+        let child = Command::new(env!("CARGO_BIN_EXE_backup-operator"))
+            .args(["run", "--metrics-bind-address", "127.0.0.1:0", "--plugin-compile-timeout-ms", "300000"])
+            .args(if args.contains(&"--reconcile-concurrency") { &[][..] } else { &["--reconcile-concurrency", "1"][..] })
+            .arg("--plugin-cache-dir")
+            .arg(&cache)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig.path())
+            .env("RUST_LOG", std::env::var("BACKUP_OPERATOR_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(log.reopen().expect("log"))
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("start an all-namespaces operator");
+        AllNamespacesOperator {
+            child,
+            log,
+            _kubeconfig: kubeconfig,
+            reader,
+            kubectl: (cluster.kubectl_path(), cluster.kubeconfig.clone()),
+            identity: format!("system:serviceaccount:{}:watcher", home.name),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for AllNamespacesOperator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = self.log();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- tail of the all-namespaces operator's log");
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+        let (kubectl, kubeconfig) = &self.kubectl;
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            let _ = Command::new(kubectl).args(["delete", "--ignore-not-found", kind, &self.reader]).env("KUBECONFIG", kubeconfig).output();
+        }
+    }
+}
+
+
 /// Serializes changes of the cluster-wide CRD across test binaries (a test that loosens it, a test
 /// that relies on its validation, and every test that installs it).
 pub fn crd_lock() -> std::fs::File {
