@@ -329,7 +329,7 @@ impl DiskCache {
         for entry in entries.filter_map(|e| e.ok()) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(meta) = entry.metadata() else { continue };
-            let stale_tmp = name.ends_with(".tmp") && meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() > 600);
+            let stale_tmp = (name.ends_with(".tmp") || name.ends_with(".lock")) && meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age.as_secs() > 600);
             let other_engine_failure = name.ends_with(".failed") && !name.ends_with(&format!("-{:016x}.failed", self.engine_key));
             if (name.ends_with(".cwasm") && !name.ends_with(&suffix)) || stale_tmp || other_engine_failure {
                 let _ = std::fs::remove_file(entry.path());
@@ -347,6 +347,17 @@ impl DiskCache {
                 total -= len;
             }
         }
+    }
+
+    /// Holds `digest`'s compile lock (an exclusive lock on a file beside the artefact) until the
+    /// returned file is dropped: operators sharing the directory (replicas, many at start-up)
+    /// compile a component once, and the others wait and read the artefact. `None` when the lock
+    /// cannot be had (then each compiles, as without it).
+    pub fn lock(&self, digest: &str) -> Option<std::fs::File> {
+        let path = self.dir.join(format!(".{digest}-{:016x}.lock", self.engine_key));
+        let file = std::fs::File::options().create(true).truncate(false).write(true).open(path).ok()?;
+        file.lock().ok()?;
+        Some(file)
     }
 
     pub fn read(&self, digest: &str) -> Option<Vec<u8>> {
@@ -397,6 +408,29 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn one_process_compiles_a_digest_at_a_time_and_the_others_wait_for_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = DiskCache { dir: dir.path().to_path_buf(), engine_key: 7, max_bytes: 1 << 20 };
+        let held = cache.lock("abc").expect("lock");
+        let (other, order) = (cache.clone(), std::sync::Arc::new(std::sync::Mutex::new(Vec::new())));
+        let seen = order.clone();
+        let waiter = std::thread::spawn(move || {
+            let _lock = other.lock("abc").expect("lock");
+            seen.lock().expect("order").push("waiter");
+            other.read("abc").is_some()
+        });
+        // Another digest is not held up.
+        drop(cache.lock("other").expect("another digest's lock"));
+        std::thread::sleep(Duration::from_millis(200));
+        cache.write("abc", b"compiled");
+        order.lock().expect("order").push("compiler");
+        drop(held);
+        assert!(waiter.join().expect("join"), "the waiter reads the artefact written under the lock");
+        assert_eq!(*order.lock().expect("order"), vec!["compiler", "waiter"]);
+    }
+
     use super::*;
 
     fn leb(mut n: u64) -> Vec<u8> {

@@ -582,6 +582,9 @@ impl StrategyRuntime {
     fn compile(&self, id: &PluginId, bytes: &[u8]) -> Result<(Component, u64)> {
         let invalid = |e: wasmtime::Error| Error::PluginInvalid { plugin: id.clone(), message: truncate(format!("{e:#}"), MAX_MESSAGE_BYTES) };
         let disk = self.inner.disk.as_ref();
+        // Another process compiling the same bytes into the same directory finishes first; this
+        // one then reads its artefact. (A blocking wait: compiles run on blocking threads.)
+        let _compiling = disk.and_then(|d| d.lock(&id.digest));
         // Read into memory rather than `deserialize_file`: a mapped file truncated by anyone
         // while in use would bring the process down with SIGBUS.
         if let Some(cached) = disk.and_then(|d| d.read(&id.digest)) {
