@@ -25,10 +25,14 @@ printf '#!/bin/sh\nexec sleep 3600\n' > /www/cgi-bin/hang
 chmod +x /www/cgi-bin/hang
 exec httpd -f -p 8080 -h /www"#;
 
-/// A component with a custom section appended: the same code, a new digest.
-fn version(bytes: &[u8], n: u8) -> Vec<u8> {
+/// A component with a custom section appended: the same code, a digest of its own for this test
+/// run (`tag`) and `n` (the operators' compile cache remembers earlier runs' compiles).
+fn version(bytes: &[u8], tag: &str, n: u8) -> Vec<u8> {
     let mut v = bytes.to_vec();
-    v.extend_from_slice(&[0, 3, 1, b'v', n]);
+    let name = format!("v{tag}{n}");
+    v.extend_from_slice(&[0, name.len() as u8 + 2, name.len() as u8]);
+    v.extend_from_slice(name.as_bytes());
+    v.push(0);
     v
 }
 
@@ -75,10 +79,10 @@ async fn a_noisy_tenant_delays_neither_another_tenants_compiles_nor_its_notifica
     // compile in a debug build's child on an idle machine), four digests.
     let slow = support::components::component(9_500, 4, 12);
     for n in 0..4u8 {
-        plugin_configmap(&noisy, &format!("bomb-{n}"), &version(&slow, n)).await;
+        plugin_configmap(&noisy, &format!("bomb-{n}"), &version(&slow, &noisy.name, n)).await;
     }
     // The quiet plugin: the tar strategy as a custom plugin (a digest of its own, so compiled).
-    plugin_configmap(&quiet, "mine", &version(backup_operator::strategy::builtin::BuiltinStrategy::Tar.wasm(), 1)).await;
+    plugin_configmap(&quiet, "mine", &version(backup_operator::strategy::builtin::BuiltinStrategy::Tar.wasm(), &quiet.name, 1)).await;
 
     let allow_sink = format!("--notification-allow-cidr={sink_ip}/32");
     let allow_receiver = format!("--notification-allow-cidr={ip}/32");
@@ -108,7 +112,7 @@ async fn a_noisy_tenant_delays_neither_another_tenants_compiles_nor_its_notifica
         .expect("noisy policy");
     }
     // Every noisy plugin waits for the compile slot (one compiles) before the quiet one is asked for.
-    poll("the four noisy plugins queued for compiling", LIMIT, || async {
+    poll("the four noisy plugins queued for compiling", LIMIT * 2, || async {
         let log = operator.log();
         let queued = log.lines().filter(|l| l.contains("waiting for a compile slot") && l.contains(&noisy.name)).count();
         (queued >= 4).then_some(())

@@ -299,6 +299,19 @@ pub struct DiskCache {
     pub max_bytes: u64,
 }
 
+/// A digest's compile lock ([`DiskCache::lock`]). Its file goes when it is released: a process
+/// waiting on it then finds the artefact, and one arriving later takes a new file and finds it too.
+pub struct CompileLock {
+    path: PathBuf,
+    _file: std::fs::File,
+}
+
+impl Drop for CompileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// How long a failed compile is remembered on disk.
 pub const FAILURE_MEMORY: Duration = Duration::from_secs(3600);
@@ -353,11 +366,11 @@ impl DiskCache {
     /// returned file is dropped: operators sharing the directory (replicas, many at start-up)
     /// compile a component once, and the others wait and read the artefact. `None` when the lock
     /// cannot be had (then each compiles, as without it).
-    pub fn lock(&self, digest: &str) -> Option<std::fs::File> {
+    pub fn lock(&self, digest: &str) -> Option<CompileLock> {
         let path = self.dir.join(format!(".{digest}-{:016x}.lock", self.engine_key));
-        let file = std::fs::File::options().create(true).truncate(false).write(true).open(path).ok()?;
+        let file = std::fs::File::options().create(true).truncate(false).write(true).open(&path).ok()?;
         file.lock().ok()?;
-        Some(file)
+        Some(CompileLock { path, _file: file })
     }
 
     pub fn read(&self, digest: &str) -> Option<Vec<u8>> {
@@ -429,6 +442,8 @@ mod tests {
         drop(held);
         assert!(waiter.join().expect("join"), "the waiter reads the artefact written under the lock");
         assert_eq!(*order.lock().expect("order"), vec!["compiler", "waiter"]);
+        let files: Vec<String> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(files.len(), 1, "only the artefact stays: {files:?}");
     }
 
     use super::*;

@@ -127,7 +127,8 @@ impl AllNamespacesOperator {
         let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(kubeconfig.path(), serde_yaml::to_string(&config).expect("yaml")).expect("write kubeconfig");
         let log = tempfile::NamedTempFile::new().expect("log");
-        let cache = tempfile::tempdir().expect("cache dir").keep();
+        // The test operators' shared compile cache: the built-ins are compiled once for all.
+        let cache = std::env::temp_dir().join("backup-operator-test-plugin-cache");
         let child = Command::new(env!("CARGO_BIN_EXE_backup-operator"))
             .args(["run", "--metrics-bind-address", "127.0.0.1:0", "--plugin-compile-timeout-ms", "300000"])
             .args(if args.contains(&"--reconcile-concurrency") { &[][..] } else { &["--reconcile-concurrency", "1"][..] })
