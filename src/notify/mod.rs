@@ -203,7 +203,7 @@ impl Notifier {
             } else {
                 count(&notification.namespace, &notification.policy, "dropped");
                 tracing::warn!(namespace = %notification.namespace, policy = %notification.policy, target = %target.name, "notification queue full: dropped");
-                self.forget(&key);
+                forget(&self.inner, &key);
                 dropped = true;
             }
         }
@@ -224,10 +224,6 @@ impl Notifier {
                 tokio::spawn(async move { mark.remove(&client).await });
             }
         }
-    }
-
-    fn forget(&self, key: &str) {
-        forget(&self.inner, key);
     }
 
     fn first_time(&self, key: String) -> bool {
