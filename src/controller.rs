@@ -173,9 +173,10 @@ impl Context {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         };
-        watcher(api, config).default_backoff().touched_objects()
+        crate::watch_stream::without_errors(watcher(api, config).default_backoff().touched_objects(), "ConfigMap")
     }
 }
+
 
 /// Whether the BackupRestore CRD is installed.
 pub async fn has_restore_api(client: &Client) -> bool {
@@ -206,11 +207,14 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     };
     let writer = kube::runtime::reflector::store::Writer::new(policy_type.clone());
     let store = writer.as_reader();
-    let policy_stream = watcher(policies, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(kube::runtime::predicates::generation, Default::default());
+    let policy_stream = crate::watch_stream::without_errors(
+        watcher(policies, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(kube::runtime::predicates::generation, Default::default()),
+        "BackupPolicy",
+    );
     let config = kube::runtime::controller::Config::default().concurrency(ctx.reconcile_concurrency);
     let mut controller = Controller::for_stream_with(policy_stream, store.clone(), policy_type.clone())
         .with_config(config)
@@ -219,7 +223,7 @@ pub async fn run(ctx: Arc<Context>) -> Result<()> {
     if let Some(snapshots) = triggers.snapshots {
         let (snapshot_store, dyntype) = (store.clone(), policy_type.clone());
         controller = controller.watches_stream_with(
-            snapshots,
+            crate::watch_stream::without_errors(snapshots, "VolumeSnapshot"),
             move |snapshot| owner_of(&snapshot_store, &dyntype, snapshot.metadata.namespace.as_deref(), snapshot.labels()),
             snapshot::resource(),
         );

@@ -34,5 +34,6 @@ pub mod status;
 pub mod status_writer;
 pub mod strategy;
 pub mod tenancy;
+pub mod watch_stream;
 
 pub use error::{Error, Result};

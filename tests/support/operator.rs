@@ -161,6 +161,10 @@ impl Drop for AllNamespacesOperator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // For diagnosis: `BACKUP_OPERATOR_KEEP_LOG=dir` keeps the whole log.
+        if let Ok(dir) = std::env::var("BACKUP_OPERATOR_KEEP_LOG") {
+            let _ = std::fs::copy(self.log.path(), std::path::Path::new(&dir).join(format!("{}.log", self.reader)));
+        }
         if std::thread::panicking() {
             let text = self.log();
             let lines: Vec<&str> = text.lines().collect();
