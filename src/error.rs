@@ -1,80 +1,23 @@
-//! The crate's one error type. Every variant says whether it is permanent (a spec or a plugin must
-//! change; retrying will not help) and has a bounded label for metrics and condition reasons.
+//! The crate error: the wasm host's ([`crate::strategy::Error`]) wrapped, and the controllers' own.
+//! Every variant says whether it is permanent (a spec or a plugin must change; retrying will not
+//! help); [`Error::classify`] is the one place an error becomes a condition reason, a retry
+//! policy and a bounded message.
 
-use crate::strategy::check::PlanViolation;
-use crate::strategy::WIT_PACKAGE;
-
-/// Bytes of an error message on a condition, an event or a history entry (an Event's note is
-/// limited to 1,024 characters by the API server).
-pub const MAX_MESSAGE_BYTES: usize = 1000;
-
-/// Which plugin an error is about: its name and the sha256 of its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginId {
-    pub name: String,
-    pub digest: String,
-}
-
-impl std::fmt::Display for PluginId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let short = self.digest.get(..12).unwrap_or(&self.digest);
-        write!(f, "plugin {:?} (sha256 {short})", self.name)
-    }
-}
+use crate::base::text::MAX_MESSAGE_BYTES;
+pub use crate::strategy::error::PluginId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{plugin}: {size} bytes is over the {max}-byte limit for a plugin (a ConfigMap holds at most 1 MiB)")]
-    PluginTooLarge { plugin: PluginId, size: usize, max: usize },
-
-    #[error("plugin {name:?}: sha256 is {actual}, but the policy pins {expected}")]
-    PluginDigestMismatch { name: String, expected: String, actual: String },
-
-    #[error("{plugin}: not a valid WebAssembly component: {message}")]
-    PluginInvalid { plugin: PluginId, message: String },
-
-    #[error("{plugin}: refused before compiling: {message} (see the README's plugin limits)")]
-    PluginTooComplex { plugin: PluginId, message: String },
-
-    #[error("{plugin}: compiling was stopped: {message}")]
-    PluginCompileTimeout { plugin: PluginId, message: String },
-
-    #[error("{plugin}: the compiler ran out of memory: {message}")]
-    PluginCompileMemory { plugin: PluginId, message: String },
-
-    #[error("{plugin}: built for {found}, but this operator needs {WIT_PACKAGE}: rebuild it against wit/ of this release ({message})")]
-    PluginIncompatible { plugin: PluginId, found: String, message: String },
-
-    #[error("{plugin}: stopped after exceeding its {limit_ms} ms deadline")]
-    PluginTimeout { plugin: PluginId, limit_ms: u64 },
-
-    #[error("{plugin}: stopped after trying to grow its memory past {limit_bytes} bytes")]
-    PluginMemoryLimit { plugin: PluginId, limit_bytes: u64 },
-
-    #[error("{plugin}: trapped: {message}")]
-    PluginTrap { plugin: PluginId, message: String },
-
-    #[error("{plugin}: rejected the config: {message}")]
-    PluginConfigInvalid { plugin: PluginId, message: String },
-
-    #[error("{plugin}: {message}")]
-    PluginPlanFailed { plugin: PluginId, message: String },
-
-    #[error("{plugin}: does not support {action}")]
-    PluginUnsupported { plugin: PluginId, action: &'static str },
-
-    #[error("{plugin}: cannot write to destination {destination:?}: {message}")]
-    UnsupportedDestination { plugin: PluginId, destination: String, message: String },
-
-    #[error("{plugin}: plan refused: {violation}")]
-    PlanRefused { plugin: PluginId, violation: PlanViolation },
+    /// A plugin's, or finding it: the wasm host's own error.
+    #[error(transparent)]
+    Strategy(#[from] crate::strategy::Error),
 
     #[error("the pre hook failed for {pvc}: {message}")]
     HookFailed { pvc: String, message: String },
 
     /// No hook slot is free (see `hook_slots`): the run waits a few seconds, nothing failed.
     #[error("the hooks of {pvc} wait: {busy}")]
-    HooksBusy { pvc: String, busy: crate::hook_slots::Busy },
+    HooksBusy { pvc: String, busy: crate::base::hook_slots::Busy },
 
     /// The API server refused to create one of the operator's objects (a quota, an admission
     /// webhook, RBAC, an invalid object): the run fails with the server's words; the next run
@@ -91,12 +34,6 @@ pub enum Error {
     #[error("{0}")]
     HooksForbidden(String),
 
-    #[error("plugin source: {0}")]
-    PluginSource(String),
-
-    #[error("{0}")]
-    PluginNotFound(String),
-
     #[error("plugin runtime: {0}")]
     Runtime(String),
 
@@ -111,36 +48,22 @@ pub enum Error {
 
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+
 }
 
 impl Error {
     /// Permanent errors need a change to a spec or a plugin; they are reported, not retried hot.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::PluginTooLarge { .. }
-            | Error::PluginDigestMismatch { .. }
-            | Error::PluginInvalid { .. }
-            | Error::PluginTooComplex { .. }
-            | Error::PluginCompileTimeout { .. }
-            | Error::PluginCompileMemory { .. }
-            | Error::PluginIncompatible { .. }
-            | Error::PluginTimeout { .. }
-            | Error::PluginMemoryLimit { .. }
-            | Error::PluginTrap { .. }
-            | Error::PluginConfigInvalid { .. }
-            | Error::PluginPlanFailed { .. }
-            | Error::PluginUnsupported { .. }
-            | Error::UnsupportedDestination { .. }
-            | Error::PlanRefused { .. }
-            | Error::HookFailed { .. }
+            Error::Strategy(e) => e.is_permanent(),
+            Error::HookFailed { .. }
             | Error::InvalidSpec(_)
             | Error::InvalidSelector(_)
-            | Error::PluginNotFound(_)
             | Error::Refused { .. }
             | Error::Forbidden { .. }
             | Error::HooksForbidden(_)
             | Error::SnapshotApiMissing => true,
-            Error::HooksBusy { .. } | Error::PluginSource(_) | Error::Runtime(_) | Error::Kube(_) => false,
+            Error::HooksBusy { .. } | Error::Runtime(_) | Error::Kube(_) => false,
         }
     }
 
@@ -149,20 +72,7 @@ impl Error {
     /// message, bounded.
     pub fn classify(&self) -> Classified {
         let reason = match self {
-            Error::PluginTooLarge { .. }
-            | Error::PluginDigestMismatch { .. }
-            | Error::PluginInvalid { .. }
-            | Error::PluginTooComplex { .. }
-            | Error::PluginConfigInvalid { .. } => "PluginInvalid",
-            Error::PluginIncompatible { .. } => "PluginIncompatible",
-            Error::PluginTimeout { .. } => "PluginTimeout",
-            Error::PluginCompileTimeout { .. } => "PluginCompileTimeout",
-            Error::PluginCompileMemory { .. } => "PluginCompileMemory",
-            Error::PluginMemoryLimit { .. } | Error::PluginTrap { .. } | Error::PluginPlanFailed { .. } | Error::PluginUnsupported { .. } => {
-                "PluginFailed"
-            }
-            Error::UnsupportedDestination { .. } => "UnsupportedDestination",
-            Error::PlanRefused { .. } => "PlanRefused",
+            Error::Strategy(e) => e.reason(),
             Error::HookFailed { .. } => "HookFailed",
             Error::HooksBusy { .. } => "HooksBusy",
             Error::Refused { .. } => "JobRefused",
@@ -171,8 +81,6 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
             Error::SnapshotApiMissing => "SnapshotAPIMissing",
-            Error::PluginSource(_) => "PluginSource",
-            Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
             Error::Kube(_) => "KubeApi",
         };
@@ -181,34 +89,18 @@ impl Error {
             _ if self.is_permanent() => Retry::AwaitChange,
             _ => Retry::Backoff,
         };
-        Classified { reason, retry, message: crate::runs::report::bound(&self.to_string(), MAX_MESSAGE_BYTES) }
+        Classified { reason, retry, message: crate::base::text::bound(&self.to_string(), MAX_MESSAGE_BYTES) }
     }
 
-    /// A bounded label (never the message) for metrics and condition reasons.
+    /// A bounded label (never the message) for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::PluginTooLarge { .. } => "PluginTooLarge",
-            Error::PluginDigestMismatch { .. } => "PluginDigestMismatch",
-            Error::PluginInvalid { .. } => "PluginInvalid",
-            Error::PluginTooComplex { .. } => "PluginTooComplex",
-            Error::PluginCompileTimeout { .. } => "PluginCompileTimeout",
-            Error::PluginCompileMemory { .. } => "PluginCompileMemory",
-            Error::PluginIncompatible { .. } => "PluginIncompatible",
-            Error::PluginTimeout { .. } => "PluginTimeout",
-            Error::PluginMemoryLimit { .. } => "PluginMemoryLimit",
-            Error::PluginTrap { .. } => "PluginTrap",
-            Error::PluginConfigInvalid { .. } => "PluginConfigInvalid",
-            Error::PluginPlanFailed { .. } => "PluginFailed",
-            Error::PluginUnsupported { .. } => "PluginUnsupported",
-            Error::UnsupportedDestination { .. } => "UnsupportedDestination",
-            Error::PlanRefused { .. } => "PlanRefused",
+            Error::Strategy(e) => e.metric_label(),
             Error::HookFailed { .. } => "HookFailed",
             Error::HooksBusy { .. } => "HooksBusy",
             Error::Refused { .. } => "JobRefused",
             Error::Forbidden { .. } => "Forbidden",
             Error::HooksForbidden(_) => "HooksForbidden",
-            Error::PluginSource(_) => "PluginSource",
-            Error::PluginNotFound(_) => "PluginNotFound",
             Error::Runtime(_) => "Runtime",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::InvalidSelector(_) => "InvalidSelector",
@@ -216,46 +108,30 @@ impl Error {
             Error::Kube(_) => "KubeApi",
         }
     }
-}
 
-impl Error {
     /// The same error again (errors are not `Clone`: kube's are not): for an error that applies to
     /// several PVCs, or a failed digest remembered.
     pub fn duplicate(&self) -> Error {
         match self {
+            Error::Strategy(e) => Error::Strategy(e.clone()),
             Error::Kube(k) => Error::Runtime(format!("Kubernetes API: {k}")),
-            Error::PluginSource(m) => Error::PluginSource(m.clone()),
-            Error::PluginNotFound(m) => Error::PluginNotFound(m.clone()),
             Error::Runtime(m) => Error::Runtime(m.clone()),
             Error::InvalidSpec(m) => Error::InvalidSpec(m.clone()),
             Error::InvalidSelector(m) => Error::InvalidSelector(m.clone()),
             Error::SnapshotApiMissing => Error::SnapshotApiMissing,
-            Error::PluginTooLarge { plugin, size, max } => Error::PluginTooLarge { plugin: plugin.clone(), size: *size, max: *max },
-            Error::PluginDigestMismatch { name, expected, actual } => {
-                Error::PluginDigestMismatch { name: name.clone(), expected: expected.clone(), actual: actual.clone() }
-            }
-            Error::PluginInvalid { plugin, message } => Error::PluginInvalid { plugin: plugin.clone(), message: message.clone() },
-            Error::PluginTooComplex { plugin, message } => Error::PluginTooComplex { plugin: plugin.clone(), message: message.clone() },
-            Error::PluginCompileTimeout { plugin, message } => Error::PluginCompileTimeout { plugin: plugin.clone(), message: message.clone() },
-            Error::PluginCompileMemory { plugin, message } => Error::PluginCompileMemory { plugin: plugin.clone(), message: message.clone() },
-            Error::PluginIncompatible { plugin, found, message } => {
-                Error::PluginIncompatible { plugin: plugin.clone(), found: found.clone(), message: message.clone() }
-            }
-            Error::PluginTimeout { plugin, limit_ms } => Error::PluginTimeout { plugin: plugin.clone(), limit_ms: *limit_ms },
-            Error::PluginMemoryLimit { plugin, limit_bytes } => Error::PluginMemoryLimit { plugin: plugin.clone(), limit_bytes: *limit_bytes },
-            Error::PluginTrap { plugin, message } => Error::PluginTrap { plugin: plugin.clone(), message: message.clone() },
-            Error::PluginConfigInvalid { plugin, message } => Error::PluginConfigInvalid { plugin: plugin.clone(), message: message.clone() },
-            Error::PluginPlanFailed { plugin, message } => Error::PluginPlanFailed { plugin: plugin.clone(), message: message.clone() },
-            Error::PluginUnsupported { plugin, action } => Error::PluginUnsupported { plugin: plugin.clone(), action },
-            Error::UnsupportedDestination { plugin, destination, message } => {
-                Error::UnsupportedDestination { plugin: plugin.clone(), destination: destination.clone(), message: message.clone() }
-            }
-            Error::PlanRefused { plugin, violation } => Error::PlanRefused { plugin: plugin.clone(), violation: violation.clone() },
             Error::HookFailed { pvc, message } => Error::HookFailed { pvc: pvc.clone(), message: message.clone() },
             Error::HooksBusy { pvc, busy } => Error::HooksBusy { pvc: pvc.clone(), busy: busy.clone() },
             Error::Refused { object, code, message } => Error::Refused { object: object.clone(), code: *code, message: message.clone() },
             Error::Forbidden { action, message } => Error::Forbidden { action: action.clone(), message: message.clone() },
             Error::HooksForbidden(m) => Error::HooksForbidden(m.clone()),
+        }
+    }
+
+    /// The plugin's error, when this is one.
+    pub fn strategy(&self) -> Option<&crate::strategy::Error> {
+        match self {
+            Error::Strategy(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -314,6 +190,8 @@ fn is_rbac_denial(message: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::Error as S;
+    use crate::strategy::check::PlanViolation;
 
     fn id() -> PluginId {
         PluginId { name: "p".into(), digest: "0".repeat(64) }
@@ -322,19 +200,19 @@ mod tests {
     #[test]
     fn every_error_maps_to_one_reason_and_retry_policy() {
         let cases: Vec<(Error, &str, Retry)> = vec![
-            (Error::PluginInvalid { plugin: id(), message: "x".into() }, "PluginInvalid", Retry::AwaitChange),
-            (Error::PluginConfigInvalid { plugin: id(), message: "x".into() }, "PluginInvalid", Retry::AwaitChange),
-            (Error::PluginIncompatible { plugin: id(), found: "backup:strategy@0.1.0".into(), message: "x".into() }, "PluginIncompatible", Retry::AwaitChange),
-            (Error::PluginTimeout { plugin: id(), limit_ms: 5 }, "PluginTimeout", Retry::AwaitChange),
-            (Error::PluginTrap { plugin: id(), message: "x".into() }, "PluginFailed", Retry::AwaitChange),
-            (Error::PlanRefused { plugin: id(), violation: PlanViolation::Privileged }, "PlanRefused", Retry::AwaitChange),
+            (Error::Strategy(S::PluginInvalid { plugin: id(), message: "x".into() }), "PluginInvalid", Retry::AwaitChange),
+            (Error::Strategy(S::PluginConfigInvalid { plugin: id(), message: "x".into() }), "PluginInvalid", Retry::AwaitChange),
+            (Error::Strategy(S::PluginIncompatible { plugin: id(), found: "backup:strategy@0.1.0".into(), message: "x".into() }), "PluginIncompatible", Retry::AwaitChange),
+            (Error::Strategy(S::PluginTimeout { plugin: id(), limit_ms: 5 }), "PluginTimeout", Retry::AwaitChange),
+            (Error::Strategy(S::PluginTrap { plugin: id(), message: "x".into() }), "PluginFailed", Retry::AwaitChange),
+            (Error::Strategy(S::PlanRefused { plugin: id(), violation: PlanViolation::Privileged }), "PlanRefused", Retry::AwaitChange),
             (Error::InvalidSpec("x".into()), "InvalidSpec", Retry::AwaitChange),
             (Error::InvalidSelector("x".into()), "InvalidSelector", Retry::AwaitChange),
             (Error::SnapshotApiMissing, "SnapshotAPIMissing", Retry::AwaitChange),
             (Error::Runtime("x".into()), "Runtime", Retry::Backoff),
-            (Error::HooksBusy { pvc: "data-db-0".into(), busy: crate::hook_slots::Busy::Namespace(4) }, "HooksBusy", Retry::Soon),
-            (Error::PluginNotFound("x".into()), "PluginNotFound", Retry::AwaitChange),
-            (Error::PluginSource("API timeout".into()), "PluginSource", Retry::Backoff),
+            (Error::HooksBusy { pvc: "data-db-0".into(), busy: crate::base::hook_slots::Busy::Namespace(4) }, "HooksBusy", Retry::Soon),
+            (Error::Strategy(S::PluginNotFound("x".into())), "PluginNotFound", Retry::AwaitChange),
+            (Error::Strategy(S::PluginSource("API timeout".into())), "PluginSource", Retry::Backoff),
             (Error::Refused { object: "Job x".into(), code: 403, message: "exceeded quota".into() }, "JobRefused", Retry::AwaitChange),
             (Error::Forbidden { action: "create Job x".into(), message: "cannot".into() }, "Forbidden", Retry::AwaitChange),
             (Error::HooksForbidden("x".into()), "HooksForbidden", Retry::AwaitChange),
@@ -343,9 +221,9 @@ mod tests {
             let c = error.classify();
             assert_eq!((c.reason, c.retry), (reason, retry), "{error}");
         }
-        let long = Error::PluginPlanFailed { plugin: id(), message: "x".repeat(5000) }.classify();
+        let long = Error::Strategy(S::PluginPlanFailed { plugin: id(), message: "x".repeat(5000) }).classify();
         assert!(long.message.len() <= MAX_MESSAGE_BYTES, "{}", long.message.len());
-        let incompatible = Error::PluginIncompatible { plugin: id(), found: "backup:strategy@0.1.0".into(), message: "m".into() }.to_string();
+        let incompatible = Error::Strategy(S::PluginIncompatible { plugin: id(), found: "backup:strategy@0.1.0".into(), message: "m".into() }).to_string();
         assert!(incompatible.contains("backup:strategy@0.1.0") && incompatible.contains("backup:strategy@0.3.0"), "{incompatible}");
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_operator::controller::{self, Context};
+use backup_operator::context::{self, Context};
+use backup_operator::operator;
 use backup_operator::strategy::check::PlanPolicy;
 use backup_operator::strategy::{RuntimeConfig, StrategyRuntime};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -118,11 +119,11 @@ struct RunArgs {
     /// Policies' hooks running at once (each holds a reconcile worker for up to its timeout); kept
     /// below --reconcile-concurrency, so that policies without hooks always find a worker. A run
     /// whose hooks find no slot waits and is tried again 5 s later.
-    #[arg(long, default_value_t = backup_operator::controller::DEFAULT_HOOK_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = backup_operator::context::DEFAULT_HOOK_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
     hook_concurrency: u16,
     /// Hooks running at once in one namespace, so that one tenant's slow hooks cannot take every
     /// slot.
-    #[arg(long, default_value_t = backup_operator::controller::DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = backup_operator::context::DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE, value_parser = clap::value_parser!(u16).range(1..=256))]
     hook_concurrency_per_namespace: u16,
     /// Address ranges webhooks may reach although internal (loopback, link-local, private,
     /// shared), comma-separated CIDRs: e.g. the range of an in-cluster receiver.
@@ -192,7 +193,7 @@ async fn main() -> std::process::ExitCode {
         },
         Command::Run(args) => {
             init_logging(args.log_format);
-            let readiness = backup_operator::serve::Readiness::default();
+            let readiness = backup_operator::telemetry::serve::Readiness::default();
             if !args.metrics_bind_address.is_empty() {
                 let address: std::net::SocketAddr = match args.metrics_bind_address.parse() {
                     Ok(a) => a,
@@ -203,7 +204,7 @@ async fn main() -> std::process::ExitCode {
                 };
                 let ready = readiness.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = backup_operator::serve::serve(address, ready).await {
+                    if let Err(e) = backup_operator::telemetry::serve::serve(address, ready).await {
                         tracing::error!(%address, "serving metrics and health: {e}");
                     }
                 });
@@ -238,7 +239,7 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let client = match backup_operator::kube_client::from_env().await {
+            let client = match backup_operator::platform::kube_client::from_env().await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("connecting to Kubernetes: {e}");
@@ -247,7 +248,7 @@ async fn main() -> std::process::ExitCode {
             };
             // Without the CRD or the permission the watches could only fail and retry: say what is
             // missing instead. An API server that is not up yet is waited for.
-            if let Err(e) = backup_operator::startup::check(&client, args.namespace.as_deref()).await {
+            if let Err(e) = backup_operator::platform::startup::check(&client, args.namespace.as_deref()).await {
                 tracing::error!("{e}");
                 return std::process::ExitCode::FAILURE;
             }
@@ -263,7 +264,7 @@ async fn main() -> std::process::ExitCode {
                 let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
                 let pod = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "backup-operator".into());
                 let identity = format!("{pod}-{:08x}", started ^ std::process::id());
-                match backup_operator::leader::Leadership::acquire(client.clone(), &args.leader_election_namespace, &args.leader_election_id, &identity).await {
+                match backup_operator::platform::leader::Leadership::acquire(client.clone(), &args.leader_election_namespace, &args.leader_election_id, &identity).await {
                     Ok(l) => Some(l),
                     Err(e) => {
                         tracing::error!("{e}");
@@ -273,9 +274,9 @@ async fn main() -> std::process::ExitCode {
             } else {
                 None
             };
-            backup_operator::metrics::get().leader.set(1);
-            let snapshots_api = controller::has_snapshot_api(&client).await;
-            let restores_api = controller::has_restore_api(&client).await;
+            backup_operator::telemetry::metrics::get().leader.set(1);
+            let snapshots_api = context::has_snapshot_api(&client).await;
+            let restores_api = context::has_restore_api(&client).await;
             tracing::info!(snapshots_api, restores_api, "backup-operator starting");
             let notifications = backup_operator::notify::Config {
                 rules: backup_operator::notify::AddressRules {
@@ -287,21 +288,21 @@ async fn main() -> std::process::ExitCode {
             };
             let tenancy = if args.tenant_impersonation {
                 match kube::Config::infer().await {
-                    Ok(base) => backup_operator::tenancy::Tenancy::impersonate(base, args.default_service_account),
+                    Ok(base) => backup_operator::platform::tenancy::Tenancy::impersonate(base, args.default_service_account),
                     Err(e) => {
                         tracing::error!("connecting to Kubernetes: {e}");
                         return std::process::ExitCode::FAILURE;
                     }
                 }
             } else {
-                backup_operator::tenancy::Tenancy::Operator
+                backup_operator::platform::tenancy::Tenancy::Operator
             };
             tracing::info!(impersonating = tenancy.impersonating(), "acting for tenants");
             let context = Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)
                 .with_tenancy(tenancy)
                 .with_notifications(notifications)
                 .with_hook_concurrency(usize::from(args.hook_concurrency), usize::from(args.hook_concurrency_per_namespace));
-            let run = controller::run(Arc::new(context));
+            let run = operator::run(Arc::new(context));
             let ran = match leadership {
                 None => run.await,
                 Some(mut leadership) => {
@@ -311,7 +312,7 @@ async fn main() -> std::process::ExitCode {
                             ran
                         }
                         () = leadership.lost() => {
-                            backup_operator::metrics::get().leader.set(0);
+                            backup_operator::telemetry::metrics::get().leader.set(0);
                             tracing::error!("lost the leader lease: exiting, to start again as a follower");
                             return std::process::ExitCode::FAILURE;
                         }

@@ -14,9 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
 use crate::api::{BackupPolicy, BackupPolicySpec};
-use crate::destination;
+use crate::runs::destination;
 use crate::error::Error;
-use crate::runs::{self, RunChild, RunKind};
+use crate::runs::{self, RunChild};
+use crate::base::names::RunKind;
 use crate::strategy::bindings::types::{AccessMode, Action, ArtifactRequest, BackupRequest, KeyValue, Plan, PvcInfo, VolumeMode};
 use crate::strategy::check::{check_destination, check_plan};
 use crate::strategy::{PlanRequest, RuntimeConfig, StrategyRuntime};
@@ -185,7 +186,7 @@ pub fn sample(s: &SampleRequest) -> Result<Sample, String> {
     let scheduled = chrono::DateTime::parse_from_rfc3339(s.scheduled_time.as_deref().unwrap_or("2026-01-01T00:00:00Z"))
         .map_err(|e| format!("scheduledTime: {e}"))?
         .with_timezone(&chrono::Utc);
-    let run = runs::run_name_to(&s.policy, &s.pvc.name, &destination.name, scheduled);
+    let run = crate::base::names::run_name_to(&s.policy, &s.pvc.name, &destination.name, scheduled);
     let modes = if s.pvc.access_modes.is_empty() { vec!["ReadWriteOnce".to_owned()] } else { s.pvc.access_modes.clone() };
     let access_modes = modes
         .iter()
@@ -212,7 +213,7 @@ pub fn sample(s: &SampleRequest) -> Result<Sample, String> {
         volume_mode,
         node_name: s.pvc.node_name.clone(),
     };
-    let info = crate::controller::policy_info(&policy, &run, Some(scheduled), &s.pvc.name, &destination);
+    let info = crate::runs::request::policy_info(&policy, &run, Some(scheduled), &s.pvc.name, &destination);
     let artifact = || s.artifact.clone().unwrap_or_else(|| format!("{}.tar.gz", info.scheduled_stamp));
     let request = match s.action {
         SampleAction::Backup => PlanRequest::Backup(BackupRequest { policy: info.clone(), pvc }),
@@ -281,7 +282,7 @@ pub fn render(sample: &Sample, plan: &Plan, plugin_label: &str) -> Result<String
         }
         (Plan::Job(job), PlanRequest::Prune(_) | PlanRequest::Verify(_)) => {
             let kind = if matches!(sample.request, PlanRequest::Prune(_)) { RunKind::Prune } else { RunKind::Verify };
-            let child_name = runs::child_name(&sample.run, kind.label());
+            let child_name = crate::base::names::child_name(&sample.run, kind.label());
             let child = RunChild { kind, name: &child_name, namespace: &ns, policy: &name, policy_uid: uid, run: &sample.run, pvc: &pvc, plugin: plugin_label, access: &access, owner: None, run_as: policy.spec.pod_security_context.clone() };
             let rendered = match kind {
                 RunKind::Prune => runs::prune_job::render(&child, job),
@@ -307,7 +308,7 @@ fn runtime() -> Result<StrategyRuntime, Failure> {
 async fn load(runtime: &StrategyRuntime, path: &Path) -> Result<Arc<crate::strategy::Plugin>, Failure> {
     let bytes = read(path)?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
-    runtime.load(&name, Arc::from(bytes), None).await.map_err(|e| Failure::plugin(&e))
+    runtime.load(&name, Arc::from(bytes), None).await.map_err(|e| Failure::plugin(&e.into()))
 }
 
 /// Runs one `plugin` subcommand; returns what to print on stdout.
@@ -343,7 +344,7 @@ pub async fn run(command: PluginCommand) -> Result<String, Failure> {
             let config = if Path::new(&config).is_file() { String::from_utf8_lossy(&read(Path::new(&config))?).into_owned() } else { config };
             let rt = runtime()?;
             let plugin = load(&rt, &wasm).await?;
-            rt.validate_config(plugin, None, config).await.map_err(|e| Failure::plugin(&e))?;
+            rt.validate_config(plugin, None, config).await.map_err(|e| Failure::plugin(&e.into()))?;
             Ok("config accepted\n".into())
         }
         PluginCommand::Plan { wasm, request } => {
@@ -358,12 +359,12 @@ pub async fn run(command: PluginCommand) -> Result<String, Failure> {
             let plan = tokio::task::spawn_blocking(move || rt2.plan_unchecked_blocking(&plugin2, &request2))
                 .await
                 .map_err(|e| Failure::other(e.to_string()))?
-                .map_err(|e| Failure::plugin(&e))?;
+                .map_err(|e| Failure::plugin(&e.into()))?;
             let mut out = format!("# plugin {} {} (sha256 {})\n# run {}\n# plan, as the plugin returned it:\n", plugin.description.name, plugin.description.version, plugin.id.digest, sample.run);
             for line in format!("{plan:#?}").lines() {
                 out.push_str(&format!("#   {line}\n"));
             }
-            let verdict = check_plan(&plan, sample.request.purpose(), &rt.config().plan_policy).and_then(|()| check_destination(&plan, &crate::destination::for_plan(&sample.destination, &sample_request.namespace, &sample_request.policy, &sample_request.pvc.name)));
+            let verdict = check_plan(&plan, sample.request.purpose(), &rt.config().plan_policy).and_then(|()| check_destination(&plan, &crate::runs::destination::for_plan(&sample.destination, &sample_request.namespace, &sample_request.policy, &sample_request.pvc.name)));
             match verdict {
                 Ok(()) => {
                     out.push_str("# verdict: accepted; the operator would create:\n");
@@ -383,7 +384,7 @@ mod tests {
     #[test]
     fn a_sample_has_defaults_for_everything_and_follows_the_operator() {
         let s = sample(&SampleRequest::default()).expect("sample");
-        assert_eq!(s.run, runs::run_name("sample", "data-db-0", chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc)));
+        assert_eq!(s.run, crate::base::names::run_name("sample", "data-db-0", chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&chrono::Utc)));
         let PlanRequest::Backup(r) = &s.request else { panic!("backup") };
         assert_eq!((r.policy.namespace.as_str(), r.pvc.access_modes.as_slice()), ("default", &[AccessMode::ReadWriteOnce][..]));
 
@@ -401,7 +402,7 @@ artifact: db-data-db-1-offsite-29401234
         assert_eq!(s.destination.name, "offsite");
         let PlanRequest::Prune(r) = &s.request else { panic!("prune") };
         assert_eq!((r.artifact.as_str(), r.pvc.volume_mode), ("db-data-db-1-offsite-29401234", VolumeMode::Block));
-        assert_eq!(r.policy.repository_password_env.as_deref(), Some(destination::REPOSITORY_PASSWORD_ENV));
+        assert_eq!(r.policy.repository_password_env.as_deref(), Some(crate::base::names::REPOSITORY_PASSWORD_ENV));
 
         for bad in ["color: red", "pvc: {volumeMode: Tape}", "destination: nowhere", "scheduledTime: yesterday"] {
             let parsed: Result<SampleRequest, _> = serde_yaml::from_str(bad);

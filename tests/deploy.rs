@@ -195,13 +195,13 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
     support::measured(&format!(
         "deploy: leader {old} killed with SIGKILL -> {new_leader} holds the lease after {:.1} s (lease {} s + {} s grace)",
         handover.as_secs_f64(),
-        backup_operator::leader::LEASE_SECONDS,
-        backup_operator::leader::GRACE_SECONDS
+        backup_operator::platform::leader::LEASE_SECONDS,
+        backup_operator::platform::leader::GRACE_SECONDS
     ));
     // Runs go on under the new leader, none twice and none lost.
     poll("a run scheduled after the handover", Duration::from_secs(180), || async {
         let newest = jobs(&ns, "in-cluster").await.iter().filter_map(|j| j.annotations().get("backup.example.com/scheduled-time").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())).max()?;
-        (newest > killed_at + chrono::Duration::seconds(backup_operator::leader::LEASE_SECONDS as i64)).then_some(())
+        (newest > killed_at + chrono::Duration::seconds(backup_operator::platform::leader::LEASE_SECONDS as i64)).then_some(())
     })
     .await;
     let all = jobs(&ns, "in-cluster").await;

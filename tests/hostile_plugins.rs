@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_operator::Error;
+use backup_operator::strategy::Error;
 use backup_operator::strategy::check::PlanViolation;
 use backup_operator::strategy::builtin::BuiltinStrategy;
 use backup_operator::strategy::{Plugin, PluginLimits, RuntimeConfig, StrategyRuntime};
@@ -193,7 +193,7 @@ async fn a_component_for_the_previous_wit_version_is_incompatible_naming_both() 
     assert!(matches!(&err, Error::PluginIncompatible { found, .. } if found == "backup:strategy@0.1.0"), "{err}");
     let message = err.to_string();
     assert!(message.contains("backup:strategy@0.1.0") && message.contains("backup:strategy@0.3.0"), "{message}");
-    assert_eq!(err.classify().reason, "PluginIncompatible");
+    assert_eq!(backup_operator::Error::from(err.clone()).classify().reason, "PluginIncompatible");
     s.good_still_plans("other-wit").await;
 }
 
@@ -264,7 +264,7 @@ async fn components_are_measured_before_compiling_and_failures_are_remembered() 
     let runtime = StrategyRuntime::new(RuntimeConfig { shape_limits: tight, ..RuntimeConfig::default() }).expect("runtime");
     let err = runtime.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
     assert!(matches!(&err, Error::PluginTooComplex { message, .. } if message.contains("over the limit of 64")), "{err}");
-    assert_eq!(err.classify().reason, "PluginInvalid");
+    assert_eq!(backup_operator::Error::from(err.clone()).classify().reason, "PluginInvalid");
     // The same bytes again: the remembered failure, not another attempt.
     let again = runtime.load("tar-again", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.unwrap_err();
     assert!(matches!(again, Error::PluginTooComplex { .. }), "{again}");
@@ -340,7 +340,7 @@ async fn compiling_happens_in_a_child_process_within_a_deadline_and_a_memory_lim
         .expect("runtime");
     let err = hasty.load("custom", custom.clone(), None).await.unwrap_err();
     assert!(matches!(&err, Error::PluginCompileTimeout { message, .. } if message.contains("longer than 1 ms")), "{err}");
-    assert_eq!(err.classify().reason, "PluginCompileTimeout");
+    assert_eq!(backup_operator::Error::from(err.clone()).classify().reason, "PluginCompileTimeout");
     // The built-in itself is trusted: compiled in process whatever the child's limits.
     hasty.load("tar", Arc::from(BuiltinStrategy::Tar.wasm()), None).await.expect("built-in");
 
@@ -348,7 +348,7 @@ async fn compiling_happens_in_a_child_process_within_a_deadline_and_a_memory_lim
         .expect("runtime");
     let err = starved.load("custom", custom, None).await.unwrap_err();
     assert!(matches!(&err, Error::PluginCompileMemory { message, .. } if message.contains("the compiler stopped")), "{err}");
-    assert_eq!(err.classify().reason, "PluginCompileMemory");
+    assert_eq!(backup_operator::Error::from(err.clone()).classify().reason, "PluginCompileMemory");
 }
 
 #[tokio::test]

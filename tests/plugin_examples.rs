@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use backup_operator::Error;
+use backup_operator::strategy::Error;
 use backup_operator::api::RunStatus;
 use backup_operator::strategy::bindings::types::{DestinationKind, Plan};
 use backup_operator::strategy::{RuntimeConfig, StrategyRuntime};

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use backup_operator::api::{BackupPolicy, BackupRestore, RestorePhase, RunStatus};
-use backup_operator::runs::storage_dir;
+use backup_operator::base::names::storage_dir;
 use chrono::{Timelike, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};

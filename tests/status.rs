@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use backup_operator::api::{BackupPolicy, RunStatus};
-use backup_operator::runs::storage_dir;
+use backup_operator::base::names::storage_dir;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

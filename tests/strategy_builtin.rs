@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
-use backup_operator::Error;
+use backup_operator::strategy::Error;
 use backup_operator::strategy::bindings::types::{
     Action, ArtifactRequest, EnvSource, Plan, VolumeMode, Verification,
 };

@@ -11,9 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backup_operator::Error;
-use backup_operator::render::{JobContext, render_job};
-use backup_operator::runs::storage_dir;
+use backup_operator::strategy::Error;
+use backup_operator::runs::render::{JobContext, render_job};
+use backup_operator::base::names::storage_dir;
 use backup_operator::strategy::bindings::types::{ArtifactRequest, Plan, VolumeMode};
 use backup_operator::strategy::builtin::BuiltinStrategy;
 use backup_operator::strategy::source::PluginLocation;
@@ -176,7 +176,7 @@ async fn custom_plugins_come_from_configmaps_and_new_versions_are_picked_up() {
 
     let missing = location.fetch(&ns.client).await.unwrap_err();
     assert!(matches!(&missing, Error::PluginNotFound(m) if m.contains("kubectl") && m.contains("create configmap")), "{missing}");
-    assert_eq!(missing.classify().reason, "PluginNotFound");
+    assert_eq!(missing.reason(), "PluginNotFound");
 
     // The plugin as text under data (a common slip) is named, with the fix.
     let text = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "my-strategy"}, "data": {"plugin.wasm": "not binary"}});

@@ -190,3 +190,10 @@ impl RestorePhase {
         }
     }
 }
+
+impl BackupRestoreSpec {
+    /// The PVC a restore writes: the new claim, the named one, or the source PVC itself.
+    pub fn target_name(&self) -> String {
+        self.target.new_claim.as_ref().map(|c| c.name.clone()).or_else(|| self.target.claim_name.clone()).unwrap_or_else(|| self.source.pvc.clone())
+    }
+}

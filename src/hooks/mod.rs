@@ -67,7 +67,7 @@ pub fn pod_for(pods: &[Pod], claim: &str, container: Option<&str>) -> Option<(St
     let mut candidates: Vec<(String, String)> = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| !p.metadata.labels.as_ref().is_some_and(|l| l.contains_key(crate::runs::LABEL_POLICY)))
+        .filter(|p| !p.metadata.labels.as_ref().is_some_and(|l| l.contains_key(crate::base::names::LABEL_POLICY)))
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .filter_map(|p| {
             let spec = p.spec.as_ref()?;

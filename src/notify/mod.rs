@@ -1,6 +1,6 @@
 //! Webhook notifications about runs. A reconcile hands a [`Notification`] to the [`Notifier`] and
 //! goes on: delivery happens in the background from a bounded queue served round-robin by
-//! namespace ([`crate::fair`]; full: dropped and counted), a few attempts at a time, each with a timeout;
+//! namespace ([`crate::base::fair`]; full: dropped and counted), a few attempts at a time, each with a timeout;
 //! a failed attempt goes back into the queue with exponential backoff and jitter, so it holds no
 //! slot while it waits and one tenant's failing targets never delay another's; after the last
 //! attempt a `NotificationFailed` Warning event goes to the policy.
@@ -60,7 +60,7 @@ impl Default for Config {
 }
 
 struct Delivery {
-    /// Reads the target's URL Secret: the tenant's client (see [`crate::tenancy`]).
+    /// Reads the target's URL Secret: the tenant's client (see [`crate::platform::tenancy`]).
     client: kube::Client,
     target: NotificationTarget,
     policy: ObjectReference,
@@ -70,7 +70,7 @@ struct Delivery {
 }
 
 struct Inner {
-    queue: std::sync::Mutex<crate::fair::FairQueue<Delivery>>,
+    queue: std::sync::Mutex<crate::base::fair::FairQueue<Delivery>>,
     /// Wakes the workers when a delivery is queued.
     queued: tokio::sync::Notify,
     config: Config,
@@ -148,9 +148,9 @@ pub struct TargetProblem {
 
 impl Notifier {
     /// Starts the delivery task (on the current runtime).
-    pub fn start(client: kube::Client, events: crate::events::Publisher, config: Config) -> Notifier {
+    pub fn start(client: kube::Client, events: crate::platform::events::Publisher, config: Config) -> Notifier {
         let inner = Arc::new(Inner {
-            queue: std::sync::Mutex::new(crate::fair::FairQueue::new(QUEUE, QUEUE_PER_NAMESPACE)),
+            queue: std::sync::Mutex::new(crate::base::fair::FairQueue::new(QUEUE, QUEUE_PER_NAMESPACE)),
             queued: tokio::sync::Notify::new(),
             config,
             client,
@@ -299,9 +299,9 @@ fn forget(inner: &Inner, key: &str) {
 }
 
 fn count(namespace: &str, policy: &str, result: &str) {
-    crate::metrics::get()
+    crate::telemetry::metrics::get()
         .notifications
-        .get_or_create(&crate::metrics::NotificationLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), result: result.to_owned() })
+        .get_or_create(&crate::telemetry::metrics::NotificationLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), result: result.to_owned() })
         .inc();
 }
 
@@ -384,7 +384,7 @@ async fn next(inner: &Inner) -> Delivery {
 
 /// One attempt at a delivery; a transient failure queues the next attempt after its backoff
 /// (holding no worker meanwhile), the last one or a final failure says so on the policy.
-async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate::events::Publisher, mut d: Delivery) {
+async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate::platform::events::Publisher, mut d: Delivery) {
     let n = &d.notification;
     let (body, content_type) = payload::body(d.target.webhook.format, n);
     let result = async {

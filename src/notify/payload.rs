@@ -68,7 +68,7 @@ pub fn generic(n: &Notification) -> Value {
         "scheduledTime": n.scheduled_time.map(rfc3339),
         "time": rfc3339(n.time),
         "result": event_name(n.event),
-        "message": crate::runs::report::bound(&n.message, MAX_MESSAGE_BYTES),
+        "message": crate::base::text::bound(&n.message, MAX_MESSAGE_BYTES),
         "artifact": n.artifact,
         "sizeBytes": n.size_bytes,
         "sha256": n.sha256,
@@ -92,7 +92,7 @@ pub fn slack(n: &Notification) -> Value {
         n.namespace,
         n.policy,
         event_name(n.event),
-        crate::runs::report::bound(&n.message, MAX_MESSAGE_BYTES)
+        crate::base::text::bound(&n.message, MAX_MESSAGE_BYTES)
     );
     json!({ "text": text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;") })
 }

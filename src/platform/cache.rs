@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use crate::cache_index::{Index, KeyFn};
+use crate::platform::cache_index::{Index, KeyFn};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -21,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::api::BackupRestore;
 use crate::error::{Error, Result};
-use crate::runs::{LABEL_KIND, LABEL_POLICY_UID};
+use crate::base::names::{LABEL_KIND, LABEL_POLICY_UID};
 
 /// Events buffered per subscriber of a shared watch before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -88,17 +88,29 @@ fn claims(p: &Pod) -> Vec<String> {
     p.spec.iter().flat_map(|s| s.volumes.iter().flatten()).filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone())).collect()
 }
 
-/// The change streams the controllers trigger on, one subscription each.
-pub struct Triggers {
-    pub policy_jobs: Changes<Job>,
-    pub restore_jobs: Changes<Job>,
+/// The change streams the policy controller triggers on, one subscription each.
+pub struct PolicyTriggers {
+    pub jobs: Changes<Job>,
     pub pods: Changes<Pod>,
     pub pvcs: Changes<PersistentVolumeClaim>,
     pub failed_creates: Changes<Event>,
     /// The snapshots' own watch (its store is filled as the policy controller reads it).
     pub snapshots: Option<futures::stream::BoxStream<'static, Result<DynamicObject, watcher::Error>>>,
-    /// For the policy controller (holds) and the restore controller (its own objects).
-    pub restores: Option<(Changes<DynamicObject>, Changes<DynamicObject>)>,
+    /// Restores that start or finish (they hold their policy's backups).
+    pub restores: Option<Changes<DynamicObject>>,
+}
+
+/// The change streams the restore controller triggers on.
+pub struct RestoreTriggers {
+    pub jobs: Changes<Job>,
+    /// Its own objects, when the BackupRestore CRD was installed at start-up.
+    pub restores: Option<Changes<DynamicObject>>,
+}
+
+/// The change streams of both controllers.
+pub struct Triggers {
+    pub policy: PolicyTriggers,
+    pub restore: RestoreTriggers,
 }
 
 /// One subscriber's stream of the objects a shared watch changed, read from the store when the
@@ -274,7 +286,7 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
         (None, None)
     };
     let (snapshots, snapshot_triggers) = if snapshots_api {
-        let resource: ApiResource = crate::runs::snapshot::resource();
+        let resource: ApiResource = crate::base::names::volume_snapshot_resource();
         let api: Api<DynamicObject> = match namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
             None => Api::all_with(client.clone(), &resource),
@@ -293,14 +305,20 @@ pub fn start(client: &Client, namespace: Option<&str>, snapshots_api: bool, rest
     };
     let caches = Caches { pvcs, jobs, pods, snapshots, restores, failed_creates, jobs_by_policy, pvcs_by_label, pods_by_policy, pods_by_claim };
     let restore_jobs = job_triggers.pop().ok_or_else(|| Error::Runtime("a shared watch without subscribers".into()))?;
+    let (policy_restores, restores) = match restore_triggers {
+        Some((policy, restore)) => (Some(policy), Some(restore)),
+        None => (None, None),
+    };
     let triggers = Triggers {
-        policy_jobs: one(job_triggers)?,
-        restore_jobs,
-        pods: one(pod_triggers)?,
-        pvcs: one(pvc_triggers)?,
-        failed_creates: one(failed_create_triggers)?,
-        snapshots: snapshot_triggers,
-        restores: restore_triggers,
+        policy: PolicyTriggers {
+            jobs: one(job_triggers)?,
+            pods: one(pod_triggers)?,
+            pvcs: one(pvc_triggers)?,
+            failed_creates: one(failed_create_triggers)?,
+            snapshots: snapshot_triggers,
+            restores: policy_restores,
+        },
+        restore: RestoreTriggers { jobs: restore_jobs, restores },
     };
     Ok((caches, triggers))
 }

@@ -26,7 +26,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts the publishing task (on the current runtime).
-    pub fn start(client: Client, controller: &str, runs_first: crate::runs_first::RunsFirst) -> Publisher {
+    pub fn start(client: Client, controller: &str, runs_first: crate::platform::runs_first::RunsFirst) -> Publisher {
         let (queue, receiver) = tokio::sync::mpsc::channel::<Queued>(QUEUE);
         let recorder = Recorder::new(client.clone(), Reporter { controller: controller.into(), instance: None });
         let controller = controller.to_owned();
@@ -49,9 +49,9 @@ impl Publisher {
 
     /// Queues an event (its note bounded); never waits.
     pub fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(crate::runs::report::bound(&note, crate::error::MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
+        let event = Event { type_, reason: reason.into(), note: Some(crate::base::text::bound(&note, crate::base::text::MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
         if self.queue.try_send(Queued { reference: reference.clone(), event }).is_err() {
-            crate::metrics::get().events_dropped.inc();
+            crate::telemetry::metrics::get().events_dropped.inc();
         }
     }
 }
@@ -61,7 +61,7 @@ async fn long_name_event(client: &Client, controller: &str, q: &Queued) -> Resul
     let now = chrono::Utc::now();
     let (name, namespace) = (q.reference.name.clone().unwrap_or_default(), q.reference.namespace.clone().unwrap_or_default());
     let event: K8sEvent = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("{}.{:x}", crate::runs::label_value(&name), now.timestamp_nanos_opt().unwrap_or_default()), "namespace": namespace},
+        "metadata": {"name": format!("{}.{:x}", crate::base::names::label_value(&name), now.timestamp_nanos_opt().unwrap_or_default()), "namespace": namespace},
         "eventTime": now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
         "reason": q.event.reason,
         "note": q.event.note,
@@ -89,7 +89,7 @@ pub fn group(queued: Vec<(EventType, String, String)>, max: usize) -> Vec<(Event
         .into_iter()
         .map(|(type_, reason, notes)| {
             let note = match notes.as_slice() {
-                [one] => crate::runs::report::bound(one, max),
+                [one] => crate::base::text::bound(one, max),
                 many => joined(many, max),
             };
             (type_, reason, note)
@@ -110,7 +110,7 @@ fn joined(notes: &[String], max: usize) -> String {
             if i == 0 {
                 let more = format!(" (and {} more)", notes.len() - 1);
                 let room = max.saturating_sub(head.len() + more.len());
-                return format!("{head}{}{more}", crate::runs::report::bound(note, room));
+                return format!("{head}{}{more}", crate::base::text::bound(note, room));
             }
             return format!("{out} (and {} more)", notes.len() - i);
         }

@@ -70,7 +70,7 @@ pub async fn from_env() -> kube::Result<Client> {
 pub fn counted(config: kube::Config) -> kube::Result<Client> {
     let layer = MapRequestLayer::new(|request: http::Request<kube::client::Body>| {
         let (verb, resource) = classify(request.method(), request.uri().path(), request.uri().query());
-        crate::metrics::get().requests.get_or_create(&crate::metrics::RequestLabels { verb: verb.to_owned(), resource }).inc();
+        crate::telemetry::metrics::get().requests.get_or_create(&crate::telemetry::metrics::RequestLabels { verb: verb.to_owned(), resource }).inc();
         request
     });
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())

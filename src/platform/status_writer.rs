@@ -154,13 +154,13 @@ pub struct StatusWriter {
     entries: Arc<Mutex<Entries>>,
     queue: tokio::sync::mpsc::UnboundedSender<String>,
     /// A status the API server refuses is said on the policy as a Warning event, not only logged.
-    events: crate::events::Publisher,
-    runs_first: crate::runs_first::RunsFirst,
+    events: crate::platform::events::Publisher,
+    runs_first: crate::platform::runs_first::RunsFirst,
 }
 
 impl StatusWriter {
     /// Starts the writers (on the current runtime).
-    pub fn start(client: Client, events: crate::events::Publisher, runs_first: crate::runs_first::RunsFirst) -> StatusWriter {
+    pub fn start(client: Client, events: crate::platform::events::Publisher, runs_first: crate::platform::runs_first::RunsFirst) -> StatusWriter {
         // Unbounded, yet never longer than the number of policies: a policy is queued only when
         // it is not queued already.
         let (queue, receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -215,12 +215,12 @@ impl StatusWriter {
         let Some((namespace, name, status)) = taken else { return };
         let api: Api<BackupPolicy> = Api::namespaced(client.clone(), &namespace);
         let patch = serde_json::json!({"apiVersion": "backup.example.com/v1alpha1", "kind": "BackupPolicy", "status": status});
-        let outcome = match api.patch_status(&name, &PatchParams::apply(crate::controller::FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
+        let outcome = match api.patch_status(&name, &PatchParams::apply(crate::base::names::FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
             Ok(_) => Outcome::Written,
-            Err(kube::Error::Api(e)) if e.code == 404 && crate::kube_client::really_gone(&api, &name, Some(&uid)).await => Outcome::Refused,
+            Err(kube::Error::Api(e)) if e.code == 404 && crate::platform::kube_client::really_gone(&api, &name, Some(&uid)).await => Outcome::Refused,
             Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
                 tracing::error!(policy = %name, namespace = %namespace, "the API server refuses the policy's status: {}", e.message);
-                crate::metrics::get().status_write_failures.inc();
+                crate::telemetry::metrics::get().status_write_failures.inc();
                 let reference = k8s_openapi::api::core::v1::ObjectReference {
                     api_version: Some("backup.example.com/v1alpha1".into()),
                     kind: Some("BackupPolicy".into()),
@@ -235,7 +235,7 @@ impl StatusWriter {
             }
             Err(e) => {
                 tracing::warn!(policy = %name, namespace = %namespace, "writing the status (retried): {e}");
-                crate::metrics::get().status_write_failures.inc();
+                crate::telemetry::metrics::get().status_write_failures.inc();
                 Outcome::Failed
             }
         };

@@ -69,7 +69,7 @@ impl Tenancy {
         // The user only: impersonating groups needs a cluster-wide grant, which a namespaced
         // install cannot have; RBAC bindings name the ServiceAccount itself.
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
-        let client = crate::kube_client::counted(config)?;
+        let client = crate::platform::kube_client::counted(config)?;
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }

@@ -1,4 +1,4 @@
-//! Observe: what the cluster says about one policy, as plain data for [`crate::decide`]. The only
+//! Observe: what the cluster says about one policy, as plain data for [`crate::policy::decide`]. The only
 //! part of a reconcile that reads from the API server.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,12 +10,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
 use crate::api::{BackupPolicy, BackupStrategyKind, RunStatus, from_time};
-use crate::controller::Context;
-use crate::decide::{self, NotReady, Observed, ObservedDestination, ObservedPvc, ObservedRun, RunObject};
-use crate::destination;
+use crate::context::Context;
+use crate::policy::observed::NotReady;
+use crate::policy::observed::{Observed, ObservedDestination, ObservedPvc};
+use crate::runs::observed::{ObservedRun, RunObject};
+use crate::runs::destination;
 use crate::error::{Error, Result};
-use crate::runs::{self, LABEL_KIND, RunKind, backup_job, snapshot, stuck};
-use crate::strategy::bindings::types::{AccessMode, KeyValue, PvcInfo, VolumeMode};
+use crate::runs::{self, backup_job, snapshot, stuck};
+use crate::base::names::{LABEL_KIND, RunKind};
 use crate::strategy::check::{is_label_key, is_label_value};
 
 /// The finalizer that holds a policy with `deletionPolicy: Delete` until its backups are pruned.
@@ -30,7 +32,7 @@ pub struct Observation {
 /// `matchLabels` and `matchExpressions` as a label selector query, checked as the API server
 /// checks a selector, so that a bad one is a condition on the policy rather than a failed list.
 pub fn selector_query(selector: &LabelSelector) -> Result<String> {
-    let bad = |m: String| Err(Error::InvalidSelector(crate::runs::report::bound(&m, 300)));
+    let bad = |m: String| Err(Error::InvalidSelector(crate::base::text::bound(&m, 300)));
     let mut parts = Vec::new();
     for (k, v) in selector.match_labels.iter().flatten() {
         if !is_label_key(k) {
@@ -67,26 +69,10 @@ fn access_modes(pvc: &PersistentVolumeClaim) -> Vec<String> {
     pvc.spec.as_ref().and_then(|s| s.access_modes.clone()).unwrap_or_default()
 }
 
-/// A pod (not one of the operator's own) that mounts the claim: a running one, or with
-/// `or_starting` also one that is about to run (Pending, Unknown).
-pub fn pod_mounting<'a>(pods: &'a [Pod], claim: &str, or_starting: bool) -> Option<&'a Pod> {
-    pods.iter()
-        .filter(|p| !p.labels().contains_key(LABEL_KIND))
-        .filter(|p| match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
-            Some("Running") => true,
-            Some("Succeeded" | "Failed") => false,
-            _ => or_starting,
-        })
-        .find(|p| {
-            p.spec.as_ref().is_some_and(|s| {
-                s.volumes.iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))
-            })
-        })
-}
 
 /// A running pod (not one of the operator's own) that mounts the claim, and its node.
 fn mounted_by(pods: &[Pod], claim: &str) -> Option<(String, Option<String>)> {
-    pod_mounting(pods, claim, false).map(|p| (p.name_any(), p.spec.as_ref().and_then(|s| s.node_name.clone())))
+    crate::runs::pod_mounting(pods, claim, false).map(|p| (p.name_any(), p.spec.as_ref().and_then(|s| s.node_name.clone())))
 }
 
 /// Runs recorded only in the status (their planning failed or they were refused).
@@ -168,7 +154,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, tenant: &kube::Client
     let mut run_list: Vec<ObservedRun> = of_kind(RunKind::Backup).filter_map(backup_job::observe).collect();
     backup_job::attach_pod_reports(&mut run_list, &pods);
     attach_stuck_causes(caches, &ns, &mut run_list, &pods);
-    let cause_reportable_at = decide::defer_young_causes(&mut run_list, now, policy.spec.start_timeout_seconds);
+    let cause_reportable_at = crate::runs::observed::defer_young_causes(&mut run_list, now, policy.spec.start_timeout_seconds);
     match caches.snapshots_of(&ns, &uid) {
         Some(found) => run_list.extend(found.iter().filter(|s| s.owner_references().iter().any(|o| o.uid == uid)).filter_map(snapshot::observe_one)),
         // The API appeared after start-up: read it.
@@ -178,11 +164,11 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, tenant: &kube::Client
     let existing: Vec<String> = run_list.iter().map(|r| r.name.clone()).collect();
     run_list.extend(not_started(policy).into_iter().filter(|r| !existing.contains(&r.name)));
 
-    let holds = crate::restore::holds(&caches.restores_in(&ns), &pvcs);
+    let holds = crate::runs::holds::holds(&caches.restores_in(&ns), &pvcs);
     let held = holds.runs.iter().filter(|(p, _)| *p == name).map(|(_, run)| run.clone()).collect();
     let status = policy.status.clone().unwrap_or_default();
     let suspended = status.conditions.iter().find(|c| c.type_ == "Suspended");
-    let resumed_at = decide::resumed_at(
+    let resumed_at = crate::policy::observed::resumed_at(
         suspended.and_then(|c| Some((c.status.as_str() == "True", from_time(&c.last_transition_time)?))),
         policy.spec.suspend,
         now,
@@ -227,7 +213,7 @@ pub async fn observe(policy: &BackupPolicy, ctx: &Context, tenant: &kube::Client
 /// Each destination of the policy, and why no run can write to it, if none can: its claim is
 /// missing or being deleted, or a Secret key its Jobs need is missing. Secrets are read by name
 /// (never listed or watched) and only their key names are kept.
-async fn observe_destinations(policy: &BackupPolicy, caches: &crate::cache::Caches, client: &kube::Client, acting_as: &str, ns: &str) -> Result<Vec<ObservedDestination>> {
+async fn observe_destinations(policy: &BackupPolicy, caches: &crate::platform::cache::Caches, client: &kube::Client, acting_as: &str, ns: &str) -> Result<Vec<ObservedDestination>> {
     let spec = &policy.spec;
     match spec.backup_strategy {
         BackupStrategyKind::Snapshot if spec.destinations.is_some() => {
@@ -292,7 +278,7 @@ async fn observe_destinations(policy: &BackupPolicy, caches: &crate::cache::Cach
 
 /// Why unfinished runs are not getting anywhere: from their pods, and for a run without pods from
 /// its Job's `FailedCreate` events (admission refusals show only there), both from the caches.
-fn attach_stuck_causes(caches: &crate::cache::Caches, ns: &str, runs: &mut [ObservedRun], pods: &[Pod]) {
+fn attach_stuck_causes(caches: &crate::platform::cache::Caches, ns: &str, runs: &mut [ObservedRun], pods: &[Pod]) {
     let unfinished = |r: &ObservedRun| r.object == RunObject::Job && matches!(r.status, RunStatus::Pending | RunStatus::Running);
     let names: std::collections::BTreeSet<&str> = runs.iter().filter(|r| unfinished(r)).map(|r| r.name.as_str()).collect();
     let events = if names.is_empty() { Vec::new() } else { caches.failed_creates_of(ns, &names) };
@@ -302,32 +288,6 @@ fn attach_stuck_causes(caches: &crate::cache::Caches, ns: &str, runs: &mut [Obse
     }
 }
 
-/// A PVC as the planner sees it.
-pub fn pvc_info(pvc: &PersistentVolumeClaim) -> PvcInfo {
-    let spec = pvc.spec.clone().unwrap_or_default();
-    let status = pvc.status.clone().unwrap_or_default();
-    PvcInfo {
-        name: pvc.name_any(),
-        namespace: pvc.namespace().unwrap_or_default(),
-        labels: pvc.labels().iter().map(|(k, v)| KeyValue { name: k.clone(), value: v.clone() }).collect(),
-        storage_class: spec.storage_class_name.clone(),
-        capacity_bytes: status.capacity.as_ref().and_then(|c| c.get("storage")).and_then(|q| crate::quantity::parse_bytes(&q.0)),
-        access_modes: spec
-            .access_modes
-            .iter()
-            .flatten()
-            .filter_map(|m| match m.as_str() {
-                "ReadWriteOnce" => Some(AccessMode::ReadWriteOnce),
-                "ReadOnlyMany" => Some(AccessMode::ReadOnlyMany),
-                "ReadWriteMany" => Some(AccessMode::ReadWriteMany),
-                "ReadWriteOncePod" => Some(AccessMode::ReadWriteOncePod),
-                _ => None,
-            })
-            .collect(),
-        volume_mode: if spec.volume_mode.as_deref() == Some("Block") { VolumeMode::Block } else { VolumeMode::Filesystem },
-        node_name: pvc.annotations().get("volume.kubernetes.io/selected-node").cloned(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,16 @@
 //! The policy's status, built from the decision and the runs as they stand after this reconcile
-//! (pure; [`crate::status_writer`] writes it).
+//! (pure; [`crate::platform::status_writer`] writes it).
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::api::{BackupPolicyStatus, DestinationStatus, PluginStatus, RunStatus, to_time};
-use crate::decide::{self, ObservedDestination, ObservedRun, Readiness};
-use crate::error::{Classified, MAX_MESSAGE_BYTES};
-use crate::runs::report::bound;
+use crate::policy::observed::ObservedDestination;
+use crate::runs::observed::ObservedRun;
+use crate::policy::readiness::Readiness;
+use crate::error::Classified;
+use crate::base::text::MAX_MESSAGE_BYTES;
+use crate::base::text::bound;
+use crate::base::conditions::set_condition;
 
 /// What the status says, as plain data.
 pub struct Summary<'a> {
@@ -29,25 +32,6 @@ pub struct Summary<'a> {
     pub suspended: bool,
     pub generation: Option<i64>,
     pub now: DateTime<Utc>,
-}
-
-/// Upserts a condition, keeping its transition time when its status does not change.
-pub fn set_condition(conditions: &mut Vec<Condition>, type_: &str, status: bool, reason: &str, message: String, generation: Option<i64>, now: DateTime<Utc>) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let transition = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| to_time(now));
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(Condition {
-        type_: type_.into(),
-        status,
-        reason: reason.into(),
-        message: bound(&message, MAX_MESSAGE_BYTES),
-        observed_generation: generation,
-        last_transition_time: transition,
-    });
 }
 
 /// The Ready condition: a problem with the plugin or the spec first, then what the runs say.
@@ -80,10 +64,10 @@ pub fn build(previous: &BackupPolicyStatus, s: &Summary<'_>) -> BackupPolicyStat
     }
     BackupPolicyStatus {
         last_schedule_time: s.last_schedule_time.map(to_time),
-        last_successful_time: decide::last_success(s.runs).map(to_time),
+        last_successful_time: crate::runs::observed::last_success(s.runs).map(to_time),
         next_schedule_time: s.next_schedule_time.map(to_time),
         last_verify_time: s.last_verify_time.map(to_time),
-        backup_history: decide::history(s.namespace, s.policy, s.runs),
+        backup_history: crate::runs::observed::history(s.namespace, s.policy, s.runs),
         plugin: s.plugin.clone().or_else(|| previous.plugin.clone()),
         destinations: destinations(s.destinations, s.runs),
         conditions,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::restore::{BackupRestoreSpec, RestoredBackup};
 use crate::api::{RestorePhase, RunStatus, to_time};
-use crate::decide::{ObservedAux, RunObject};
+use crate::runs::observed::{ObservedAux, RunObject};
 
 /// Candidate backups listed in a refusal, at most.
 const LISTED: usize = 5;

@@ -23,22 +23,21 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::api::restore::{BackupRestoreStatus, RestoredBackup};
 use crate::api::{BackupPolicy, BackupRestore, RestorePhase, to_time};
-use crate::controller::{Context, FIELD_MANAGER};
+use crate::context::Context;
+use crate::base::names::FIELD_MANAGER;
 use crate::error::{Error, Result};
 use crate::strategy::bindings::types::{ArtifactRequest, Plan};
 use crate::strategy::resolve;
 use decide::{Candidate, Step};
 
 /// The restore that owns a Job (its UID), on the Job and its pods.
+pub use crate::base::names::ANNOTATION_RESTORE_LOCK;
+pub use crate::runs::holds::{Holds, holds};
 pub const LABEL_RESTORE_UID: &str = "backup.example.com/restore-uid";
 /// The restore's name, on its Job (shortened like other label values).
 pub const LABEL_RESTORE: &str = "backup.example.com/restore";
 /// On a PVC a restore created: that restore's UID (the PVC is deliberately not owned by it).
 pub const ANNOTATION_RESTORED_BY: &str = "backup.example.com/restored-by";
-/// On a PVC a restore writes: that restore's UID, taken through the API server (a write that
-/// names the PVC's resourceVersion) before its Job starts, so that two restores never write one
-/// PVC at once; removed when the restore finishes.
-pub const ANNOTATION_RESTORE_LOCK: &str = "backup.example.com/restore-lock";
 /// The condition a restore reports.
 pub const CONDITION: &str = "Restored";
 /// How often an unfinished restore is looked at besides its Job's changes.
@@ -46,14 +45,14 @@ const POLL: Duration = Duration::from_secs(10);
 
 /// Runs the restore controller until SIGTERM/SIGINT, on the shared watches of restores (untyped:
 /// each is parsed in its own reconcile) and Jobs.
-pub async fn run(ctx: Arc<Context>, jobs: crate::cache::Changes<Job>, restores: crate::cache::Changes<DynamicObject>) {
+pub async fn run(ctx: Arc<Context>, jobs: crate::platform::cache::Changes<Job>, restores: crate::platform::cache::Changes<DynamicObject>) {
     let Some(caches) = ctx.caches.get().cloned() else {
         tracing::error!("the restore controller needs the shared watches");
         return;
     };
     let config = kube::runtime::controller::Config::default().concurrency(ctx.reconcile_concurrency);
     let Some(store) = caches.restores.clone() else { return };
-    Controller::for_shared_stream_with(restores, store, crate::cache::restore_resource())
+    Controller::for_shared_stream_with(restores, store, crate::platform::cache::restore_resource())
         .with_config(config)
         .owns_shared_stream_with(jobs, ())
         .shutdown_on_signal()
@@ -81,11 +80,11 @@ fn error_policy(restore: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) 
 #[tracing::instrument(skip_all, fields(namespace = %object.namespace().unwrap_or_default(), restore = %object.name_any()))]
 async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
-    let result = match crate::cache::parse_restore(&object) {
+    let result = match crate::platform::cache::parse_restore(&object) {
         Ok(restore) => reconcile_restore(Arc::new(restore), ctx).await,
         Err(e) => unreadable(&object, &ctx, &e.to_string()).await.map(|()| Action::await_change()),
     };
-    crate::metrics::get().reconciled("backuprestore", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
+    crate::telemetry::metrics::get().reconciled("backuprestore", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
     result
 }
 
@@ -94,12 +93,12 @@ async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Acti
 /// When the API server refuses even that status, the event is all there is.
 async fn unreadable(object: &DynamicObject, ctx: &Context, problem: &str) -> Result<()> {
     let name = object.name_any();
-    let message = crate::runs::report::bound(
+    let message = crate::base::text::bound(
         &format!("the operator cannot read this restore's spec ({problem}); nothing was restored: delete it and create a corrected one"),
-        crate::error::MAX_MESSAGE_BYTES,
+        crate::base::text::MAX_MESSAGE_BYTES,
     );
     tracing::warn!(restore = %name, "{message}");
-    let resource = crate::cache::restore_resource();
+    let resource = crate::platform::cache::restore_resource();
     ctx.publish(&object.object_ref(&resource), EventType::Warning, "InvalidSpec", message.clone());
     if object.data.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Failed") {
         return Ok(());
@@ -274,11 +273,11 @@ async fn start_job(
 ) -> Result<String> {
     let plugin = resolve::plugin(policy, tenant, &ctx.runtime, ctx.plugin_dir.as_deref()).await?;
     let artifact = candidate.artifact.clone().ok_or_else(|| Error::InvalidSpec(format!("backup {} has no artifact", backup.run_name)))?;
-    let destination = crate::destination::find(&policy.spec, &candidate.destination)
+    let destination = crate::runs::destination::find(&policy.spec, &candidate.destination)
         .ok_or_else(|| Error::InvalidSpec(format!("destination {:?} of backup {} is no longer in the policy's spec.destinations", candidate.destination, backup.run_name)))?;
-    let access = crate::destination::access(&policy.spec, &destination);
+    let access = crate::runs::destination::access(&policy.spec, &destination);
     let request = ArtifactRequest {
-        policy: crate::controller::policy_info(policy, job_name, candidate.scheduled, &restore.spec.source.pvc, &destination),
+        policy: crate::runs::request::policy_info(policy, job_name, candidate.scheduled, &restore.spec.source.pvc, &destination),
         pvc: observed.target_info(),
         artifact,
     };
@@ -332,15 +331,15 @@ fn progress(status: &mut BackupRestoreStatus, phase: RestorePhase, reason: &str,
         status.start_time = Some(to_time(now));
     }
     status.phase = Some(phase);
-    crate::status::set_condition(&mut status.conditions, CONDITION, false, reason, message, generation, now);
+    crate::base::conditions::set_condition(&mut status.conditions, CONDITION, false, reason, message, generation, now);
 }
 
 fn finish(status: &mut BackupRestoreStatus, phase: RestorePhase, reason: &str, message: String, generation: Option<i64>) {
     let now = Utc::now();
     status.phase = Some(phase);
     status.completion_time = Some(to_time(now));
-    let message = crate::runs::report::bound(&message, crate::error::MAX_MESSAGE_BYTES);
-    crate::status::set_condition(&mut status.conditions, CONDITION, phase == RestorePhase::Succeeded, reason, message, generation, now);
+    let message = crate::base::text::bound(&message, crate::base::text::MAX_MESSAGE_BYTES);
+    crate::base::conditions::set_condition(&mut status.conditions, CONDITION, phase == RestorePhase::Succeeded, reason, message, generation, now);
 }
 
 async fn write(ctx: &Context, restore: &BackupRestore, status: &BackupRestoreStatus) -> Result<()> {
@@ -348,11 +347,11 @@ async fn write(ctx: &Context, restore: &BackupRestore, status: &BackupRestoreSta
     let patch = serde_json::json!({"apiVersion": "backup.example.com/v1alpha1", "kind": "BackupRestore", "status": status});
     match api.patch_status(&restore.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 && crate::kube_client::really_gone(&api, &restore.name_any(), restore.uid().as_deref()).await => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 && crate::platform::kube_client::really_gone(&api, &restore.name_any(), restore.uid().as_deref()).await => Ok(()),
         // The API server refuses any status for this object (a spec it admitted under a looser
         // schema): say so where `kubectl describe` shows it, and stop retrying.
         Err(kube::Error::Api(s)) if matches!(s.code, 400 | 422) => {
-            let message = crate::runs::report::bound(&format!("the API server refuses this restore's status ({}); delete it and create a corrected one", s.message), crate::error::MAX_MESSAGE_BYTES);
+            let message = crate::base::text::bound(&format!("the API server refuses this restore's status ({}); delete it and create a corrected one", s.message), crate::base::text::MAX_MESSAGE_BYTES);
             ctx.publish(&restore.object_ref(&()), EventType::Warning, "InvalidSpec", message);
             Err(Error::InvalidSpec(s.message))
         }
@@ -360,41 +359,6 @@ async fn write(ctx: &Context, restore: &BackupRestore, status: &BackupRestoreSta
     }
 }
 
-/// What unfinished restores in a namespace hold: the backup runs they read (per policy) and the
-/// PVCs they write. The policy controller keeps those runs from retention and does not back up
-/// those PVCs meanwhile.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Holds {
-    /// (policy, run) pairs.
-    pub runs: std::collections::BTreeSet<(String, String)>,
-    /// PVC → the restore writing it.
-    pub targets: std::collections::BTreeMap<String, String>,
-}
-
-/// What the restores of a namespace hold, from their statuses and from the locks on `claims`.
-/// A restore holds its target once it is under way (Pending or Running, said on its status) or
-/// once it has locked the claim; one that never got a status (refused by the API server, not yet
-/// looked at) holds nothing, so that it cannot stop a PVC's backups for good.
-pub fn holds(restores: &[BackupRestore], claims: &[PersistentVolumeClaim]) -> Holds {
-    let mut holds = Holds::default();
-    let unfinished = |r: &&BackupRestore| r.status.as_ref().and_then(|s| s.phase).is_some_and(|p| !p.finished());
-    for r in restores.iter().filter(unfinished) {
-        let status = r.status.clone().unwrap_or_default();
-        if let Some(b) = &status.backup {
-            holds.runs.insert((b.policy.clone(), b.run_name.clone()));
-        }
-        let target = status.target_claim.clone().unwrap_or_else(|| render::target_name(&r.spec));
-        holds.targets.insert(target, r.name_any());
-    }
-    for claim in claims {
-        let Some(holder) = claim.annotations().get(ANNOTATION_RESTORE_LOCK) else { continue };
-        let live = restores.iter().find(|r| r.uid().as_deref() == Some(holder.as_str()) && !r.status.as_ref().and_then(|s| s.phase).is_some_and(RestorePhase::finished));
-        if let Some(r) = live {
-            holds.targets.entry(claim.name_any()).or_insert_with(|| r.name_any());
-        }
-    }
-    holds
-}
 
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use kube::{Api, ResourceExt};
 use super::decide::{Candidate, ObservedTarget, RestoreObserved};
 use super::{ANNOTATION_RESTORED_BY, render};
 use crate::api::{BackupPolicy, BackupRestore, BackupStrategyKind, from_time};
-use crate::controller::Context;
-use crate::decide::ObservedRun;
+use crate::context::Context;
+use crate::runs::observed::ObservedRun;
 use crate::error::Result;
-use crate::runs::{self, LABEL_KIND, RunKind, backup_job, snapshot};
+use crate::runs::{self, backup_job, snapshot};
+use crate::base::names::{LABEL_KIND, RunKind};
 use crate::strategy::bindings::types::PvcInfo;
 
 pub struct Observation {
@@ -27,7 +28,7 @@ impl Observation {
     /// The target PVC as the planner sees it.
     pub fn target_info(&self) -> PvcInfo {
         match &self.target_pvc {
-            Some(pvc) => crate::observe::pvc_info(pvc),
+            Some(pvc) => crate::runs::request::pvc_info(pvc),
             None => PvcInfo {
                 name: self.data.target.name.clone(),
                 namespace: self.policy.as_ref().and_then(|p| p.namespace()).unwrap_or_default(),
@@ -44,7 +45,7 @@ impl Observation {
 
 /// A policy run as a restore candidate, with the policy's own view of whether it is verified.
 pub fn candidate(namespace: &str, policy: &str, run: &ObservedRun) -> Candidate {
-    let entry = crate::decide::history_entry(namespace, policy, run);
+    let entry = crate::runs::observed::history_entry(namespace, policy, run);
     Candidate {
         run: run.name.clone(),
         destination: run.destination.clone(),
@@ -91,7 +92,7 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
             .collect();
     }
     let source_pvc = caches.pvc(&ns, &spec.source.pvc).map(|p| (*p).clone());
-    let target_name = render::target_name(spec);
+    let target_name = spec.target_name();
     let target_pvc = caches.pvc(&ns, &target_name).map(|p| (*p).clone());
     let uid = restore.uid().unwrap_or_default();
     let lock_holder = target_pvc.as_ref().and_then(|p| p.annotations().get(super::ANNOTATION_RESTORE_LOCK).cloned());
@@ -110,7 +111,7 @@ pub async fn observe(restore: &BackupRestore, ctx: &Context, now: DateTime<Utc>)
         exists: target_pvc.is_some(),
         ours: target_pvc.as_ref().is_some_and(|p| p.annotations().get(ANNOTATION_RESTORED_BY) == Some(&uid)),
         bound: target_pvc.as_ref().and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Bound"),
-        in_use_by: crate::observe::pod_mounting(&pods, &target_name, true).map(|p| p.name_any()),
+        in_use_by: crate::runs::pod_mounting(&pods, &target_name, true).map(|p| p.name_any()),
         busy_with,
     };
     let job = caches.job(&ns, &render::job_name(restore));

@@ -8,18 +8,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::{ANNOTATION_RESTORED_BY, LABEL_RESTORE, LABEL_RESTORE_UID};
-use crate::api::restore::{BackupRestoreSpec, RestoredBackup};
+use crate::api::restore::RestoredBackup;
 use crate::api::{BackupPolicy, BackupRestore};
-use crate::runs::{self, ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RUN, LABEL_KIND, RunKind};
+use crate::base::names::{ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RUN, LABEL_KIND, RunKind};
 use crate::strategy::bindings::types::JobPlan;
 
-/// The PVC a restore writes: the new claim, the named one, or the source PVC itself.
-pub fn target_name(spec: &BackupRestoreSpec) -> String {
-    spec.target.new_claim.as_ref().map(|c| c.name.clone()).or_else(|| spec.target.claim_name.clone()).unwrap_or_else(|| spec.source.pvc.clone())
-}
 
 pub fn job_name(restore: &BackupRestore) -> String {
-    runs::child_name(&restore.name_any(), "restore")
+    crate::base::names::child_name(&restore.name_any(), "restore")
 }
 
 pub struct RestoreJob<'a> {
@@ -30,14 +26,14 @@ pub struct RestoreJob<'a> {
     pub name: &'a str,
     pub plugin: &'a str,
     /// The backup's destination, as its Jobs get it.
-    pub access: &'a crate::destination::Access,
+    pub access: &'a crate::runs::destination::Access,
 }
 
 fn labels(restore: &BackupRestore) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_KIND.to_owned(), RunKind::Restore.label().to_owned()),
         (LABEL_RESTORE_UID.to_owned(), restore.uid().unwrap_or_default()),
-        (LABEL_RESTORE.to_owned(), runs::label_value(&restore.name_any())),
+        (LABEL_RESTORE.to_owned(), crate::base::names::label_value(&restore.name_any())),
     ])
 }
 
@@ -47,7 +43,7 @@ fn labels(restore: &BackupRestore) -> BTreeMap<String, String> {
 pub fn job(r: &RestoreJob<'_>, plan: &JobPlan) -> Job {
     let ns = r.restore.namespace().unwrap_or_default();
     let source = &r.restore.spec.source;
-    let ctx = crate::render::JobContext {
+    let ctx = crate::runs::render::JobContext {
         name: r.name.to_owned(),
         namespace: ns.clone(),
         labels: labels(r.restore),
@@ -61,7 +57,7 @@ pub fn job(r: &RestoreJob<'_>, plan: &JobPlan) -> Job {
         storage_claim: r.access.storage_claim.clone(),
         secret_env: r.access.env.clone(),
         ca_bundle: r.access.ca_bundle.clone(),
-        backup_sub_path: runs::storage_dir(&ns, &source.policy, &source.pvc),
+        backup_sub_path: crate::base::names::storage_dir(&ns, &source.policy, &source.pvc),
         owner: r.restore.controller_owner_ref(&()),
         backoff_limit: 0,
         active_deadline_seconds: Some(r.restore.spec.active_deadline_seconds),
@@ -70,7 +66,7 @@ pub fn job(r: &RestoreJob<'_>, plan: &JobPlan) -> Job {
         node: None,
         run_as: r.policy.spec.pod_security_context.clone(),
     };
-    crate::render::render_job(&ctx, plan)
+    crate::runs::render::render_job(&ctx, plan)
 }
 
 /// The new PVC: the source PVC's size, access modes, volume mode and class, empty or from the
@@ -80,7 +76,7 @@ pub fn claim(restore: &BackupRestore, source: Option<&PersistentVolumeClaim>, fr
     let new = restore.spec.target.new_claim.clone();
     let source_spec = source.and_then(|p| p.spec.clone()).unwrap_or_default();
     let mut labels = new.as_ref().map(|n| n.labels.clone()).unwrap_or_default();
-    labels.insert(LABEL_RESTORE.to_owned(), runs::label_value(&restore.name_any()));
+    labels.insert(LABEL_RESTORE.to_owned(), crate::base::names::label_value(&restore.name_any()));
     let mut requests = source_spec.resources.as_ref().and_then(|r| r.requests.clone()).unwrap_or_default();
     // A snapshot restored without its source PVC: the provisioner sizes it from the snapshot.
     if requests.is_empty() {
@@ -88,7 +84,7 @@ pub fn claim(restore: &BackupRestore, source: Option<&PersistentVolumeClaim>, fr
     }
     PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some(target_name(&restore.spec)),
+            name: Some(restore.spec.target_name()),
             namespace: restore.namespace(),
             labels: Some(labels),
             // Created locked by the restore that fills it.
@@ -117,6 +113,7 @@ pub fn claim(restore: &BackupRestore, source: Option<&PersistentVolumeClaim>, fr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::BackupRestoreSpec;
     use crate::api::restore::{NewClaim, RestoreSource, RestoreTarget};
     use crate::strategy::bindings::types::{Mount, PodPrivileges, Resources, Verification};
 
@@ -165,7 +162,7 @@ mod tests {
             artifact_location: "1.tar.gz".into(),
             verification: Verification::None,
         };
-        let job = job(&RestoreJob { restore: &r, policy: &p, backup: &backup, target: "copy", name: "restore-db-restore", plugin: "tar@x", access: &crate::destination::access(&p.spec, &crate::destination::of(&p.spec)[0]) }, &plan);
+        let job = job(&RestoreJob { restore: &r, policy: &p, backup: &backup, target: "copy", name: "restore-db-restore", plugin: "tar@x", access: &crate::runs::destination::access(&p.spec, &crate::runs::destination::of(&p.spec)[0]) }, &plan);
         let pod = job.spec.as_ref().and_then(|s| s.template.spec.clone()).expect("pod");
         let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
         let mount = |n: &str| mounts.iter().find(|m| m.name == n).cloned().expect("mount");
@@ -178,7 +175,7 @@ mod tests {
         assert_eq!(claim_of("backup").read_only, Some(true));
         let labels = job.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels[LABEL_KIND], "restore");
-        assert!(!labels.contains_key(runs::LABEL_POLICY_UID), "the policy's retention must not see restore Jobs as runs");
+        assert!(!labels.contains_key(crate::base::names::LABEL_POLICY_UID), "the policy's retention must not see restore Jobs as runs");
         assert_eq!(job.metadata.owner_references.unwrap_or_default()[0].uid, "uid-r");
     }
 

@@ -9,15 +9,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Client, ResourceExt};
 
 use super::report;
-use super::{
-    ANNOTATION_ARTIFACT, ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RESULT, ANNOTATION_RUN,
-    ANNOTATION_SCHEDULED_TIME, ANNOTATION_STUCK, ANNOTATION_VERIFICATION, ANNOTATION_VERIFY_RESULT, LABEL_PVC, RunKind, job_state,
-    parse_time,
-};
+use super::job_state;
+use crate::base::names::{ANNOTATION_ARTIFACT, ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RESULT, ANNOTATION_RUN, ANNOTATION_SCHEDULED_TIME, ANNOTATION_STUCK, ANNOTATION_VERIFICATION, ANNOTATION_VERIFY_RESULT, LABEL_PVC, RunKind, parse_time};
 use crate::api::RunStatus;
-use crate::decide::{ObservedRun, RunObject, VerifyRecord};
+use crate::runs::observed::{ObservedRun, RunObject, VerifyRecord};
 use crate::error::Result;
-use crate::render::{JobContext, render_job};
+use crate::runs::render::{JobContext, render_job};
 use crate::strategy::bindings::types::JobPlan;
 
 /// A backup Job as a run. Pure.
@@ -30,7 +27,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         && let Some((reason, message)) = annotations.get(ANNOTATION_STUCK).and_then(|s| s.split_once(": "))
     {
         state.reason = Some(reason.to_owned());
-        state.message = report::bound(&format!("{reason}: {message}"), report::MAX_MESSAGE_BYTES);
+        state.message = crate::base::text::bound(&format!("{reason}: {message}"), report::MAX_MESSAGE_BYTES);
     }
     let recorded = annotations.get(ANNOTATION_RESULT);
     let report = recorded.and_then(|r| report::from_annotation(r));
@@ -49,7 +46,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         name: job.name_any(),
         object: RunObject::Job,
         pvc,
-        destination: super::destination_of(job.labels()),
+        destination: crate::base::names::destination_of(job.labels()),
         scheduled: annotations.get(ANNOTATION_SCHEDULED_TIME).and_then(|s| parse_time(s)),
         status: state.status,
         start: state.start,
@@ -64,7 +61,7 @@ pub fn observe(job: &Job) -> Option<ObservedRun> {
         verify: annotations.get(ANNOTATION_VERIFY_RESULT).and_then(|v| verify_record_from_annotation(v)),
         stuck: None,
         hooks: annotations.get(crate::hooks::ANNOTATION).and_then(|h| serde_json::from_str(h).ok()),
-        listed: job.labels().contains_key(super::LABEL_POLICY),
+        listed: job.labels().contains_key(crate::base::names::LABEL_POLICY),
         pending_notifications: super::pending_notifications(annotations),
     })
 }
@@ -81,7 +78,7 @@ pub fn attach_pod_reports(runs: &mut [ObservedRun], pods: &[Pod]) {
                 let said = report::parse(message).filter(|r| r.reason.is_some());
                 let text = said.as_ref().map_or(message, |r| r.message.as_str());
                 let detail = if text.trim().is_empty() { how } else { format!("{how}: {text}") };
-                run.message = report::bound(&format!("{}; {detail}", run.message), report::MAX_MESSAGE_BYTES);
+                run.message = crate::base::text::bound(&format!("{}; {detail}", run.message), report::MAX_MESSAGE_BYTES);
                 if let Some(reason) = said.and_then(|r| r.reason) {
                     run.reason = Some(reason.clone());
                     run.report = Some(report::Report { reason: Some(reason), ..report::Report::default() });
@@ -101,7 +98,7 @@ pub struct BackupJob<'a> {
     pub pvc: &'a str,
     pub scheduled_time: &'a str,
     pub plugin: &'a str,
-    pub access: &'a crate::destination::Access,
+    pub access: &'a crate::runs::destination::Access,
     pub owner: Option<OwnerReference>,
     pub backoff_limit: i32,
     pub active_deadline_seconds: Option<i64>,
@@ -113,7 +110,7 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
     let ctx = JobContext {
         name: b.run.to_owned(),
         namespace: b.namespace.to_owned(),
-        labels: super::labels_to(b.policy, b.policy_uid, Some(b.pvc), &b.access.destination, RunKind::Backup),
+        labels: crate::base::names::labels_to(b.policy, b.policy_uid, Some(b.pvc), &b.access.destination, RunKind::Backup),
         annotations: BTreeMap::from([
             (ANNOTATION_RUN.to_owned(), b.run.to_owned()),
             (ANNOTATION_POLICY.to_owned(), b.policy.to_owned()),
@@ -125,7 +122,7 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
         storage_claim: b.access.storage_claim.clone(),
         secret_env: b.access.env.clone(),
         ca_bundle: b.access.ca_bundle.clone(),
-        backup_sub_path: super::storage_dir(b.namespace, b.policy, b.pvc),
+        backup_sub_path: crate::base::names::storage_dir(b.namespace, b.policy, b.pvc),
         owner: b.owner.clone(),
         backoff_limit: b.backoff_limit,
         active_deadline_seconds: b.active_deadline_seconds,
@@ -142,7 +139,7 @@ pub fn render(b: &BackupJob<'_>, plan: &JobPlan) -> Job {
 pub async fn record(client: &Client, namespace: &str, run: &ObservedRun) -> Result<()> {
     let mut recorded = run.report.clone().unwrap_or_default();
     if run.status == RunStatus::Failed {
-        recorded.message = report::bound(&run.message, report::MAX_MESSAGE_BYTES);
+        recorded.message = crate::base::text::bound(&run.message, report::MAX_MESSAGE_BYTES);
     }
     let mut annotations = super::pending_annotations(&run.pending_notifications);
     annotations.insert(ANNOTATION_RESULT.to_owned(), report::to_annotation(&recorded));
@@ -160,7 +157,7 @@ pub async fn record_verification(client: &Client, namespace: &str, run: &str, re
     let value = serde_json::json!({
         "time": record.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "verified": record.verified,
-        "message": report::bound(&record.message, report::MAX_MESSAGE_BYTES),
+        "message": crate::base::text::bound(&record.message, report::MAX_MESSAGE_BYTES),
     })
     .to_string();
     let mut annotations = super::pending_annotations(pending);
@@ -173,7 +170,7 @@ fn verify_record_from_annotation(s: &str) -> Option<VerifyRecord> {
     Some(VerifyRecord {
         time: parse_time(v.get("time")?.as_str()?)?,
         verified: v.get("verified")?.as_bool()?,
-        message: report::bound(v.get("message").and_then(|m| m.as_str()).unwrap_or(""), report::MAX_MESSAGE_BYTES),
+        message: crate::base::text::bound(v.get("message").and_then(|m| m.as_str()).unwrap_or(""), report::MAX_MESSAGE_BYTES),
     })
 }
 

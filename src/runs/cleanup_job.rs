@@ -7,9 +7,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Client;
 
-use super::{ANNOTATION_POLICY, RunKind, child_name, label_value, labels};
+use crate::base::names::{ANNOTATION_POLICY, RunKind, child_name, label_value, labels};
 use crate::error::Result;
-use crate::render::{JobContext, render_job};
+use crate::runs::render::{JobContext, render_job};
 use crate::strategy::bindings::types::{EnvSource, EnvVar, JobPlan, Mount, PodPrivileges, Resources, Verification};
 
 const SCRIPT: &str = r#"set -eu

@@ -2,13 +2,9 @@
 //! one, and which Secret keys the host puts into a destination's Jobs. Pure.
 
 use crate::api::{BackupPolicySpec, S3Destination};
+use crate::base::names::{ACCESS_KEY_ID_ENV, REPOSITORY_PASSWORD_ENV, SECRET_ACCESS_KEY_ENV};
 use crate::strategy::bindings::types as wit;
 
-/// The variables the host sets in every Job of an S3 destination, from its credentialsSecret.
-pub const ACCESS_KEY_ID_ENV: &str = "AWS_ACCESS_KEY_ID";
-pub const SECRET_ACCESS_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
-/// The variable the host sets to the repository password (spec.restic.passwordSecret).
-pub const REPOSITORY_PASSWORD_ENV: &str = "BACKUP_REPOSITORY_PASSWORD";
 /// The keys of an S3 destination's credentialsSecret (the names most S3 tools read).
 pub const ACCESS_KEY_ID_KEY: &str = "AWS_ACCESS_KEY_ID";
 pub const SECRET_ACCESS_KEY_KEY: &str = "AWS_SECRET_ACCESS_KEY";
@@ -149,7 +145,7 @@ pub fn for_plan(destination: &Destination, namespace: &str, policy: &str, pvc: &
     let kind = match &destination.kind {
         Kind::Claim(claim) => wit::DestinationKind::Claim(claim.clone()),
         Kind::S3(s3) => {
-            let own = crate::runs::storage_dir(namespace, policy, pvc);
+            let own = crate::base::names::storage_dir(namespace, policy, pvc);
             let prefix = match s3.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
                 Some(p) => format!("{p}/{own}"),
                 None => own,

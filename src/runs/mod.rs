@@ -6,8 +6,13 @@
 
 pub mod backup_job;
 pub mod cleanup_job;
+pub mod destination;
+pub mod holds;
+pub mod observed;
 pub mod prune_job;
+pub mod render;
 pub mod report;
+pub mod request;
 pub mod snapshot;
 pub mod stuck;
 pub mod verify_job;
@@ -21,39 +26,11 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{RunStatus, from_time};
+use crate::base::names::{
+    ANNOTATION_NOTIFICATION_PENDING, ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RUN, ANNOTATION_STUCK, LABEL_KIND, LABEL_POLICY, LABEL_PVC,
+    RunKind, label_value, labels_to, storage_dir,
+};
 use crate::error::{Error, Result};
-
-/// Labels every child of a policy carries. `backup-policy` and `pvc` are the public contract
-/// (`kubectl get jobs -l backup-policy=<policy>`); values longer than a label allows are
-/// shortened with a hash, and the full names are in annotations.
-pub const LABEL_POLICY: &str = "backup-policy";
-pub const LABEL_PVC: &str = "pvc";
-/// The owning policy's UID: how the host finds a policy's objects, whatever its name's length.
-pub const LABEL_POLICY_UID: &str = "backup.example.com/policy-uid";
-/// backup, prune, verify, cleanup or restore.
-pub const LABEL_KIND: &str = "backup.example.com/kind";
-/// The destination (spec.destinations[].name) a run writes to; absent without destinations.
-pub const LABEL_DESTINATION: &str = "backup.example.com/destination";
-
-pub const ANNOTATION_POLICY: &str = "backup.example.com/policy";
-pub const ANNOTATION_PVC: &str = "backup.example.com/pvc";
-/// The run an object belongs to (the backup run's name, for prune and verify Jobs too).
-pub const ANNOTATION_RUN: &str = "backup.example.com/run";
-pub const ANNOTATION_SCHEDULED_TIME: &str = "backup.example.com/scheduled-time";
-/// The artifact as the plan named it, relative to the PVC's own directory on the storage claim.
-pub const ANNOTATION_ARTIFACT: &str = "backup.example.com/artifact";
-pub const ANNOTATION_VERIFICATION: &str = "backup.example.com/verification";
-pub const ANNOTATION_PLUGIN: &str = "backup.example.com/plugin";
-/// What the finished run reported, recorded once by the host (JSON, bounded).
-pub const ANNOTATION_RESULT: &str = "backup.example.com/result";
-/// The newest re-verification of the run's artifact (JSON, bounded).
-pub const ANNOTATION_VERIFY_RESULT: &str = "backup.example.com/verify-result";
-/// Why the host failed a run that could not start (`<reason>: <message>`).
-pub const ANNOTATION_STUCK: &str = "backup.example.com/stuck";
-/// `<prefix><Event>: pending`: a notification of the run's outcome not yet delivered to every
-/// target. Written with the outcome, removed once every target got it (or finally failed): a
-/// restarted operator sends what is still pending, with the same event id.
-pub const ANNOTATION_NOTIFICATION_PENDING: &str = "notification-pending.backup.example.com/";
 
 /// The notifications an object's annotations say are pending.
 pub fn pending_notifications(annotations: &BTreeMap<String, String>) -> Vec<crate::api::NotificationEvent> {
@@ -70,127 +47,6 @@ pub fn pending_annotations(events: &[crate::api::NotificationEvent]) -> BTreeMap
         .iter()
         .filter_map(|e| serde_json::to_value(e).ok()?.as_str().map(|name| (format!("{ANNOTATION_NOTIFICATION_PENDING}{name}"), "pending".to_owned())))
         .collect()
-}
-
-/// Longest Kubernetes object name the host makes (a DNS-1123 label, as Job names need).
-pub const MAX_NAME: usize = 63;
-
-/// The kinds of object a run has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunKind {
-    Backup,
-    Prune,
-    Verify,
-    Cleanup,
-    /// A restore's Job (owned by its BackupRestore, not by the policy).
-    Restore,
-}
-
-impl RunKind {
-    pub fn label(self) -> &'static str {
-        match self {
-            RunKind::Backup => "backup",
-            RunKind::Prune => "prune",
-            RunKind::Verify => "verify",
-            RunKind::Cleanup => "cleanup",
-            RunKind::Restore => "restore",
-        }
-    }
-}
-
-/// 32-bit FNV-1a: stable across releases, which a std hasher is not.
-fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-}
-
-/// `head-suffix`, with `head` cut and a hash of `full` added so the result fits `max`.
-fn fit(head: &str, suffix: &str, full: &str, max: usize) -> String {
-    let joined = if suffix.is_empty() { head.to_owned() } else { format!("{head}-{suffix}") };
-    if joined.len() <= max {
-        return joined;
-    }
-    let tail = if suffix.is_empty() { format!("-{:08x}", fnv1a(full)) } else { format!("-{:08x}-{suffix}", fnv1a(full)) };
-    let cut: String = head.chars().take(max.saturating_sub(tail.len())).collect();
-    format!("{}{tail}", cut.trim_end_matches(['-', '.', '_']))
-}
-
-/// The run's name: `<policy>-<pvc>-<unix minutes of the scheduled time>`, shortened with a hash to
-/// fit 63 characters. The same run always gets the same name, so a second create (after a restart,
-/// a crash, a repeated reconcile) is a no-op.
-pub fn run_name(policy: &str, pvc: &str, scheduled: DateTime<Utc>) -> String {
-    let minutes = scheduled.timestamp().div_euclid(60);
-    fit(&format!("{policy}-{pvc}"), &minutes.to_string(), &format!("{policy}/{pvc}"), MAX_NAME)
-}
-
-/// The run's name for one destination: `<policy>-<pvc>-<destination>-<minutes>`; the unnamed
-/// destination of a policy without spec.destinations keeps [`run_name`].
-pub fn run_name_to(policy: &str, pvc: &str, destination: &str, scheduled: DateTime<Utc>) -> String {
-    if destination.is_empty() {
-        return run_name(policy, pvc, scheduled);
-    }
-    let minutes = scheduled.timestamp().div_euclid(60);
-    fit(&format!("{policy}-{pvc}-{destination}"), &minutes.to_string(), &format!("{policy}/{pvc}/{destination}"), MAX_NAME)
-}
-
-/// The name of an object that belongs to `run` (its prune or verify Job), within 63 characters.
-pub fn child_name(run: &str, suffix: &str) -> String {
-    fit(run, suffix, &format!("{run}/{suffix}"), MAX_NAME)
-}
-
-/// A label value for a name: itself when it fits 63 characters, else shortened with a hash.
-pub fn label_value(name: &str) -> String {
-    fit(name, "", name, 63)
-}
-
-/// The directory of one PVC's backups on the storage claim; the only part of the claim a run's
-/// Jobs see (mounted as a sub-path, created on first use).
-pub fn storage_dir(namespace: &str, policy: &str, pvc: &str) -> String {
-    format!("{namespace}/{policy}/{pvc}")
-}
-
-/// The labels of every object of a run. Only backups (Jobs and VolumeSnapshots) carry the public
-/// `backup-policy` and `pvc`: the specification counts a policy's Jobs by them, so prune, verify
-/// and cleanup Jobs are found by the operator's own labels only.
-pub fn labels(policy: &str, policy_uid: &str, pvc: Option<&str>, kind: RunKind) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        (LABEL_POLICY_UID.to_owned(), policy_uid.to_owned()),
-        (LABEL_KIND.to_owned(), kind.label().to_owned()),
-    ]);
-    let public = match kind {
-        RunKind::Backup => true,
-        RunKind::Prune | RunKind::Verify | RunKind::Cleanup | RunKind::Restore => false,
-    };
-    if public {
-        labels.insert(LABEL_POLICY.to_owned(), label_value(policy));
-        if let Some(pvc) = pvc {
-            labels.insert(LABEL_PVC.to_owned(), label_value(pvc));
-        }
-    }
-    labels
-}
-
-/// [`labels`], plus the destination's name when it has one.
-pub fn labels_to(policy: &str, policy_uid: &str, pvc: Option<&str>, destination: &str, kind: RunKind) -> BTreeMap<String, String> {
-    let mut labels = labels(policy, policy_uid, pvc, kind);
-    if !destination.is_empty() {
-        labels.insert(LABEL_DESTINATION.to_owned(), destination.to_owned());
-    }
-    labels
-}
-
-/// The destination an object's labels name ("" for none).
-pub fn destination_of(labels: &BTreeMap<String, String>) -> String {
-    labels.get(LABEL_DESTINATION).cloned().unwrap_or_default()
-}
-
-/// A label query for every object of kind `kind` of the policy with this UID.
-pub fn selector(policy_uid: &str, kind: RunKind) -> String {
-    format!("{LABEL_POLICY_UID}={policy_uid},{LABEL_KIND}={}", kind.label())
-}
-
-/// Parses an RFC 3339 annotation value.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// The state of any of the host's Jobs.
@@ -218,7 +74,7 @@ pub fn job_state(job: &Job) -> JobState {
         let reason = c.reason.clone().unwrap_or_else(|| "Failed".into());
         return JobState {
             status: RunStatus::Failed,
-            message: report::bound(&format!("{reason}: {}", c.message.clone().unwrap_or_default()), report::MAX_MESSAGE_BYTES),
+            message: crate::base::text::bound(&format!("{reason}: {}", c.message.clone().unwrap_or_default()), report::MAX_MESSAGE_BYTES),
             reason: Some(reason),
             start,
             completion: time(&c.last_transition_time),
@@ -236,6 +92,23 @@ pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
 /// The pods of a Job among `pods`.
 pub fn pods_of_job<'a>(pods: &'a [Pod], job: &str) -> Vec<&'a Pod> {
     pods.iter().filter(|p| p.labels().get(LABEL_JOB_NAME).map(String::as_str) == Some(job)).collect()
+}
+
+/// A pod (not one of the operator's own) that mounts the claim: a running one, or with
+/// `or_starting` also one that is about to run (Pending, Unknown).
+pub fn pod_mounting<'a>(pods: &'a [Pod], claim: &str, or_starting: bool) -> Option<&'a Pod> {
+    pods.iter()
+        .filter(|p| !p.labels().contains_key(LABEL_KIND))
+        .filter(|p| match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Running") => true,
+            Some("Succeeded" | "Failed") => false,
+            _ => or_starting,
+        })
+        .find(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.volumes.iter().flatten().any(|v| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim))
+            })
+        })
 }
 
 /// Deletes a finished Job's pods once what they said is recorded: a completed pod keeps the claims
@@ -269,7 +142,7 @@ pub fn pod_termination<'a>(pods: &'a [Pod], job: &str) -> Option<(&'a str, Strin
 }
 
 /// A prune, verify or cleanup Job as observed, with what its pod reported once it finished.
-pub fn observe_aux(job: &Job, pods: &[Pod]) -> crate::decide::ObservedAux {
+pub fn observe_aux(job: &Job, pods: &[Pod]) -> crate::runs::observed::ObservedAux {
     let state = job_state(job);
     let finished = matches!(state.status, RunStatus::Succeeded | RunStatus::Failed);
     let termination = if finished { pod_termination(pods, &job.name_any()) } else { None };
@@ -277,9 +150,9 @@ pub fn observe_aux(job: &Job, pods: &[Pod]) -> crate::decide::ObservedAux {
     if state.status == RunStatus::Failed
         && let Some((log, how)) = &termination
     {
-        message = report::bound(&format!("{message}; {how}: {log}"), report::MAX_MESSAGE_BYTES);
+        message = crate::base::text::bound(&format!("{message}; {how}: {log}"), report::MAX_MESSAGE_BYTES);
     }
-    crate::decide::ObservedAux {
+    crate::runs::observed::ObservedAux {
         name: job.name_any(),
         run: job.annotations().get(ANNOTATION_RUN).cloned().unwrap_or_default(),
         status: state.status,
@@ -300,7 +173,7 @@ pub struct RunChild<'a> {
     pub run: &'a str,
     pub pvc: &'a str,
     pub plugin: &'a str,
-    pub access: &'a crate::destination::Access,
+    pub access: &'a crate::runs::destination::Access,
     pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     pub run_as: Option<crate::api::RunAs>,
 }
@@ -309,7 +182,7 @@ pub struct RunChild<'a> {
 const CHILD_DEADLINE_SECONDS: i64 = 600;
 
 pub fn render_child(c: &RunChild<'_>, plan: &crate::strategy::bindings::types::JobPlan) -> Job {
-    let ctx = crate::render::JobContext {
+    let ctx = crate::runs::render::JobContext {
         name: c.name.to_owned(),
         namespace: c.namespace.to_owned(),
         labels: labels_to(c.policy, c.policy_uid, Some(c.pvc), &c.access.destination, c.kind),
@@ -332,7 +205,7 @@ pub fn render_child(c: &RunChild<'_>, plan: &crate::strategy::bindings::types::J
         node: None,
         run_as: c.run_as.clone(),
     };
-    crate::render::render_job(&ctx, plan)
+    crate::runs::render::render_job(&ctx, plan)
 }
 
 /// Creates (or leaves as it is) a Job, by server-side apply with the operator's field manager.
@@ -344,7 +217,7 @@ pub async fn apply_job(client: &Client, namespace: &str, job: &Job) -> Result<()
 pub async fn applied_job(client: &Client, namespace: &str, job: &Job) -> Result<Job> {
     let name = job.metadata.name.clone().unwrap_or_default();
     Api::<Job>::namespaced(client.clone(), namespace)
-        .patch(&name, &PatchParams::apply(crate::controller::FIELD_MANAGER), &Patch::Apply(job))
+        .patch(&name, &PatchParams::apply(crate::base::names::FIELD_MANAGER), &Patch::Apply(job))
         .await
         .map_err(|e| Error::creating(format!("Job {name}"), e))
 }
@@ -353,7 +226,7 @@ pub async fn applied_job(client: &Client, namespace: &str, job: &Job) -> Result<
 /// had, so the Job controller ends it (reason DeadlineExceeded) and the next run may start.
 pub async fn fail_stuck_job(client: &Client, namespace: &str, name: &str, cause: &str, elapsed_seconds: i64) -> Result<()> {
     let patch = serde_json::json!({
-        "metadata": {"annotations": {ANNOTATION_STUCK: report::bound(cause, report::MAX_MESSAGE_BYTES)}},
+        "metadata": {"annotations": {ANNOTATION_STUCK: crate::base::text::bound(cause, report::MAX_MESSAGE_BYTES)}},
         "spec": {"activeDeadlineSeconds": elapsed_seconds.max(1)},
     });
     match Api::<Job>::namespaced(client.clone(), namespace).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
@@ -411,10 +284,8 @@ mod tests {
     }
 
     use super::*;
+    use crate::base::names::ANNOTATION_RESULT;
 
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
-    }
 
     #[test]
     fn a_job_runs_when_its_pod_does() {
@@ -431,48 +302,5 @@ mod tests {
         for (what, status, want) in cases {
             assert_eq!(job_state(&job(status)).status, want, "{what}");
         }
-    }
-
-    #[test]
-    fn run_names_are_deterministic_and_fit() {
-        let at = t("2026-11-29T01:00:00Z");
-        assert_eq!(run_name("db-backup", "data-db-0", at), format!("db-backup-data-db-0-{}", at.timestamp() / 60));
-        assert_eq!(run_name("db-backup", "data-db-0", at), run_name("db-backup", "data-db-0", at + chrono::Duration::seconds(30)));
-        assert_ne!(run_name("db-backup", "data-db-0", at), run_name("db-backup", "data-db-0", at + chrono::Duration::minutes(1)));
-        let long_policy = "p".repeat(250);
-        let a = run_name(&long_policy, "data-db-0", at);
-        let b = run_name(&long_policy, "data-db-1", at);
-        assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
-        assert_ne!(a, b, "shortened names keep PVCs apart");
-        assert!(a.ends_with(&(at.timestamp() / 60).to_string()));
-    }
-
-    #[test]
-    fn child_names_and_label_values_fit() {
-        let run = run_name(&"p".repeat(60), "data-db-0", t("2026-11-29T01:00:00Z"));
-        let prune = child_name(&run, "prune");
-        assert!(prune.len() <= 63 && prune.ends_with("-prune"), "{prune}");
-        assert_ne!(child_name(&run, "verify-1"), child_name(&run, "verify-2"));
-        assert_eq!(child_name("short", "prune"), "short-prune");
-        assert_eq!(label_value("db-backup"), "db-backup");
-        let long = label_value(&"x".repeat(200));
-        assert!(long.len() <= 63, "{long}");
-        assert_ne!(long, label_value(&"x".repeat(201)));
-    }
-
-    #[test]
-    fn labels_carry_the_public_contract_and_the_owner() {
-        let l = labels("db-backup", "uid-1", Some("data-db-0"), RunKind::Backup);
-        assert_eq!(l[LABEL_POLICY], "db-backup");
-        assert_eq!(l[LABEL_PVC], "data-db-0");
-        assert_eq!(l[LABEL_POLICY_UID], "uid-1");
-        assert_eq!(l[LABEL_KIND], "backup");
-        // The specification counts a policy's Jobs by `backup-policy`: only backups carry it.
-        for kind in [RunKind::Prune, RunKind::Verify, RunKind::Cleanup] {
-            let l = labels("db-backup", "uid-1", Some("data-db-0"), kind);
-            assert!(!l.contains_key(LABEL_POLICY) && !l.contains_key(LABEL_PVC), "{kind:?}: {l:?}");
-            assert_eq!((l[LABEL_POLICY_UID].as_str(), l[LABEL_KIND].as_str()), ("uid-1", kind.label()));
-        }
-        assert_eq!(selector("uid-1", RunKind::Backup), "backup.example.com/policy-uid=uid-1,backup.example.com/kind=backup");
     }
 }

@@ -5,7 +5,8 @@
 use k8s_openapi::api::batch::v1::Job;
 use kube::Client;
 
-use super::{RunChild, RunKind, render_child};
+use super::{RunChild, render_child};
+use crate::base::names::RunKind;
 use crate::error::Result;
 use crate::strategy::bindings::types::JobPlan;
 

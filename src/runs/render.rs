@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::runs::{ANNOTATION_ARTIFACT, ANNOTATION_VERIFICATION};
+use crate::base::names::{ANNOTATION_ARTIFACT, ANNOTATION_VERIFICATION};
 use crate::strategy::bindings::types::{EnvSource, JobPlan, Verification};
 
 /// The user plugins run as when they do not need root: `nobody`.
@@ -31,7 +31,7 @@ pub const TERMINATION_LOG: &str = "/dev/termination-log";
 pub struct JobContext {
     pub name: String,
     pub namespace: String,
-    /// The run's labels ([`crate::runs::labels`]), on the Job and its pods.
+    /// The run's labels ([`crate::base::names::labels`]), on the Job and its pods.
     pub labels: BTreeMap<String, String>,
     /// The run's annotations (run, scheduled time, plugin, ...); the plan's artifact and
     /// verification are added.
@@ -41,7 +41,7 @@ pub struct JobContext {
     /// The claim mounted as `backup` (empty for object storage, where the plan check refuses it).
     pub storage_claim: String,
     /// Secret keys set as environment variables (destination credentials, repository password).
-    pub secret_env: Vec<crate::destination::SecretEnv>,
+    pub secret_env: Vec<crate::runs::destination::SecretEnv>,
     /// A Secret key mounted as the destination's CA bundle: (secret, key).
     pub ca_bundle: Option<(String, String)>,
     /// The only directory of the storage claim the Job sees as `backup`.
@@ -128,7 +128,7 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
             name: CA_VOLUME.into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret.clone()),
-                items: Some(vec![KeyToPath { key: key.clone(), path: crate::destination::CA_FILE_NAME.into(), mode: None }]),
+                items: Some(vec![KeyToPath { key: key.clone(), path: crate::runs::destination::CA_FILE_NAME.into(), mode: None }]),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -149,7 +149,7 @@ pub fn render_job(ctx: &JobContext, plan: &JobPlan) -> Job {
         })
         .collect();
     if ctx.ca_bundle.is_some() {
-        mounts.push(VolumeMount { name: CA_VOLUME.into(), mount_path: crate::destination::CA_DIR.into(), read_only: Some(true), ..VolumeMount::default() });
+        mounts.push(VolumeMount { name: CA_VOLUME.into(), mount_path: crate::runs::destination::CA_DIR.into(), read_only: Some(true), ..VolumeMount::default() });
     }
 
     let mut env: Vec<EnvVar> = plan
@@ -279,7 +279,7 @@ mod tests {
         JobContext {
             name: "db-backup-data-db-0-29401234".into(),
             namespace: "prod".into(),
-            labels: crate::runs::labels("db-backup", "uid-1", Some("data-db-0"), crate::runs::RunKind::Backup),
+            labels: crate::base::names::labels("db-backup", "uid-1", Some("data-db-0"), crate::base::names::RunKind::Backup),
             annotations: BTreeMap::from([("backup.example.com/scheduled-time".to_owned(), "2026-11-29T01:00:00Z".to_owned())]),
             data_claim: "data-db-0".into(),
             storage_claim: "backup-storage".into(),

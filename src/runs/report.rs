@@ -3,6 +3,7 @@
 //! size cap and every field is checked and bounded.
 
 use serde::{Deserialize, Serialize};
+use crate::base::text::bound;
 
 /// The kubelet keeps at most 4096 bytes of a termination message; the host reads no more.
 pub const MAX_REPORT_BYTES: usize = 4096;
@@ -46,21 +47,6 @@ struct Raw {
     message: Option<serde_json::Value>,
     #[serde(default)]
     reason: Option<serde_json::Value>,
-}
-
-/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut with an ellipsis, and
-/// replaces control characters so that a message cannot forge log lines.
-pub fn bound(s: &str, max: usize) -> String {
-    let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let clean = clean.trim();
-    if clean.len() <= max {
-        return clean.to_owned();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !clean.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &clean[..end])
 }
 
 fn is_sha256(s: &str) -> bool {

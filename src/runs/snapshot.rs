@@ -6,21 +6,18 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::report::Report;
-use super::{
-    ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RESULT, ANNOTATION_RUN, ANNOTATION_SCHEDULED_TIME,
-    LABEL_PVC, RunKind, labels, selector,
-};
+use crate::base::names::{ANNOTATION_PLUGIN, ANNOTATION_POLICY, ANNOTATION_PVC, ANNOTATION_RESULT, ANNOTATION_RUN, ANNOTATION_SCHEDULED_TIME, LABEL_PVC, RunKind, labels, selector};
 use crate::api::RunStatus;
-use crate::decide::{ObservedRun, RunObject};
+use crate::runs::observed::{ObservedRun, RunObject};
 use crate::error::{Error, Result};
 use crate::strategy::bindings::types::SnapshotPlan;
 
 pub fn resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("snapshot.storage.k8s.io", "v1", "VolumeSnapshot"), "volumesnapshots")
+    crate::base::names::volume_snapshot_resource()
 }
 
 fn api(client: &Client, namespace: &str) -> Api<DynamicObject> {
@@ -60,7 +57,7 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
         (false, None) if status.is_some() => (RunStatus::Running, String::new()),
         (false, None) => (RunStatus::Pending, String::new()),
     };
-    let restore_size = status.and_then(|s| s.get("restoreSize")).and_then(serde_json::Value::as_str).and_then(crate::quantity::parse_bytes);
+    let restore_size = status.and_then(|s| s.get("restoreSize")).and_then(serde_json::Value::as_str).and_then(crate::base::quantity::parse_bytes);
     Some(ObservedRun {
         name: snapshot.name_any(),
         object: RunObject::Snapshot,
@@ -72,7 +69,7 @@ pub fn observe_one(snapshot: &DynamicObject) -> Option<ObservedRun> {
         start: snapshot.metadata.creation_timestamp.as_ref().and_then(crate::api::from_time),
         completion: if ready { created.or(scheduled) } else { None },
         reason: (run_status == RunStatus::Failed).then(|| "SnapshotFailed".to_owned()),
-        message: super::report::bound(&message, super::report::MAX_MESSAGE_BYTES),
+        message: crate::base::text::bound(&message, super::report::MAX_MESSAGE_BYTES),
         plugin: snapshot.annotations().get(ANNOTATION_PLUGIN).cloned(),
         artifact: Some(snapshot.name_any()),
         report: Some(Report { size_bytes: restore_size, verified: ready.then_some(true), ..Report::default() }),

@@ -5,7 +5,8 @@
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::ResourceExt;
 
-use super::report::{MAX_MESSAGE_BYTES, bound};
+use super::report::MAX_MESSAGE_BYTES;
+use crate::base::text::bound;
 
 /// A cause, with a reason word that is a public contract (condition and history reasons).
 #[derive(Debug, Clone, PartialEq, Eq)]

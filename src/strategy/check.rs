@@ -113,9 +113,9 @@ pub enum PlanViolation {
 
 /// Environment variables only the host sets: a plan may not shadow them.
 pub const RESERVED_ENV: [&str; 3] = [
-    crate::destination::ACCESS_KEY_ID_ENV,
-    crate::destination::SECRET_ACCESS_KEY_ENV,
-    crate::destination::REPOSITORY_PASSWORD_ENV,
+    crate::base::names::ACCESS_KEY_ID_ENV,
+    crate::base::names::SECRET_ACCESS_KEY_ENV,
+    crate::base::names::REPOSITORY_PASSWORD_ENV,
 ];
 
 /// Checks a plan against the destination it was made for: no `backup` volume without a claim,

@@ -8,11 +8,16 @@
 //! - [`builtin`]: the `tar` and `snapshot` strategies embedded in the operator.
 //! - [`source`]: where custom plugins come from (ConfigMaps, the plugin directory).
 //! - [`resolve`]: a policy's plugin, config and limits.
+//! - [`error`]: what can go wrong with a plugin, and how it shows.
 
 pub mod bindings;
 pub mod builtin;
+mod call;
 pub mod check;
 pub mod compile;
+mod epoch;
+mod host;
+pub mod error;
 pub mod image;
 pub mod resolve;
 pub mod runtime;
@@ -22,4 +27,5 @@ pub mod wasi;
 /// The WIT package this host implements (`wit/strategy.wit`).
 pub const WIT_PACKAGE: &str = "backup:strategy@0.3.0";
 
+pub use error::Error;
 pub use runtime::{PlanRequest, Plugin, PluginLimits, RuntimeConfig, StrategyRuntime};

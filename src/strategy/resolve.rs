@@ -10,7 +10,7 @@ use super::builtin::BuiltinStrategy;
 use super::source::PluginLocation;
 use super::{Plugin, PluginLimits, StrategyRuntime};
 use crate::api::{BackupPolicy, BackupStrategyKind};
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 
 /// Loads (or finds, by digest) the policy's plugin.
 pub async fn plugin(policy: &BackupPolicy, client: &Client, runtime: &StrategyRuntime, plugin_dir: Option<&Path>) -> Result<Arc<Plugin>> {

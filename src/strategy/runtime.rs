@@ -18,15 +18,15 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::types::{ArtifactRequest, BackupRequest, Description, Destination, Plan, PlanError};
-use super::bindings::{BackupStrategy, BackupStrategyPre, host};
-use super::check::{PlanPolicy, PlanPurpose, check_destination, check_plan};
-use crate::error::{Error, PluginId, Result};
+use super::bindings::types::{ArtifactRequest, BackupRequest, Description};
+use super::bindings::{BackupStrategy, BackupStrategyPre};
+use super::check::{PlanPolicy, PlanPurpose};
+use super::epoch::{EpochTicker, spawn_epoch_ticker};
+use super::error::{Error, PluginId, Result};
+use super::host::{HostState, truncate};
 
-/// How often the epoch advances: the granularity of plugin deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Failed digests remembered (each entry is an error message).
 const MAX_FAILED_DIGESTS: usize = 256;
 /// What a plugin may say about itself (`describe`), kept in memory per version.
@@ -34,15 +34,12 @@ const MAX_DESCRIPTION_NAME: usize = 63;
 const MAX_DESCRIPTION_VERSION: usize = 64;
 const MAX_DESCRIPTION_SUMMARY: usize = 1024;
 const MAX_DESCRIPTION_SCHEMA: usize = 16 * 1024;
-/// Plugin log lines kept per call, and bytes per line: a plugin cannot flood the operator's log.
-const MAX_LOG_LINES: usize = 64;
-const MAX_LOG_BYTES: usize = 1024;
 /// Linear memory kept mapped between calls in a pool slot.
 const KEEP_RESIDENT_BYTES: usize = 256 * 1024;
 /// Table memory kept mapped between calls in a pool slot (a component's tables are a few entries).
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 * 1024;
 /// Bytes of a plugin's error message shown to users.
-const MAX_MESSAGE_BYTES: usize = 2048;
+pub(super) const MAX_MESSAGE_BYTES: usize = 2048;
 
 /// The operator's limits for plugins. Per-plugin overrides may only lower them.
 #[derive(Debug, Clone)]
@@ -92,9 +89,9 @@ pub struct PluginLimits {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct CallLimits {
-    memory_bytes: u64,
-    deadline: Duration,
+pub(super) struct CallLimits {
+    pub(super) memory_bytes: u64,
+    pub(super) deadline: Duration,
 }
 
 /// One planning call, with its request.
@@ -121,7 +118,7 @@ impl PlanRequest {
 pub struct Plugin {
     pub id: PluginId,
     pub description: Description,
-    pre: BackupStrategyPre<HostState>,
+    pub(super) pre: BackupStrategyPre<HostState>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -130,124 +127,34 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// Per-call host state: the memory limiter, the plugin's log and its deny-all WASI context.
-struct HostState {
-    plugin: String,
-    memory_limit: usize,
-    memory_denied: bool,
-    log_lines: usize,
-    wasi: wasmtime_wasi::WasiCtx,
-    table: wasmtime::component::ResourceTable,
-    output: super::wasi::GuestOutput,
-}
-
-impl wasmtime_wasi::WasiView for HostState {
-    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
-        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl HostState {
-    /// One line of the plugin's log, within the per-call line cap.
-    fn log_line(&mut self, level: host::LogLevel, message: String) {
-        self.log_lines += 1;
-        if self.log_lines > MAX_LOG_LINES {
-            return;
-        }
-        let message = escape_log(&truncate(message, MAX_LOG_BYTES));
-        let plugin = self.plugin.as_str();
-        match level {
-            host::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            host::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            host::LogLevel::Info => tracing::info!(plugin, "{message}"),
-            host::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            host::LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-
-    /// What the plugin wrote to stdout and stderr, line by line into its log (same caps).
-    fn flush_output(&mut self) {
-        let (bytes, dropped) = self.output.take();
-        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            self.log_line(host::LogLevel::Info, String::from_utf8_lossy(line).into_owned());
-        }
-        if dropped > 0 {
-            self.log_line(host::LogLevel::Warn, format!("{dropped} more bytes of output dropped (cap {} bytes per call)", super::wasi::MAX_OUTPUT_BYTES));
-        }
-    }
-}
-
-impl ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            self.memory_denied = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
-    }
-}
-
-impl host::Host for HostState {
-    fn log(&mut self, level: host::LogLevel, message: String) {
-        self.log_line(level, message);
-    }
-}
-
-impl super::bindings::types::Host for HostState {}
-
-/// A plugin's newline or control character must not forge an operator log line (in the human
-/// format, a newline starts one): control characters are written as escapes (`\n`).
-pub fn escape_log(message: &str) -> String {
-    message.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
-}
-
-/// `s` cut to `max` bytes (and an ellipsis), holding no more memory than that: a truncated
-/// `String` keeps its capacity, so an 8 MiB description cut to 1 KiB would still hold 8 MiB.
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s.shrink_to_fit();
-    s
-}
-
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-struct Inner {
-    engine: Engine,
-    linker: Linker<HostState>,
-    config: RuntimeConfig,
-    disk: Option<super::compile::DiskCache>,
-    plugins: Mutex<PluginCache>,
-    permits: Arc<Semaphore>,
+pub(super) struct Inner {
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<HostState>,
+    pub(super) config: RuntimeConfig,
+    pub(super) disk: Option<super::compile::DiskCache>,
+    pub(super) plugins: Mutex<PluginCache>,
+    pub(super) permits: Arc<Semaphore>,
     /// Compile slots, handed out round-robin among the namespaces waiting for one.
-    compile_slots: Arc<crate::fair::FairSlots>,
+    pub(super) compile_slots: Arc<crate::base::fair::FairSlots>,
     /// One compilation per digest at a time: later loads of the same bytes wait for it.
-    compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) compiling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The digest of each source's latest version, so that unchanged bytes are not hashed again.
-    versions: Mutex<HashMap<String, (String, String)>>,
+    pub(super) versions: Mutex<HashMap<String, (String, String)>>,
     /// The built-ins' digests: the operator's own code, compiled in this process without the
     /// untrusted-plugin limits.
-    builtin_digests: Vec<String>,
-    ticker: Arc<EpochTicker>,
+    pub(super) builtin_digests: Vec<String>,
+    pub(super) ticker: Arc<EpochTicker>,
 }
 
 /// Compiled plugins by digest, least recently used first out once over `max_bytes`, and the
 /// digests that failed to load.
 #[derive(Default)]
-struct PluginCache {
+pub(super) struct PluginCache {
     by_digest: HashMap<String, (u64, Arc<Plugin>, u64)>,
     bytes: u64,
     failed: HashMap<String, (u64, Error)>,
@@ -280,40 +187,12 @@ impl PluginCache {
 
     fn fail(&mut self, digest: &str, error: &Error) {
         self.uses += 1;
-        self.failed.insert(digest.to_owned(), (self.uses, error.duplicate()));
+        self.failed.insert(digest.to_owned(), (self.uses, error.clone()));
         if self.failed.len() > MAX_FAILED_DIGESTS
             && let Some(oldest) = self.failed.iter().min_by_key(|(_, (s, _))| *s).map(|(d, _)| d.clone())
         {
             self.failed.remove(&oldest);
         }
-    }
-}
-
-/// Advances the engine's epoch, but only while a call is in flight: an idle operator does not wake
-/// every tick.
-#[derive(Default)]
-struct EpochTicker {
-    in_flight: std::sync::atomic::AtomicUsize,
-    thread: std::sync::OnceLock<std::thread::Thread>,
-}
-
-/// A call in flight, for as long as it lives.
-struct InFlight<'a>(&'a EpochTicker);
-
-impl EpochTicker {
-    fn enter(&self) -> InFlight<'_> {
-        if self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
-            && let Some(t) = self.thread.get()
-        {
-            t.unpark();
-        }
-        InFlight(self)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -326,7 +205,7 @@ enum Known {
 /// The strategy plugin host. Cheap to clone; clones share the engine and caches.
 #[derive(Clone)]
 pub struct StrategyRuntime {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl StrategyRuntime {
@@ -372,7 +251,7 @@ impl StrategyRuntime {
             None => None,
         };
         let permits = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
-        let compile_slots = Arc::new(crate::fair::FairSlots::new(config.compile_concurrency.max(1)));
+        let compile_slots = Arc::new(crate::base::fair::FairSlots::new(config.compile_concurrency.max(1)));
         Ok(StrategyRuntime {
             inner: Arc::new(Inner {
                 engine,
@@ -440,7 +319,7 @@ impl StrategyRuntime {
         };
         let id = match known {
             Known::Ready(plugin) => {
-                crate::metrics::get().plugin_load("memory");
+                crate::telemetry::metrics::get().plugin_load("memory");
                 return Ok(plugin);
             }
             Known::Compile(id) => id,
@@ -473,7 +352,7 @@ impl StrategyRuntime {
             Ok(_) => tracing::info!(tenant, plugin = %id, seconds, "plugin compiled"),
             Err(e) => {
                 tracing::info!(tenant, plugin = %id, seconds, "plugin not compiled: {e}");
-                crate::metrics::get().plugin_load("failed");
+                crate::telemetry::metrics::get().plugin_load("failed");
             }
         }
         if let Err(e) = &result
@@ -527,7 +406,7 @@ impl StrategyRuntime {
             }
             return Some(Ok(Arc::new(Plugin { id: id.clone(), description: cached.description.clone(), pre: cached.pre.clone() })));
         }
-        cache.failed.get(&id.digest).map(|(_, e)| Err(e.duplicate()))
+        cache.failed.get(&id.digest).map(|(_, e)| Err(e.clone()))
     }
 
     fn gate(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -593,7 +472,7 @@ impl StrategyRuntime {
             // wasmtime also checks its header before use.
             match unsafe { Component::deserialize(&self.inner.engine, &cached) } {
                 Ok(component) => {
-                    crate::metrics::get().plugin_load("disk");
+                    crate::telemetry::metrics::get().plugin_load("disk");
                     return Ok((component, cached.len() as u64));
                 }
                 Err(e) => {
@@ -641,185 +520,12 @@ impl StrategyRuntime {
         }
         // SAFETY: `compiled` was produced just now by this engine's `precompile_component`.
         let component = unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)?;
-        crate::metrics::get().plugin_load("compiled");
+        crate::telemetry::metrics::get().plugin_load("compiled");
         Ok((component, compiled.len() as u64))
     }
 
-    fn limits(&self, overrides: Option<&PluginLimits>) -> CallLimits {
-        let max = &self.inner.config;
-        let o = overrides.copied().unwrap_or_default();
-        CallLimits {
-            memory_bytes: o.memory_limit_bytes.unwrap_or(max.memory_limit_bytes).min(max.memory_limit_bytes),
-            deadline: o.deadline.unwrap_or(max.deadline).min(max.deadline),
-        }
-    }
-
-    /// One call in a fresh store: instantiate from the pre-instantiated component, run `f`.
-    fn call_raw<R>(
-        &self,
-        id: &PluginId,
-        pre: &BackupStrategyPre<HostState>,
-        limits: CallLimits,
-        f: impl FnOnce(&BackupStrategy, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R> {
-        let output = super::wasi::GuestOutput::default();
-        let state = HostState {
-            plugin: id.name.clone(),
-            memory_limit: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-            memory_denied: false,
-            log_lines: 0,
-            wasi: super::wasi::context(&output),
-            table: wasmtime::component::ResourceTable::new(),
-            output,
-        };
-        let _in_flight = self.inner.ticker.enter();
-        let mut store = Store::new(&self.inner.engine, state);
-        store.limiter(|s| s);
-        let ticks = limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
-        let result = pre.instantiate(&mut store).and_then(|bindings| f(&bindings, &mut store));
-        store.data_mut().flush_output();
-        result.map_err(|e| {
-            if store.data().memory_denied {
-                Error::PluginMemoryLimit { plugin: id.clone(), limit_bytes: limits.memory_bytes }
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                Error::PluginTimeout { plugin: id.clone(), limit_ms: u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX) }
-            } else {
-                Error::PluginTrap { plugin: id.clone(), message: truncate(format!("{e:#}"), MAX_MESSAGE_BYTES) }
-            }
-        })
-    }
-
-    fn plugin_result<T>(plugin: &Plugin, result: std::result::Result<T, PlanError>) -> Result<T> {
-        Self::plugin_result_at(plugin, "", result)
-    }
-
-    /// A plugin's answer; `destination` names the destination the request was for.
-    fn plugin_result_at<T>(plugin: &Plugin, destination: &str, result: std::result::Result<T, PlanError>) -> Result<T> {
-        let id = || plugin.id.clone();
-        result.map_err(|e| match e {
-            PlanError::UnsupportedDestination(m) => {
-                Error::UnsupportedDestination { plugin: id(), destination: destination.to_owned(), message: truncate(m, MAX_MESSAGE_BYTES) }
-            }
-            PlanError::InvalidConfig(m) => Error::PluginConfigInvalid { plugin: id(), message: truncate(m, MAX_MESSAGE_BYTES) },
-            PlanError::UnsupportedVolume(m) | PlanError::Failed(m) => {
-                Error::PluginPlanFailed { plugin: id(), message: truncate(m, MAX_MESSAGE_BYTES) }
-            }
-            PlanError::Unsupported(action) => Error::PluginUnsupported {
-                plugin: id(),
-                action: match action {
-                    super::bindings::types::Action::Backup => "backup",
-                    super::bindings::types::Action::Restore => "restore",
-                    super::bindings::types::Action::Prune => "prune",
-                    super::bindings::types::Action::Verify => "verify",
-                },
-            },
-        })
-    }
-
-    fn checked(&self, plugin: &Plugin, plan: Plan, purpose: PlanPurpose) -> Result<Plan> {
-        check_plan(&plan, purpose, &self.inner.config.plan_policy)
-            .map_err(|violation| Error::PlanRefused { plugin: plugin.id.clone(), violation })?;
-        Ok(plan)
-    }
-
-    pub fn validate_config_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, config: &str) -> Result<()> {
-        let result = self.call_raw(&plugin.id, &plugin.pre, self.limits(limits), |b, store| {
-            b.backup_strategy_strategy().call_validate_config(store, config)
-        })?;
-        Self::plugin_result(plugin, result)
-    }
-
-    /// One planning call: run it, turn the plugin's error into ours, check the plan for `purpose`.
-    fn plan_blocking(
-        &self,
-        plugin: &Plugin,
-        limits: Option<&PluginLimits>,
-        purpose: PlanPurpose,
-        destination: &Destination,
-        call: impl FnOnce(&BackupStrategy, &mut Store<HostState>) -> wasmtime::Result<std::result::Result<Plan, PlanError>>,
-    ) -> Result<Plan> {
-        let started = std::time::Instant::now();
-        let planned = self
-            .call_raw(&plugin.id, &plugin.pre, self.limits(limits), call)
-            .and_then(|result| Self::plugin_result_at(plugin, &destination.name, result))
-            .and_then(|plan| self.checked(plugin, plan, purpose))
-            .and_then(|plan| {
-                check_destination(&plan, destination).map_err(|violation| Error::PlanRefused { plugin: plugin.id.clone(), violation })?;
-                Ok(plan)
-            });
-        let outcome = match &planned {
-            Ok(_) => "ok",
-            Err(e) => e.classify().reason,
-        };
-        crate::metrics::get().plugin_call(&plugin.id.name, outcome, started.elapsed());
-        planned
-    }
-
-    /// Asks for a plan without checking it, on the calling thread: the command-line runner shows a
-    /// plan and the host's verdict on it separately. The plugin's own errors are ours as usual.
-    pub fn plan_unchecked_blocking(&self, plugin: &Plugin, request: &PlanRequest) -> Result<Plan> {
-        let destination = match request {
-            PlanRequest::Backup(r) => &r.policy.destination,
-            PlanRequest::Restore(r) | PlanRequest::Prune(r) | PlanRequest::Verify(r) => &r.policy.destination,
-        };
-        self.call_raw(&plugin.id, &plugin.pre, self.limits(None), |b, store| {
-            let s = b.backup_strategy_strategy();
-            match request {
-                PlanRequest::Backup(r) => s.call_plan_backup(store, r),
-                PlanRequest::Restore(r) => s.call_plan_restore(store, r),
-                PlanRequest::Prune(r) => s.call_plan_prune(store, r),
-                PlanRequest::Verify(r) => s.call_plan_verify(store, r),
-            }
-        })
-        .and_then(|result| Self::plugin_result_at(plugin, &destination.name, result))
-    }
-
-    /// Plans one backup and checks the plan; on the calling thread.
-    pub fn plan_backup_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &BackupRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Backup, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_backup(store, request))
-    }
-
-    pub fn plan_restore_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Restore, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_restore(store, request))
-    }
-
-    pub fn plan_prune_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Prune, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_prune(store, request))
-    }
-
-    pub fn plan_verify_blocking(&self, plugin: &Plugin, limits: Option<&PluginLimits>, request: &ArtifactRequest) -> Result<Plan> {
-        self.plan_blocking(plugin, limits, PlanPurpose::Verify, &request.policy.destination, |b, store| b.backup_strategy_strategy().call_plan_verify(store, request))
-    }
-
-    pub async fn validate_config(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, config: String) -> Result<()> {
-        let this = self.clone();
-        self.run_blocking(move || this.validate_config_blocking(&plugin, limits.as_ref(), &config)).await
-    }
-
-    pub async fn plan_backup(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: BackupRequest) -> Result<Plan> {
-        let this = self.clone();
-        self.run_blocking(move || this.plan_backup_blocking(&plugin, limits.as_ref(), &request)).await
-    }
-
-    pub async fn plan_restore(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: ArtifactRequest) -> Result<Plan> {
-        let this = self.clone();
-        self.run_blocking(move || this.plan_restore_blocking(&plugin, limits.as_ref(), &request)).await
-    }
-
-    pub async fn plan_prune(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: ArtifactRequest) -> Result<Plan> {
-        let this = self.clone();
-        self.run_blocking(move || this.plan_prune_blocking(&plugin, limits.as_ref(), &request)).await
-    }
-
-    pub async fn plan_verify(&self, plugin: Arc<Plugin>, limits: Option<PluginLimits>, request: ArtifactRequest) -> Result<Plan> {
-        let this = self.clone();
-        self.run_blocking(move || this.plan_verify_blocking(&plugin, limits.as_ref(), &request)).await
-    }
-
     /// Runs wasm off the async workers, at most `max_concurrency` calls at once.
-    async fn run_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+    pub(super) async fn run_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
         let permit = self
             .inner
             .permits
@@ -834,36 +540,6 @@ impl StrategyRuntime {
         .await
         .map_err(|e| Error::Runtime(format!("plugin call thread: {e}")))?
     }
-}
-
-/// Advances the engine's epoch every tick while a call is in flight, and sleeps otherwise. Holds
-/// only a weak reference, so it ends with the engine.
-fn spawn_epoch_ticker(engine: &Engine, ticker: Arc<EpochTicker>) -> Result<()> {
-    let weak = engine.weak();
-    let state = ticker.clone();
-    let handle = std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                if state.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                    drop(engine);
-                    // Woken by the next call; the timeout only notices a dropped engine.
-                    std::thread::park_timeout(Duration::from_secs(5));
-                    continue;
-                }
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .map_err(|e| Error::Runtime(format!("epoch ticker: {e}")))?;
-    let _ = ticker.thread.set(handle.thread().clone());
-    Ok(())
-}
-
-/// A blocking task, its panic turned into an error.
-async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Runtime(format!("plugin thread: {e}")))?
 }
 
 /// The bytes a description holds.
@@ -886,6 +562,11 @@ fn bounded(d: Description) -> Description {
     }
 }
 
+/// A blocking task, its panic turned into an error.
+async fn spawn_blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R> + Send + 'static) -> Result<R> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Runtime(format!("plugin thread: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -898,14 +579,5 @@ mod tests {
         let held = description_bytes(&d);
         assert!(held <= (MAX_DESCRIPTION_NAME + MAX_DESCRIPTION_VERSION + MAX_DESCRIPTION_SUMMARY + MAX_DESCRIPTION_SCHEMA + 4 * 3 + 8 * 8) as u64, "{held} bytes held (the ellipses, 8 actions)");
         assert!(d.summary.capacity() <= MAX_DESCRIPTION_SUMMARY + 4, "{}", d.summary.capacity());
-    }
-
-    #[test]
-    fn plugin_log_lines_cannot_forge_operator_lines() {
-        let forged = "innocent\n2026-11-29T00:00:00Z  INFO backup_operator: forged\r\u{1b}[31m";
-        let escaped = escape_log(forged);
-        assert!(!escaped.contains('\n') && !escaped.contains('\r') && !escaped.contains('\u{1b}'), "{escaped}");
-        assert!(escaped.starts_with("innocent\\n2026"), "{escaped}");
-        assert_eq!(escape_log("ünïcode stays"), "ünïcode stays");
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 
 /// A custom plugin's location.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,7 +34,7 @@ impl Readiness {
 pub fn respond(path: &str, ready: bool) -> (&'static str, &'static str, String) {
     let text = "text/plain; charset=utf-8";
     match path.split('?').next().unwrap_or("") {
-        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", crate::metrics::get().encode()),
+        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", crate::telemetry::metrics::get().encode()),
         "/healthz" | "/livez" => ("200 OK", text, "ok\n".into()),
         "/readyz" if ready => ("200 OK", text, "ok\n".into()),
         "/readyz" => ("503 Service Unavailable", text, "starting\n".into()),
