@@ -1,3 +1,6 @@
+// A build script reports a failure by panicking: expect is its error message.
+#![allow(clippy::expect_used)]
+
 //! Builds the built-in strategy plugins (plugins/) into WebAssembly components with the project's
 //! offline toolchain script, and places them in OUT_DIR for `include_bytes!`. Built `.wasm` files
 //! are never committed.

@@ -18,6 +18,13 @@ export BACKUP_OPERATOR_MEASUREMENTS="$work/measurements"
 cargo test --locked --manifest-path plugins/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1 | tee "$work/plugins.log"
 # The plugin SDK and its template, natively too (a planner's unit tests need no WebAssembly).
 cargo test --locked --manifest-path sdk/Cargo.toml --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1 | tee -a "$work/plugins.log"
+# Lints as code ([lints] in each Cargo.toml): clippy with warnings as errors, for the operator,
+# the plugins and the SDK. A finding fails the run at the end; the tests still run.
+host="$(rustc -vV | sed -n 's/^host: //p')"
+lints=ok
+cargo clippy --locked --all-targets -- -D warnings || lints=failed
+cargo clippy --locked --manifest-path plugins/Cargo.toml --target "$host" --all-targets -- -D warnings || lints=failed
+cargo clippy --locked --manifest-path sdk/Cargo.toml --target "$host" --all-targets -- -D warnings || lints=failed
 cargo test --locked --no-run --message-format=json-render-diagnostics "$@" > "$work/build.json"
 python3 - "$work/build.json" > "$work/binaries" <<'PY'
 import json, sys
@@ -74,4 +81,6 @@ if [ -s "$work/measurements" ]; then
 fi
 # One closing line for all the test binaries above.
 cat "$work/plugins.log" "$work"/test-*.log | awk '/^test result:/ {p += $4; f += $6} END {printf "%d passed, %d failed\n", p, f}'
+echo "clippy (operator, plugins, SDK): $lints"
+[ "$lints" = ok ] || failed=1
 exit "$failed"

@@ -21,6 +21,10 @@ use crate::base::names::FIELD_MANAGER;
 pub const DEFAULT_HOOK_CONCURRENCY: u16 = 16;
 pub const DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE: u16 = 4;
 
+/// A rejected config: the policy's generation and the plugin's digest it was rejected for, and
+/// the error.
+pub(crate) type RejectedConfig = (Option<i64>, String, Error);
+
 pub struct Context {
     pub client: Client,
     pub runtime: StrategyRuntime,
@@ -50,7 +54,7 @@ pub struct Context {
     /// Configs a custom plugin's validate-config rejected, by policy (namespace/name): the
     /// policy's generation and the plugin's digest it was rejected for, and the error. Such a
     /// policy is not planned again until one of them changes.
-    pub(crate) rejected_configs: Mutex<HashMap<String, (Option<i64>, String, Error)>>,
+    pub(crate) rejected_configs: Mutex<HashMap<String, RejectedConfig>>,
 }
 
 /// Policies whose rejected config is remembered, at most (past it the memory starts over).

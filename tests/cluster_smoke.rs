@@ -2,6 +2,9 @@
 //! its pods write files, and a Job archives one PVC onto a `backup-storage` claim. The archive is
 //! then read on the host's disk and must list exactly the files the pod wrote.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -4,6 +4,9 @@
 //! ConfigMap and replaced without restarting the pod, leader election across `kill -9`, metrics;
 //! and the namespaced variant with a Role only.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

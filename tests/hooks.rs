@@ -1,6 +1,9 @@
 //! Application-consistent hooks on the real cluster: commands run with pods/exec in the pod that
 //! mounts the PVC, before and after each backup.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use backup_operator::api::{BackupRun, RunStatus};

@@ -3,6 +3,9 @@
 //! bytes. Each is stopped or refused with its own error, and after each one a good plugin still
 //! plans normally.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;
@@ -143,7 +146,8 @@ async fn a_plan_for_object_storage_cannot_mount_a_backup_volume() {
 #[tokio::test]
 async fn plans_huge_in_items_or_resources_are_refused_by_count() {
     let s = suite().await;
-    let cases: [(&str, fn(&PlanViolation) -> bool); 4] = [
+    type Case = (&'static str, fn(&PlanViolation) -> bool);
+    let cases: [Case; 4] = [
         ("env-flood", |v| matches!(v, PlanViolation::TooMany { what: "env vars", count: 20_000, .. })),
         ("args-flood", |v| matches!(v, PlanViolation::TooMany { what: "command and args items", .. })),
         ("huge-resources", |v| matches!(v, PlanViolation::BadResources(m) if m.contains("millicores"))),
@@ -369,6 +373,8 @@ async fn a_component_made_to_be_slow_to_compile_is_refused_before_compiling() {
     let shape = backup_operator::strategy::compile::check_shape(&largest, &Default::default()).expect("within the limits");
     // The compiler child on its own, timed, with its own peak memory (wait4's rusage).
     let started = std::time::Instant::now();
+    // Waited for with wait4 below (for its resource usage), which clippy does not see.
+    #[allow(clippy::zombie_processes)]
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_backup-operator"))
         .arg("compile-plugin")
         .stdin(std::process::Stdio::piped())

@@ -5,6 +5,9 @@
 //!
 //! The layers, bottom first (a file takes the rank of the first prefix its path starts with):
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

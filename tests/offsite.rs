@@ -4,6 +4,9 @@
 //! the reasons for missing credentials and a wrong password. The repositories are inspected with
 //! the host's own restic, as a user would.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

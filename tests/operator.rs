@@ -2,6 +2,9 @@
 //! PVC per run, no duplicates across restarts, suspend and resume, retention, and not-ready reasons.
 //! Each test runs its own operator process, scoped to the test's namespace.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

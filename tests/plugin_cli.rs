@@ -2,6 +2,9 @@
 //! sample request, sha256), with the exit codes that tell a refused plan from a failing plugin;
 //! and the Job it prints is one the API server accepts (a server-side dry run on the test cluster).
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! plugin source mistakes are named, plan-time failures stay on the policy, and a run whose pod can
 //! never be scheduled is failed so the next one starts.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -5,6 +5,9 @@
 //! missing policy or PVC, a strategy without restore, a corrupted archive) leave the target as it
 //! was; and the specification's manual test (suspend, resume, retention 3) runs verbatim.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,9 @@
 //! refusals, a spec the operator cannot read), names of any valid length work, and a run that
 //! cannot start ends so that the next one does.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! brings the files back, and a damaged archive is refused before the target is touched. Custom
 //! plugins are read from ConfigMaps through the API, and a new version is picked up by digest.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,9 @@
 //! namespace's admin grants the `backup` ServiceAccount pods/exec, the hook runs; and a restore
 //! whose ServiceAccount may not write its target claim is refused before anything is written.
 
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use backup_operator::api::{BackupRestore, RestorePhase, RunStatus};

@@ -24,12 +24,12 @@ pub enum Tenancy {
     Operator,
     /// As a ServiceAccount of the object's namespace: the object's `serviceAccountName`, or
     /// `default_account`.
-    Impersonate { base: kube::Config, default_account: String, clients: Mutex<HashMap<(String, String), Client>> },
+    Impersonate { base: Box<kube::Config>, default_account: String, clients: Mutex<HashMap<(String, String), Client>> },
 }
 
 impl Tenancy {
     pub fn impersonate(base: kube::Config, default_account: String) -> Tenancy {
-        Tenancy::Impersonate { base, default_account, clients: Mutex::default() }
+        Tenancy::Impersonate { base: Box::new(base), default_account, clients: Mutex::default() }
     }
 
     pub fn impersonating(&self) -> bool {
@@ -65,7 +65,7 @@ impl Tenancy {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let mut config = base.clone();
+        let mut config = (**base).clone();
         // The user only: impersonating groups needs a cluster-wide grant, which a namespaced
         // install cannot have; RBAC bindings name the ServiceAccount itself.
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));

@@ -117,11 +117,15 @@ pub struct Decision {
 /// they stay, under the operator's own labels, as the records of artifacts that retention keeps
 /// until newer backups succeed (the newest successful artifact is never pruned). Returns the
 /// Jobs whose listing changes: (run, listed).
+/// A run of a series as the listing sees it: scheduled time, name, listed now (`None`: created
+/// in this reconcile).
+type ListedRun<'a> = (Option<DateTime<Utc>>, &'a str, Option<bool>);
+
 pub fn listing(runs: &[ObservedRun], creating: &[NewRun], deleting: &[&str], keep: u32) -> Vec<(String, bool)> {
     let keep = keep.max(1) as usize;
     // (scheduled, name, listed now) per series; new runs are listed when created, and Jobs being
     // deleted now take no place.
-    let mut by_series: BTreeMap<(&str, &str), Vec<(Option<DateTime<Utc>>, &str, Option<bool>)>> = BTreeMap::new();
+    let mut by_series: BTreeMap<(&str, &str), Vec<ListedRun<'_>>> = BTreeMap::new();
     for run in runs.iter().filter(|r| r.object == RunObject::Job && !deleting.contains(&r.name.as_str())) {
         by_series.entry(run.series()).or_default().push((run.scheduled, &run.name, Some(run.listed)));
     }

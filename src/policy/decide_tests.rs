@@ -424,7 +424,8 @@ fn kubectl_lists_the_newest_retention_count_jobs_of_each_series() {
     let four = vec![job("a1", "a", 1, true), job("a2", "a", 2, true), job("a3", "a", 3, true), job("b1", "b", 1, true)];
     let not_started = ObservedRun { object: RunObject::NotStarted, ..job("a5", "a", 5, false) };
     // (runs, being created, retentionCount) -> changes
-    let cases: Vec<(&str, Vec<ObservedRun>, Vec<NewRun>, u32, Vec<(&str, bool)>)> = vec![
+    type Case<'a> = (&'a str, Vec<ObservedRun>, Vec<NewRun>, u32, Vec<(&'a str, bool)>);
+    let cases: Vec<Case<'_>> = vec![
         ("within the count", four.clone(), vec![], 3, vec![]),
         ("a new run pushes the oldest out", four.clone(), vec![new("a4", "a", 4)], 3, vec![("a1", false)]),
         ("series apart", four.clone(), vec![new("b2", "b", 2)], 1, vec![("a1", false), ("a2", false), ("b1", false)]),

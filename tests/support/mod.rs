@@ -3,6 +3,9 @@
 //! A test calls [`cluster`]: it returns `None` (after printing a loud SKIPPED line) when no cluster
 //! is up, unless `BACKUP_OPERATOR_REQUIRE_CLUSTER=1` — which `.ci/run` sets — turns that into a
 //! failure, so CI never skips silently.
+
+// Test helpers fail the test by panicking: unwrap and expect are their assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 pub mod components;

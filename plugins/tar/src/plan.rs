@@ -523,7 +523,9 @@ mod tests {
 
     #[test]
     fn a_restore_swap_that_fails_leaves_the_previous_contents_in_place() {
-        let cases: [(&[&str], &[&str], bool, &[&str]); 4] = [
+        // (old contents, new contents, whether the swap succeeds, what the target holds after)
+        type Case = (&'static [&'static str], &'static [&'static str], bool, &'static [&'static str]);
+        let cases: [Case; 4] = [
             (&["a", ".hidden"], &["b", ".dot", "..dots"], true, &["..dots=new", ".dot=new", "b=new", "lost+found"]),
             (&["a", ".hidden"], &["b", "poison"], false, &[".hidden=old", "a=old", "lost+found"]),
             (&["a", "poison", "z"], &["b"], false, &["a=old", "lost+found", "poison=old", "z=old"]),
