@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::EventType;
@@ -26,6 +26,8 @@ pub const DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE: u16 = 4;
 pub(crate) type RejectedConfig = (Option<i64>, String, Error);
 
 pub struct Context {
+    /// The process's metrics.
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     pub client: Client,
     pub runtime: StrategyRuntime,
     pub plugin_dir: Option<PathBuf>,
@@ -70,12 +72,14 @@ impl Context {
         snapshots_api: bool,
         restores_api: bool,
         reconcile_concurrency: u16,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> Self {
         let runs_first = crate::platform::runs_first::RunsFirst::default();
-        let events = crate::platform::events::Publisher::start(client.clone(), FIELD_MANAGER, runs_first.clone());
-        let statuses = crate::platform::status_writer::StatusWriter::start(client.clone(), events.clone(), runs_first.clone());
-        let notifier = crate::notify::Notifier::start(client.clone(), events.clone(), crate::notify::Config::default());
+        let events = crate::platform::events::Publisher::start(client.clone(), FIELD_MANAGER, runs_first.clone(), metrics.clone());
+        let statuses = crate::platform::status_writer::StatusWriter::start(client.clone(), events.clone(), runs_first.clone(), metrics.clone());
+        let notifier = crate::notify::Notifier::start(client.clone(), events.clone(), crate::notify::Config::default(), metrics.clone());
         Context {
+            metrics,
             client,
             runtime,
             plugin_dir,
@@ -130,7 +134,7 @@ impl Context {
 
     /// Delivers notifications with `config` (address rules, timeouts, attempts).
     pub fn with_notifications(mut self, config: crate::notify::Config) -> Self {
-        self.notifier = crate::notify::Notifier::start(self.client.clone(), self.events.clone(), config);
+        self.notifier = crate::notify::Notifier::start(self.client.clone(), self.events.clone(), config, self.metrics.clone());
         self
     }
 

@@ -194,6 +194,8 @@ async fn main() -> std::process::ExitCode {
         Command::Run(args) => {
             init_logging(args.log_format);
             let readiness = backup_operator::telemetry::serve::Readiness::default();
+            // The process's one set of metrics, handed to everything that counts.
+            let metrics = Arc::new(backup_operator::telemetry::metrics::Metrics::new());
             if !args.metrics_bind_address.is_empty() {
                 let address: std::net::SocketAddr = match args.metrics_bind_address.parse() {
                     Ok(a) => a,
@@ -202,9 +204,9 @@ async fn main() -> std::process::ExitCode {
                         return std::process::ExitCode::FAILURE;
                     }
                 };
-                let ready = readiness.clone();
+                let (ready, served) = (readiness.clone(), metrics.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = backup_operator::telemetry::serve::serve(address, ready).await {
+                    if let Err(e) = backup_operator::telemetry::serve::serve(address, ready, served).await {
                         tracing::error!(%address, "serving metrics and health: {e}");
                     }
                 });
@@ -229,6 +231,7 @@ async fn main() -> std::process::ExitCode {
                 cache_memory_bytes: args.plugin_cache_memory_bytes,
                 cache_disk_bytes: args.plugin_cache_disk_bytes,
                 compiler: Some(compiler),
+                metrics: metrics.clone(),
                 plan_policy: PlanPolicy { allow_secret_env: args.allow_secret_env, image_allowlist: args.image_allowlist, ..PlanPolicy::default() },
                 ..RuntimeConfig::default()
             });
@@ -239,7 +242,7 @@ async fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            let client = match backup_operator::platform::kube_client::from_env().await {
+            let client = match backup_operator::platform::kube_client::from_env(metrics.clone()).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!("connecting to Kubernetes: {e}");
@@ -274,7 +277,7 @@ async fn main() -> std::process::ExitCode {
             } else {
                 None
             };
-            backup_operator::telemetry::metrics::get().leader.set(1);
+            metrics.leader.set(1);
             let snapshots_api = context::has_snapshot_api(&client).await;
             let restores_api = context::has_restore_api(&client).await;
             tracing::info!(snapshots_api, restores_api, "backup-operator starting");
@@ -288,7 +291,7 @@ async fn main() -> std::process::ExitCode {
             };
             let tenancy = if args.tenant_impersonation {
                 match kube::Config::infer().await {
-                    Ok(base) => backup_operator::platform::tenancy::Tenancy::impersonate(base, args.default_service_account),
+                    Ok(base) => backup_operator::platform::tenancy::Tenancy::impersonate(base, args.default_service_account, metrics.clone()),
                     Err(e) => {
                         tracing::error!("connecting to Kubernetes: {e}");
                         return std::process::ExitCode::FAILURE;
@@ -298,7 +301,7 @@ async fn main() -> std::process::ExitCode {
                 backup_operator::platform::tenancy::Tenancy::Operator
             };
             tracing::info!(impersonating = tenancy.impersonating(), "acting for tenants");
-            let context = Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency)
+            let context = Context::new(client, runtime, args.plugin_dir, args.namespace, snapshots_api, restores_api, args.reconcile_concurrency, metrics.clone())
                 .with_tenancy(tenancy)
                 .with_notifications(notifications)
                 .with_hook_concurrency(usize::from(args.hook_concurrency), usize::from(args.hook_concurrency_per_namespace));
@@ -312,7 +315,7 @@ async fn main() -> std::process::ExitCode {
                             ran
                         }
                         () = leadership.lost() => {
-                            backup_operator::telemetry::metrics::get().leader.set(0);
+                            metrics.leader.set(0);
                             tracing::error!("lost the leader lease: exiting, to start again as a follower");
                             return std::process::ExitCode::FAILURE;
                         }

@@ -227,3 +227,24 @@ async fn restic_plans_one_repository_per_pvc_and_destination_with_the_password_f
     assert_eq!(job.image, "rclone/rclone:1.60.1");
     assert!(!job.mounts.iter().any(|m| m.volume == "backup"));
 }
+
+/// The host counts into the metrics it is given (the process's in the operator; this test's own
+/// here): a compile, then a load from memory, then a call.
+#[tokio::test]
+async fn loads_and_calls_are_counted_in_the_metrics_the_host_was_given() {
+    let metrics = Arc::new(backup_operator::telemetry::metrics::Metrics::new());
+    let runtime = StrategyRuntime::new(RuntimeConfig { metrics: metrics.clone(), ..RuntimeConfig::default() }).expect("runtime");
+    let plugin = load(&runtime, BuiltinStrategy::Tar).await;
+    load(&runtime, BuiltinStrategy::Tar).await;
+    runtime.plan_backup(plugin, None, backup_request("{}")).await.expect("plan");
+    let text = metrics.encode();
+    for line in [
+        r#"backup_operator_plugin_loads_total{outcome="compiled"} 1"#,
+        r#"backup_operator_plugin_loads_total{outcome="memory"} 1"#,
+        r#"backup_operator_plugin_calls_total{plugin="tar",outcome="ok"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+    // Another host's metrics are its own.
+    assert!(!backup_operator::telemetry::metrics::Metrics::new().encode().contains("outcome=\"compiled\"} 1"));
+}

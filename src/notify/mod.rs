@@ -75,6 +75,7 @@ struct Inner {
     queued: tokio::sync::Notify,
     config: Config,
     client: kube::Client,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// What was queued (notification id and target), newest last, bounded: an outcome seen
     /// again in this process (a prune that keeps failing) is not sent again.
     sent: std::sync::Mutex<(std::collections::HashSet<String>, std::collections::VecDeque<String>)>,
@@ -148,12 +149,13 @@ pub struct TargetProblem {
 
 impl Notifier {
     /// Starts the delivery task (on the current runtime).
-    pub fn start(client: kube::Client, events: crate::platform::events::Publisher, config: Config) -> Notifier {
+    pub fn start(client: kube::Client, events: crate::platform::events::Publisher, config: Config, metrics: Arc<crate::telemetry::metrics::Metrics>) -> Notifier {
         let inner = Arc::new(Inner {
             queue: std::sync::Mutex::new(crate::base::fair::FairQueue::new(QUEUE, QUEUE_PER_NAMESPACE)),
             queued: tokio::sync::Notify::new(),
             config,
             client,
+            metrics,
             sent: std::sync::Mutex::default(),
             checked: std::sync::Mutex::default(),
             outstanding: std::sync::Mutex::default(),
@@ -201,7 +203,7 @@ impl Notifier {
             if queue(&self.inner, delivery, std::time::Instant::now()) {
                 queued += 1;
             } else {
-                count(&notification.namespace, &notification.policy, "dropped");
+                count(&self.inner, &notification.namespace, &notification.policy, "dropped");
                 tracing::warn!(namespace = %notification.namespace, policy = %notification.policy, target = %target.name, "notification queue full: dropped");
                 forget(&self.inner, &key);
                 dropped = true;
@@ -298,8 +300,9 @@ fn forget(inner: &Inner, key: &str) {
     }
 }
 
-fn count(namespace: &str, policy: &str, result: &str) {
-    crate::telemetry::metrics::get()
+fn count(inner: &Inner, namespace: &str, policy: &str, result: &str) {
+    inner
+        .metrics
         .notifications
         .get_or_create(&crate::telemetry::metrics::NotificationLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), result: result.to_owned() })
         .inc();
@@ -398,7 +401,7 @@ async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate:
     let id = n.id();
     match result {
         Ok(status) => {
-            count(&n.namespace, &n.policy, "delivered");
+            count(inner, &n.namespace, &n.policy, "delivered");
             tracing::info!(namespace = %n.namespace, policy = %n.policy, target = %d.target.name, id = %n.id(), status, "notification delivered");
         }
         Err(http::Failure::Transient(m)) if d.attempts < inner.config.attempts.max(1) => {
@@ -408,19 +411,19 @@ async fn attempt(inner: &Inner, tls: &Arc<rustls::ClientConfig>, events: &crate:
             let (namespace, policy) = (n.namespace.clone(), n.policy.clone());
             let key = format!("{id}#{}", d.target.name);
             if !queue(inner, d, at) {
-                count(&namespace, &policy, "dropped");
+                count(inner, &namespace, &policy, "dropped");
                 forget(inner, &key);
                 finished(inner, &id, true).await;
             }
             return;
         }
         Err(http::Failure::Transient(m)) => {
-            count(&n.namespace, &n.policy, "failed");
+            count(inner, &n.namespace, &n.policy, "failed");
             events.publish(&d.policy, EventType::Warning, "NotificationFailed", format!("target {}: {} not delivered after {} attempts: {m}", d.target.name, n.id(), d.attempts));
         }
         Err(f @ (http::Failure::Invalid(_) | http::Failure::Refused(_) | http::Failure::Rejected(_))) => {
             let refused = matches!(f, http::Failure::Refused(_));
-            count(&n.namespace, &n.policy, if refused { "refused" } else { "failed" });
+            count(inner, &n.namespace, &n.policy, if refused { "refused" } else { "failed" });
             let reason = if refused { "NotificationRefused" } else { "NotificationFailed" };
             events.publish(&d.policy, EventType::Warning, reason, format!("target {}: {} not sent: {}", d.target.name, n.id(), f.message()));
         }

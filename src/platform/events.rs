@@ -22,11 +22,12 @@ struct Queued {
 #[derive(Clone)]
 pub struct Publisher {
     queue: tokio::sync::mpsc::Sender<Queued>,
+    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl Publisher {
     /// Starts the publishing task (on the current runtime).
-    pub fn start(client: Client, controller: &str, runs_first: crate::platform::runs_first::RunsFirst) -> Publisher {
+    pub fn start(client: Client, controller: &str, runs_first: crate::platform::runs_first::RunsFirst, metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>) -> Publisher {
         let (queue, receiver) = tokio::sync::mpsc::channel::<Queued>(QUEUE);
         let recorder = Recorder::new(client.clone(), Reporter { controller: controller.into(), instance: None });
         let controller = controller.to_owned();
@@ -44,14 +45,14 @@ impl Publisher {
                 }
             }
         }));
-        Publisher { queue }
+        Publisher { queue, metrics }
     }
 
     /// Queues an event (its note bounded); never waits.
     pub fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
         let event = Event { type_, reason: reason.into(), note: Some(crate::base::text::bound(&note, crate::base::text::MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
         if self.queue.try_send(Queued { reference: reference.clone(), event }).is_err() {
-            crate::telemetry::metrics::get().events_dropped.inc();
+            self.metrics.events_dropped.inc();
         }
     }
 }

@@ -61,16 +61,16 @@ pub fn classify(method: &http::Method, path: &str, query: Option<&str>) -> (&'st
 }
 
 /// A client from the environment's configuration (in-cluster or kubeconfig) whose requests are counted.
-pub async fn from_env() -> kube::Result<Client> {
+pub async fn from_env(metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>) -> kube::Result<Client> {
     let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
-    counted(config)
+    counted(config, metrics)
 }
 
 /// A counted client for a configuration.
-pub fn counted(config: kube::Config) -> kube::Result<Client> {
-    let layer = MapRequestLayer::new(|request: http::Request<kube::client::Body>| {
+pub fn counted(config: kube::Config, metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>) -> kube::Result<Client> {
+    let layer = MapRequestLayer::new(move |request: http::Request<kube::client::Body>| {
         let (verb, resource) = classify(request.method(), request.uri().path(), request.uri().query());
-        crate::telemetry::metrics::get().requests.get_or_create(&crate::telemetry::metrics::RequestLabels { verb: verb.to_owned(), resource }).inc();
+        metrics.requests.get_or_create(&crate::telemetry::metrics::RequestLabels { verb: verb.to_owned(), resource }).inc();
         request
     });
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())

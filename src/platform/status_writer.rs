@@ -156,15 +156,16 @@ pub struct StatusWriter {
     /// A status the API server refuses is said on the policy as a Warning event, not only logged.
     events: crate::platform::events::Publisher,
     runs_first: crate::platform::runs_first::RunsFirst,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl StatusWriter {
     /// Starts the writers (on the current runtime).
-    pub fn start(client: Client, events: crate::platform::events::Publisher, runs_first: crate::platform::runs_first::RunsFirst) -> StatusWriter {
+    pub fn start(client: Client, events: crate::platform::events::Publisher, runs_first: crate::platform::runs_first::RunsFirst, metrics: Arc<crate::telemetry::metrics::Metrics>) -> StatusWriter {
         // Unbounded, yet never longer than the number of policies: a policy is queued only when
         // it is not queued already.
         let (queue, receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let writer = StatusWriter { entries: Arc::default(), queue, events, runs_first };
+        let writer = StatusWriter { entries: Arc::default(), queue, events, runs_first, metrics };
         let worker = writer.clone();
         let uids = futures::stream::unfold(receiver, |mut r| async move { r.recv().await.map(|uid| (uid, r)) });
         tokio::spawn(uids.for_each_concurrent(CONCURRENCY, move |uid| {
@@ -220,7 +221,7 @@ impl StatusWriter {
             Err(kube::Error::Api(e)) if e.code == 404 && crate::platform::kube_client::really_gone(&api, &name, Some(&uid)).await => Outcome::Refused,
             Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 => {
                 tracing::error!(policy = %name, namespace = %namespace, "the API server refuses the policy's status: {}", e.message);
-                crate::telemetry::metrics::get().status_write_failures.inc();
+                self.metrics.status_write_failures.inc();
                 let reference = k8s_openapi::api::core::v1::ObjectReference {
                     api_version: Some("backup.example.com/v1alpha1".into()),
                     kind: Some("BackupPolicy".into()),
@@ -235,7 +236,7 @@ impl StatusWriter {
             }
             Err(e) => {
                 tracing::warn!(policy = %name, namespace = %namespace, "writing the status (retried): {e}");
-                crate::telemetry::metrics::get().status_write_failures.inc();
+                self.metrics.status_write_failures.inc();
                 Outcome::Failed
             }
         };

@@ -24,12 +24,12 @@ pub enum Tenancy {
     Operator,
     /// As a ServiceAccount of the object's namespace: the object's `serviceAccountName`, or
     /// `default_account`.
-    Impersonate { base: Box<kube::Config>, default_account: String, clients: Mutex<HashMap<(String, String), Client>> },
+    Impersonate { base: Box<kube::Config>, default_account: String, clients: Mutex<HashMap<(String, String), Client>>, metrics: std::sync::Arc<crate::telemetry::metrics::Metrics> },
 }
 
 impl Tenancy {
-    pub fn impersonate(base: kube::Config, default_account: String) -> Tenancy {
-        Tenancy::Impersonate { base: Box::new(base), default_account, clients: Mutex::default() }
+    pub fn impersonate(base: kube::Config, default_account: String, metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>) -> Tenancy {
+        Tenancy::Impersonate { base: Box::new(base), default_account, clients: Mutex::default(), metrics }
     }
 
     pub fn impersonating(&self) -> bool {
@@ -58,7 +58,7 @@ impl Tenancy {
 
     /// The client to act for an object of `namespace` naming `account`.
     pub fn client(&self, operator: &Client, namespace: &str, account: Option<&str>) -> Result<Client> {
-        let Tenancy::Impersonate { base, default_account, clients } = self else { return Ok(operator.clone()) };
+        let Tenancy::Impersonate { base, default_account, clients, metrics } = self else { return Ok(operator.clone()) };
         let account = account.unwrap_or(default_account).to_owned();
         let key = (namespace.to_owned(), account.clone());
         let mut clients = clients.lock().map_err(|_| Error::Runtime("the tenants' clients are poisoned".into()))?;
@@ -69,7 +69,7 @@ impl Tenancy {
         // The user only: impersonating groups needs a cluster-wide grant, which a namespaced
         // install cannot have; RBAC bindings name the ServiceAccount itself.
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
-        let client = crate::platform::kube_client::counted(config)?;
+        let client = crate::platform::kube_client::counted(config, metrics.clone())?;
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }

@@ -256,7 +256,7 @@ pub(crate) async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outc
         }
         run.recorded = true;
         if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
-            let m = crate::telemetry::metrics::get();
+            let m = &t.ctx.metrics;
             let result = if run.status == RunStatus::Succeeded { "Succeeded" } else { "Failed" };
             let strategy = serde_json::to_value(t.policy.spec.backup_strategy).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
             m.runs.get_or_create(&crate::telemetry::metrics::RunLabels { namespace: t.ns.clone(), policy: t.name.clone(), strategy, result: result.into() }).inc();

@@ -26,8 +26,9 @@ use super::target::Target;
 #[tracing::instrument(skip_all, fields(namespace = %object.namespace().unwrap_or_default(), policy = %object.name_any()))]
 pub(crate) async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
+    let metrics = ctx.metrics.clone();
     let result = reconcile_object(object, ctx).await;
-    crate::telemetry::metrics::get().reconciled("backuppolicy", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
+    metrics.reconciled("backuppolicy", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
     result
 }
 
@@ -167,7 +168,7 @@ pub(crate) async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPol
     if !o.deleting || o.has_finalizer {
         ctx.statuses.submit(policy, status::build(&previous, &summary));
     }
-    crate::telemetry::metrics::get().set_policy_backups(&target.ns, &target.name, &backups_per_pvc(o, &outcome.runs));
+    ctx.metrics.set_policy_backups(&target.ns, &target.name, &backups_per_pvc(o, &outcome.runs));
     if let Some(e) = outcome.transient {
         return Err(e);
     }

@@ -70,10 +70,11 @@ pub async fn run(ctx: Arc<Context>, caches: Caches, triggers: PolicyTriggers) {
     // Metrics of deleted policies go with them.
     let metrics_store = store.clone();
     let metrics_type = policy_type.clone();
+    let metrics = ctx.metrics.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            crate::telemetry::metrics::get().retain_policies(|ns, name| metrics_store.get(&ObjectRef::new_with(name, metrics_type.clone()).within(ns)).is_some());
+            metrics.retain_policies(|ns, name| metrics_store.get(&ObjectRef::new_with(name, metrics_type.clone()).within(ns)).is_some());
         }
     });
     let (pvc_store, pvc_type) = (store.clone(), policy_type.clone());

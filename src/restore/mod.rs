@@ -80,11 +80,12 @@ fn error_policy(restore: Arc<DynamicObject>, error: &Error, _ctx: Arc<Context>) 
 #[tracing::instrument(skip_all, fields(namespace = %object.namespace().unwrap_or_default(), restore = %object.name_any()))]
 async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
+    let metrics = ctx.metrics.clone();
     let result = match crate::platform::cache::parse_restore(&object) {
         Ok(restore) => reconcile_restore(Arc::new(restore), ctx).await,
         Err(e) => unreadable(&object, &ctx, &e.to_string()).await.map(|()| Action::await_change()),
     };
-    crate::telemetry::metrics::get().reconciled("backuprestore", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
+    metrics.reconciled("backuprestore", started.elapsed(), result.as_ref().err().map(|e| e.classify().reason));
     result
 }
 

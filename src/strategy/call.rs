@@ -124,7 +124,7 @@ impl StrategyRuntime {
             Ok(_) => "ok",
             Err(e) => e.reason(),
         };
-        crate::telemetry::metrics::get().plugin_call(&plugin.id.name, outcome, started.elapsed());
+        self.inner.config.metrics.plugin_call(&plugin.id.name, outcome, started.elapsed());
         planned
     }
 

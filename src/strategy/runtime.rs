@@ -61,6 +61,8 @@ pub struct RuntimeConfig {
     /// Compile in a child process within limits (the operator binary); `None` compiles in this
     /// process (tests and benchmarks).
     pub compiler: Option<super::compile::Compiler>,
+    /// Where loads and calls are counted (the process's metrics; a fresh set by default).
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl Default for RuntimeConfig {
@@ -77,6 +79,7 @@ impl Default for RuntimeConfig {
             cache_disk_bytes: 512 << 20,
             shape_limits: super::compile::ShapeLimits::default(),
             compiler: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -319,7 +322,7 @@ impl StrategyRuntime {
         };
         let id = match known {
             Known::Ready(plugin) => {
-                crate::telemetry::metrics::get().plugin_load("memory");
+                self.inner.config.metrics.plugin_load("memory");
                 return Ok(plugin);
             }
             Known::Compile(id) => id,
@@ -352,7 +355,7 @@ impl StrategyRuntime {
             Ok(_) => tracing::info!(tenant, plugin = %id, seconds, "plugin compiled"),
             Err(e) => {
                 tracing::info!(tenant, plugin = %id, seconds, "plugin not compiled: {e}");
-                crate::telemetry::metrics::get().plugin_load("failed");
+                self.inner.config.metrics.plugin_load("failed");
             }
         }
         if let Err(e) = &result
@@ -472,7 +475,7 @@ impl StrategyRuntime {
             // wasmtime also checks its header before use.
             match unsafe { Component::deserialize(&self.inner.engine, &cached) } {
                 Ok(component) => {
-                    crate::telemetry::metrics::get().plugin_load("disk");
+                    self.inner.config.metrics.plugin_load("disk");
                     return Ok((component, cached.len() as u64));
                 }
                 Err(e) => {
@@ -520,7 +523,7 @@ impl StrategyRuntime {
         }
         // SAFETY: `compiled` was produced just now by this engine's `precompile_component`.
         let component = unsafe { Component::deserialize(&self.inner.engine, &compiled) }.map_err(invalid)?;
-        crate::telemetry::metrics::get().plugin_load("compiled");
+        self.inner.config.metrics.plugin_load("compiled");
         Ok((component, compiled.len() as u64))
     }
 

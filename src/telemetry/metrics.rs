@@ -3,7 +3,7 @@
 //! never error text, never run names. Series of a policy that is gone are removed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -83,6 +83,8 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// The operator's metrics: one value per process, made in `main` and handed to what counts
+/// (the client, the wasm host, the controllers, the publishers); tests make their own.
 pub struct Metrics {
     registry: Registry,
     pub runs: Family<RunLabels, Counter>,
@@ -118,8 +120,20 @@ fn plugin_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 4.0, 12))
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Metrics {
+    pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("backup_operator");
         let runs = Family::<RunLabels, Counter>::default();
         registry.register("runs", "Finished backup runs by policy, strategy and result", runs.clone());
@@ -235,12 +249,6 @@ impl Metrics {
     }
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process's metrics.
-pub fn get() -> &'static Metrics {
-    &METRICS
-}
 
 #[cfg(test)]
 mod tests {

@@ -31,10 +31,10 @@ impl Readiness {
 }
 
 /// The response to a request line's path: status line and body.
-pub fn respond(path: &str, ready: bool) -> (&'static str, &'static str, String) {
+pub fn respond(path: &str, ready: bool, metrics: &super::metrics::Metrics) -> (&'static str, &'static str, String) {
     let text = "text/plain; charset=utf-8";
     match path.split('?').next().unwrap_or("") {
-        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", crate::telemetry::metrics::get().encode()),
+        "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
         "/healthz" | "/livez" => ("200 OK", text, "ok\n".into()),
         "/readyz" if ready => ("200 OK", text, "ok\n".into()),
         "/readyz" => ("503 Service Unavailable", text, "starting\n".into()),
@@ -42,7 +42,7 @@ pub fn respond(path: &str, ready: bool) -> (&'static str, &'static str, String) 
     }
 }
 
-async fn handle(mut stream: tokio::net::TcpStream, readiness: Readiness) -> std::io::Result<()> {
+async fn handle(mut stream: tokio::net::TcpStream, readiness: Readiness, metrics: &super::metrics::Metrics) -> std::io::Result<()> {
     let mut buf = vec![0u8; MAX_REQUEST];
     let mut read = 0;
     while read < buf.len() && !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
@@ -55,7 +55,7 @@ async fn handle(mut stream: tokio::net::TcpStream, readiness: Readiness) -> std:
     let head = String::from_utf8_lossy(&buf[..read]);
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (status, content_type, body) = match (parts.next(), parts.next()) {
-        (Some("GET"), Some(path)) => respond(path, readiness.get()),
+        (Some("GET"), Some(path)) => respond(path, readiness.get(), metrics),
         _ => ("400 Bad Request", "text/plain; charset=utf-8", "GET only\n".into()),
     };
     let response = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
@@ -64,16 +64,16 @@ async fn handle(mut stream: tokio::net::TcpStream, readiness: Readiness) -> std:
 }
 
 /// Serves until the process ends.
-pub async fn serve(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
+pub async fn serve(address: SocketAddr, readiness: Readiness, metrics: Arc<super::metrics::Metrics>) -> std::io::Result<()> {
     let listener = TcpListener::bind(address).await?;
     tracing::info!(%address, "serving /metrics, /healthz, /readyz");
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     loop {
         let (stream, _) = listener.accept().await?;
         let Ok(permit) = slots.clone().acquire_owned().await else { return Ok(()) };
-        let readiness = readiness.clone();
+        let (readiness, metrics) = (readiness.clone(), metrics.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(TIMEOUT, handle(stream, readiness)).await;
+            let _ = tokio::time::timeout(TIMEOUT, handle(stream, readiness, &metrics)).await;
             drop(permit);
         });
     }
@@ -85,12 +85,14 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(respond("/healthz", false).0, "200 OK");
-        assert_eq!(respond("/readyz", false).0, "503 Service Unavailable");
-        assert_eq!(respond("/readyz", true).0, "200 OK");
-        assert_eq!(respond("/nope", true).0, "404 Not Found");
-        let (status, _, body) = respond("/metrics?x=1", true);
+        let metrics = crate::telemetry::metrics::Metrics::new();
+        metrics.leader.set(1);
+        assert_eq!(respond("/healthz", false, &metrics).0, "200 OK");
+        assert_eq!(respond("/readyz", false, &metrics).0, "503 Service Unavailable");
+        assert_eq!(respond("/readyz", true, &metrics).0, "200 OK");
+        assert_eq!(respond("/nope", true, &metrics).0, "404 Not Found");
+        let (status, _, body) = respond("/metrics?x=1", true, &metrics);
         assert_eq!(status, "200 OK");
-        assert!(body.contains("backup_operator_leader"), "{body}");
+        assert!(body.contains("backup_operator_leader 1"), "{body}");
     }
 }
