@@ -4,6 +4,8 @@
 pub mod cache;
 pub mod cache_index;
 pub mod events;
+#[cfg(test)]
+pub mod fake_api;
 pub mod kube_client;
 pub mod leader;
 pub mod runs_first;

@@ -301,3 +301,7 @@ pub(crate) fn notify_pending(t: &Target<'_>, out: &Outcome) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;
