@@ -52,9 +52,11 @@ deploy-namespaced: ## deploy the operator for one namespace with a Role (NAMESPA
 undeploy-namespaced: ## remove the one-namespace operator (NAMESPACE=...)
 	KUBECTL=$(KUBECTL) scripts/deploy.sh delete namespaced
 
-crd: ## regenerate config/crd/ from the Rust types
+crd: ## regenerate config/crd/ and docs/reference/crd-fields.md from the Rust types
 	cargo run --locked --bin backup-operator -- crd > config/crd/backup.example.com_backuppolicies.yaml
 	cargo run --locked --bin backup-operator -- crd --kind backuprestore > config/crd/backup.example.com_backuprestores.yaml
+	cargo run --locked --bin backup-operator -- crd --docs > docs/reference/crd-fields.md
+	cp config/crd/backup.example.com_backuppolicies.yaml config/crd/backup.example.com_backuprestores.yaml charts/backup-operator/crds/
 
 plugins: ## build the built-in strategy plugins (WebAssembly components)
 	scripts/build-plugins.sh plugins

@@ -5,7 +5,7 @@
 #
 #   scripts/build-image.sh [--import] [--save FILE]
 #
-# IMG names the image (default backup-operator:latest). The image is cached by the binary's digest
+# IMG names the image (default backup-operator:latest; imported also as backup-operator:<crate version>). The image is cached by the binary's digest
 # under ~/.cache/backup-operator/images/; --import loads it into the local test cluster's
 # containerd, --save copies the OCI archive to FILE (for `ctr images import` or `docker load`
 # elsewhere). Prints the archive's path.
@@ -70,7 +70,10 @@ log "image $name: $out ($size_mib MiB, $(( $(date +%s) - started )) s including 
 if $import; then
   [ -S "$CLUSTER_DIR/containerd.sock" ] || die "the test cluster is not up (make cluster-up)"
   ctr --address "$CLUSTER_DIR/containerd.sock" -n k8s.io images import --no-unpack=false "$out" >/dev/null
-  log "imported $name into the test cluster"
+  # The same image under the crate's version too (backup-operator:0.2.0 beside :latest).
+  version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+  ctr --address "$CLUSTER_DIR/containerd.sock" -n k8s.io images tag --force "$name" "${name%:*}:$version" >/dev/null
+  log "imported $name (and ${name%:*}:$version) into the test cluster"
 fi
 if [ -n "$save" ]; then
   cp "$out" "$save"

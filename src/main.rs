@@ -22,10 +22,13 @@ struct Cli {
 enum Command {
     /// Run the controller against the current kubeconfig or the in-cluster config.
     Run(Box<RunArgs>),
-    /// Print a CRD as YAML (the BackupPolicy's by default).
+    /// Print a CRD as YAML (the BackupPolicy's by default), or with --docs the field reference
+    /// of both as Markdown (docs/reference/crd-fields.md).
     Crd {
         #[arg(long, value_enum, default_value = "backuppolicy")]
         kind: CrdKind,
+        #[arg(long)]
+        docs: bool,
     },
     /// Try a strategy plugin without a cluster: describe, validate a config, plan a sample
     /// request (exit 2: the host refuses the plan; 3: the plugin failed), sha256.
@@ -167,9 +170,10 @@ fn init_logging(format: LogFormat) {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run(Box::new(RunArgs::parse_from(["backup-operator"])))) {
-        Command::Crd { kind } => match match kind {
-            CrdKind::Backuppolicy => backup_operator::api::crd_yaml(),
-            CrdKind::Backuprestore => backup_operator::api::restore_crd_yaml(),
+        Command::Crd { kind, docs } => match match (docs, kind) {
+            (true, _) => backup_operator::api::reference::markdown(),
+            (false, CrdKind::Backuppolicy) => backup_operator::api::crd_yaml(),
+            (false, CrdKind::Backuprestore) => backup_operator::api::restore_crd_yaml(),
         } {
             Ok(yaml) => {
                 print!("{yaml}");

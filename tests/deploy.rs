@@ -180,7 +180,7 @@ async fn the_shipped_manifests_run_the_operator_in_the_cluster_with_a_mounted_pl
     // Metrics from the pod.
     let pod = before.keys().next().cloned().expect("operator pod");
     let text = metrics(&cluster, SYSTEM, &pod);
-    let series = format!("backup_operator_last_successful_backup_timestamp_seconds{{namespace=\"{}\",policy=\"in-cluster\",pvc=\"data-db-0\"}}", ns.name);
+    let series = format!("backup_operator_last_successful_backup_timestamp_seconds{{namespace=\"{}\",policy=\"in-cluster\",pvc=\"data-db-0\",destination=\"\"}}", ns.name);
     assert!(text.contains(&series), "{series} in\n{text}");
     assert!(text.contains("backup_operator_runs_total{") && text.contains("backup_operator_plugin_calls_total{"), "{text}");
 

@@ -3,6 +3,7 @@
 
 
 pub mod policy;
+pub mod reference;
 pub mod restore;
 pub use policy::*;
 pub use restore::{BackupRestore, BackupRestoreSpec, BackupRestoreStatus, RestorePhase};
@@ -51,7 +52,7 @@ fn complete_schema(node: &mut serde_json::Value, field: &str) {
         object.insert("maximum".into(), serde_json::json!(max));
     }
     if !object.contains_key("description") && !field.is_empty() {
-        object.insert("description".into(), serde_json::json!(format!("The {field} (see the README).")));
+        object.insert("description".into(), serde_json::json!(format!("The {field} (see docs/concepts.md).")));
     }
     if let Some(properties) = object.get_mut("properties").and_then(|p| p.as_object_mut()) {
         for (name, child) in properties.iter_mut() {

@@ -185,10 +185,12 @@ pub(crate) async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPol
 
 /// Per PVC (matched now, or with runs): when its newest successful backup finished (Unix
 /// seconds) and how many successful backups are kept.
-pub(crate) fn backups_per_pvc(o: &crate::policy::observed::Observed, runs: &[ObservedRun]) -> std::collections::BTreeMap<String, (Option<f64>, i64)> {
-    let mut out: std::collections::BTreeMap<String, (Option<f64>, i64)> = o.pvcs.iter().map(|p| (p.name.clone(), (None, 0))).collect();
-    for run in runs.iter().filter(|r| r.status == RunStatus::Succeeded) {
-        let entry = out.entry(run.pvc.clone()).or_insert((None, 0));
+pub(crate) fn backups_per_pvc(o: &crate::policy::observed::Observed, runs: &[ObservedRun]) -> std::collections::BTreeMap<crate::telemetry::metrics::Target, (Option<f64>, i64)> {
+    // Every PVC at every destination has its series, a target never backed up included (no time).
+    let mut out: std::collections::BTreeMap<crate::telemetry::metrics::Target, (Option<f64>, i64)> =
+        o.pvcs.iter().flat_map(|p| o.destinations.iter().map(|d| ((p.name.clone(), d.name.clone()), (None, 0)))).collect();
+    for run in runs.iter().filter(|r| r.status == RunStatus::Succeeded && o.knows(r)) {
+        let entry = out.entry((run.pvc.clone(), run.destination.clone())).or_insert((None, 0));
         entry.1 += 1;
         if let Some(done) = run.completion.map(|t| t.timestamp() as f64) {
             entry.0 = Some(entry.0.map_or(done, |t: f64| t.max(done)));

@@ -30,7 +30,7 @@ pub enum Error {
     #[error("{plugin}: not a valid WebAssembly component: {message}")]
     PluginInvalid { plugin: PluginId, message: String },
 
-    #[error("{plugin}: refused before compiling: {message} (see the README's plugin limits)")]
+    #[error("{plugin}: refused before compiling: {message} (see the plugin limits in docs/plugins.md)")]
     PluginTooComplex { plugin: PluginId, message: String },
 
     #[error("{plugin}: compiling was stopped: {message}")]

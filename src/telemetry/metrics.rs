@@ -41,7 +41,13 @@ pub struct PvcLabels {
     pub namespace: String,
     pub policy: String,
     pub pvc: String,
+    /// The destination (spec.destinations[].name; empty for a policy without destinations): a
+    /// failing off-site copy shows beside a healthy claim copy.
+    pub destination: String,
 }
+
+/// A PVC's backups at one destination: (PVC, destination).
+pub type Target = (String, String);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -52,7 +58,7 @@ pub struct ControllerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: String,
-    /// The condition reason of the error (a fixed set, see the README).
+    /// The condition reason of the error (a fixed set, see docs/concepts.md).
     pub reason: String,
 }
 
@@ -102,7 +108,7 @@ pub struct Metrics {
     pub status_write_failures: Counter,
     pub notifications: Family<NotificationLabels, Counter>,
     /// The PVC series each policy has, so that they can be removed with it.
-    series: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
+    series: Mutex<BTreeMap<(String, String), BTreeSet<Target>>>,
 }
 
 /// 1 s to 9 hours.
@@ -198,8 +204,8 @@ impl Metrics {
 
     /// The per-PVC series of one policy after a reconcile: newest success time and backups kept.
     /// PVCs the policy no longer has lose their series.
-    pub fn set_policy_backups(&self, namespace: &str, policy: &str, pvcs: &BTreeMap<String, (Option<f64>, i64)>) {
-        let labels = |pvc: &str| PvcLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), pvc: pvc.to_owned() };
+    pub fn set_policy_backups(&self, namespace: &str, policy: &str, pvcs: &BTreeMap<Target, (Option<f64>, i64)>) {
+        let labels = |(pvc, destination): &Target| PvcLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), pvc: pvc.clone(), destination: destination.clone() };
         for (pvc, (last, stored)) in pvcs {
             if let Some(t) = last {
                 self.last_success.get_or_create(&labels(pvc)).set(*t);
@@ -223,7 +229,7 @@ impl Metrics {
                 return true;
             }
             for pvc in pvcs.iter() {
-                let labels = PvcLabels { namespace: namespace.clone(), policy: policy.clone(), pvc: pvc.clone() };
+                let labels = PvcLabels { namespace: namespace.clone(), policy: policy.clone(), pvc: pvc.0.clone(), destination: pvc.1.clone() };
                 self.last_success.remove(&labels);
                 self.backups_stored.remove(&labels);
             }
@@ -257,12 +263,13 @@ mod tests {
     #[test]
     fn series_of_gone_pvcs_and_policies_are_removed() {
         let m = Metrics::new();
-        let pvcs = BTreeMap::from([("data-0".to_owned(), (Some(1_700_000_000.0), 3)), ("data-1".to_owned(), (None, 0))]);
+        let target = |pvc: &str, destination: &str| (pvc.to_owned(), destination.to_owned());
+        let pvcs = BTreeMap::from([(target("data-0", "claim"), (Some(1_700_000_000.0), 3)), (target("data-0", "offsite"), (None, 0)), (target("data-1", "claim"), (None, 0))]);
         m.set_policy_backups("team", "db", &pvcs);
         let text = m.encode();
-        assert!(text.contains(r#"backup_operator_last_successful_backup_timestamp_seconds{namespace="team",policy="db",pvc="data-0"} 1700000000"#), "{text}");
-        assert!(text.contains(r#"backup_operator_backups_stored{namespace="team",policy="db",pvc="data-1"} 0"#), "{text}");
-        m.set_policy_backups("team", "db", &BTreeMap::from([("data-0".to_owned(), (Some(1.0), 1))]));
+        assert!(text.contains(r#"backup_operator_last_successful_backup_timestamp_seconds{namespace="team",policy="db",pvc="data-0",destination="claim"} 1700000000"#), "{text}");
+        assert!(text.contains(r#"backup_operator_backups_stored{namespace="team",policy="db",pvc="data-0",destination="offsite"} 0"#), "{text}");
+        m.set_policy_backups("team", "db", &BTreeMap::from([(target("data-0", "claim"), (Some(1.0), 1))]));
         assert!(!m.encode().contains(r#"pvc="data-1""#));
         m.retain_policies(|_, _| false);
         assert!(!m.encode().contains(r#"pvc="data-0""#));

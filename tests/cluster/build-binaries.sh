@@ -80,12 +80,28 @@ build_versitygw() {
   log "versitygw $VERSITYGW_VERSION built into $VERSITYGW_BIN"
 }
 
+# Helm, for the chart's tests (tests/helm.rs).
+build_helm() {
+  if [ -x "$HELM_BIN/helm" ]; then log "helm $HELM_VERSION: cached in $HELM_BIN"; return; fi
+  log "building helm $HELM_VERSION from helm.sh/helm/v4"
+  local work; work="$(mktemp -d "$CACHE_DIR/helm-build.XXXXXX")"
+  trap 'rm -rf "$work"' RETURN
+  printf 'module backup-operator.test/helm-build\n\ngo %s\n\nrequire helm.sh/helm/v4 %s\n' \
+    "$(go env GOVERSION | sed 's/^go//')" "$HELM_VERSION" > "$work/go.mod"
+  mkdir -p "$work/out"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/helm" helm.sh/helm/v4/cmd/helm)
+  mkdir -p "$BIN_DIR"
+  rm -rf "$HELM_BIN" && mv "$work/out" "$HELM_BIN"
+  log "helm $HELM_VERSION built into $HELM_BIN"
+}
+
 mkdir -p "$CACHE_DIR"
 command -v go >/dev/null || die "go is required to build the cluster binaries"
 case "${1:-all}" in
   etcd) build_etcd ;;
   kubernetes) build_kubernetes ;;
   versitygw) build_versitygw ;;
-  all) build_etcd; build_kubernetes; build_versitygw ;;
-  *) die "usage: $0 [all|etcd|kubernetes|versitygw]" ;;
+  helm) build_helm ;;
+  all) build_etcd; build_kubernetes; build_versitygw; build_helm ;;
+  *) die "usage: $0 [all|etcd|kubernetes|versitygw|helm]" ;;
 esac
