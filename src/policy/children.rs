@@ -156,6 +156,7 @@ pub(crate) async fn verify(t: &Target<'_>, observation: &Observation, d: &Decisi
             out.transient(e);
             continue;
         }
+        t.ctx.metrics.verified(&t.ns, &t.name, done.record.verified);
         if let Some(run) = out.runs.iter_mut().find(|r| r.name == done.run) {
             run.verify = Some(done.record.clone());
             run.pending_notifications.extend(pending);

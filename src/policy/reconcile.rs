@@ -169,6 +169,7 @@ pub(crate) async fn reconcile_target(target: &Target<'_>, policy: &Arc<BackupPol
         ctx.statuses.submit(policy, status::build(&previous, &summary));
     }
     ctx.metrics.set_policy_backups(&target.ns, &target.name, &backups_per_pvc(o, &outcome.runs));
+    ctx.metrics.set_prunes_failing(&target.ns, &target.name, outcome.prune_failed.len());
     if let Some(e) = outcome.transient {
         return Err(e);
     }

@@ -71,6 +71,27 @@ pub struct PluginCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub namespace: String,
+    pub policy: String,
+    /// verified or corrupted.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceResultLabels {
+    pub namespace: String,
+    /// Succeeded or Failed.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyOnlyLabels {
+    pub namespace: String,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
 }
@@ -107,6 +128,9 @@ pub struct Metrics {
     pub events_dropped: Counter,
     pub status_write_failures: Counter,
     pub notifications: Family<NotificationLabels, Counter>,
+    pub verifications: Family<ResultLabels, Counter>,
+    pub prunes_failing: Family<PolicyOnlyLabels, Gauge>,
+    pub restores: Family<NamespaceResultLabels, Counter>,
     /// The PVC series each policy has, so that they can be removed with it.
     series: Mutex<BTreeMap<(String, String), BTreeSet<Target>>>,
 }
@@ -173,8 +197,17 @@ impl Metrics {
         registry.register("status_write_failures", "Policy status writes that failed (retried with backoff unless refused)", status_write_failures.clone());
         let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register("notifications", "Webhook notifications by policy and result (delivered, failed, refused, dropped)", notifications.clone());
+        let verifications = Family::<ResultLabels, Counter>::default();
+        registry.register("verifications", "Verifications of kept backups (spec.verify) by result: verified or corrupted", verifications.clone());
+        let prunes_failing = Family::<PolicyOnlyLabels, Gauge>::default();
+        registry.register("prunes_failing", "Backups of the policy whose prune failed and that retention therefore keeps", prunes_failing.clone());
+        let restores = Family::<NamespaceResultLabels, Counter>::default();
+        registry.register("restores", "Finished BackupRestores by result: Succeeded or Failed", restores.clone());
         Metrics {
             registry,
+            verifications,
+            prunes_failing,
+            restores,
             runs,
             run_duration,
             last_success,
@@ -234,8 +267,23 @@ impl Metrics {
                 self.backups_stored.remove(&labels);
             }
             self.run_duration.remove(&PolicyLabels { namespace: namespace.clone(), policy: policy.clone() });
+            self.prunes_failing.remove(&PolicyOnlyLabels { namespace: namespace.clone(), policy: policy.clone() });
             false
         });
+    }
+
+    pub fn verified(&self, namespace: &str, policy: &str, verified: bool) {
+        let result = if verified { "verified" } else { "corrupted" };
+        self.verifications.get_or_create(&ResultLabels { namespace: namespace.to_owned(), policy: policy.to_owned(), result: result.to_owned() }).inc();
+    }
+
+    pub fn set_prunes_failing(&self, namespace: &str, policy: &str, failing: usize) {
+        self.prunes_failing.get_or_create(&PolicyOnlyLabels { namespace: namespace.to_owned(), policy: policy.to_owned() }).set(i64::try_from(failing).unwrap_or(i64::MAX));
+    }
+
+    pub fn restore_finished(&self, namespace: &str, succeeded: bool) {
+        let result = if succeeded { "Succeeded" } else { "Failed" };
+        self.restores.get_or_create(&NamespaceResultLabels { namespace: namespace.to_owned(), result: result.to_owned() }).inc();
     }
 
     pub fn reconciled(&self, controller: &str, took: Duration, error_reason: Option<&str>) {

@@ -66,6 +66,8 @@ async fn handle(mut stream: tokio::net::TcpStream, readiness: Readiness, metrics
 /// Serves until the process ends.
 pub async fn serve(address: SocketAddr, readiness: Readiness, metrics: Arc<super::metrics::Metrics>) -> std::io::Result<()> {
     let listener = TcpListener::bind(address).await?;
+    // The address as bound (a port 0 becomes the port the kernel chose).
+    let address = listener.local_addr().unwrap_or(address);
     tracing::info!(%address, "serving /metrics, /healthz, /readyz");
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     loop {

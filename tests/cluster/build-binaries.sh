@@ -95,6 +95,21 @@ build_helm() {
   log "helm $HELM_VERSION built into $HELM_BIN"
 }
 
+# promtool (Prometheus's rule tester), for the alert rules' tests (tests/alerts.rs).
+build_promtool() {
+  if [ -x "$PROMTOOL_BIN/promtool" ]; then log "promtool $PROMETHEUS_VERSION: cached in $PROMTOOL_BIN"; return; fi
+  log "building promtool $PROMETHEUS_VERSION from github.com/prometheus/prometheus"
+  local work; work="$(mktemp -d "$CACHE_DIR/promtool-build.XXXXXX")"
+  trap 'rm -rf "$work"' RETURN
+  printf 'module backup-operator.test/promtool-build\n\ngo %s\n\nrequire github.com/prometheus/prometheus %s\n' \
+    "$(go env GOVERSION | sed 's/^go//')" "$PROMETHEUS_VERSION" > "$work/go.mod"
+  mkdir -p "$work/out"
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/promtool" github.com/prometheus/prometheus/cmd/promtool)
+  mkdir -p "$BIN_DIR"
+  rm -rf "$PROMTOOL_BIN" && mv "$work/out" "$PROMTOOL_BIN"
+  log "promtool $PROMETHEUS_VERSION built into $PROMTOOL_BIN"
+}
+
 mkdir -p "$CACHE_DIR"
 command -v go >/dev/null || die "go is required to build the cluster binaries"
 case "${1:-all}" in
@@ -102,6 +117,7 @@ case "${1:-all}" in
   kubernetes) build_kubernetes ;;
   versitygw) build_versitygw ;;
   helm) build_helm ;;
-  all) build_etcd; build_kubernetes; build_versitygw; build_helm ;;
-  *) die "usage: $0 [all|etcd|kubernetes|versitygw|helm]" ;;
+  promtool) build_promtool ;;
+  all) build_etcd; build_kubernetes; build_versitygw; build_helm; build_promtool ;;
+  *) die "usage: $0 [all|etcd|kubernetes|versitygw|helm|promtool]" ;;
 esac

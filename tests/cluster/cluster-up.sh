@@ -279,6 +279,7 @@ S3_ACCESS_KEY=$S3_ACCESS_KEY
 S3_SECRET_KEY=$S3_SECRET_KEY
 VERSITYGW=$VERSITYGW_BIN/versitygw
 HELM=$HELM_BIN/helm
+PROMTOOL=$PROMTOOL_BIN/promtool
 EOF_S3
 start kubelet "$KUBE_BIN/kubelet" --config "$CLUSTER_DIR/kubelet-config.yaml" \
   --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
