@@ -63,39 +63,39 @@ struct RunArgs {
     #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_CACHE_DIR")]
     plugin_cache_dir: Option<PathBuf>,
     /// Memory a plugin call may use; policies may only lower it.
-    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_MEMORY_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
     plugin_memory_limit_bytes: u64,
     /// Time a plugin call may take; policies may only lower it.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_TIMEOUT_MS", default_value_t = 1000)]
     plugin_timeout_ms: u64,
     /// Plugin calls running at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_CONCURRENCY", default_value_t = 4)]
     plugin_concurrency: usize,
     /// Plugin compilations running at once (apart from the calls).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_COMPILE_CONCURRENCY", default_value_t = 1)]
     plugin_compile_concurrency: usize,
     /// Bytes of compiled plugins kept in memory (least recently used go first).
-    #[arg(long, default_value_t = 256 << 20)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_CACHE_MEMORY_BYTES", default_value_t = 256 << 20)]
     plugin_cache_memory_bytes: u64,
     /// Bytes of compiled plugins kept in --plugin-cache-dir (least recently used go first).
-    #[arg(long, default_value_t = 512 << 20)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_CACHE_DISK_BYTES", default_value_t = 512 << 20)]
     plugin_cache_disk_bytes: u64,
     /// Address space of the child process that compiles a plugin; at most three quarters of
     /// the container's memory limit (read from its cgroup, never under 384 MiB), and the child
     /// is what the kernel ends first when the container runs out.
-    #[arg(long, default_value_t = 1 << 30)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_COMPILE_MEMORY_BYTES", default_value_t = 1 << 30)]
     plugin_compile_memory_bytes: u64,
     /// Time a plugin's compilation may take.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, env = "BACKUP_OPERATOR_PLUGIN_COMPILE_TIMEOUT_MS", default_value_t = 20_000)]
     plugin_compile_timeout_ms: u64,
     /// Images plans may use (comma-separated), matched on registry and repository as the
     /// container runtime reads a reference: `busybox` (any tag of docker.io/library/busybox),
     /// `busybox:1.36`, `registry.example.com/backup/` (every repository below it); empty allows
     /// every valid reference.
-    #[arg(long, value_delimiter = ',', value_parser = parse_allowed_image)]
+    #[arg(long, env = "BACKUP_OPERATOR_IMAGE_ALLOWLIST", value_delimiter = ',', value_parser = parse_allowed_image)]
     image_allowlist: Vec<backup_operator::strategy::image::AllowedImage>,
     /// Let plans take env values from Secrets.
-    #[arg(long)]
+    #[arg(long, env = "BACKUP_OPERATOR_ALLOW_SECRET_ENV")]
     allow_secret_env: bool,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "BACKUP_OPERATOR_NAMESPACE")]
@@ -106,34 +106,34 @@ struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:8080", env = "BACKUP_OPERATOR_METRICS_ADDRESS")]
     metrics_bind_address: String,
     /// Reconcile only while holding a Lease, so that several replicas can run.
-    #[arg(long)]
+    #[arg(long, env = "BACKUP_OPERATOR_LEADER_ELECT")]
     leader_elect: bool,
     /// The Lease's namespace (default: the pod's, from POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     /// The Lease's name.
-    #[arg(long, default_value = "backup-operator-leader")]
+    #[arg(long, env = "BACKUP_OPERATOR_LEADER_ELECTION_ID", default_value = "backup-operator-leader")]
     leader_election_id: String,
     /// Reconciles running at once, per controller (policies, restores). 48: with status writes
     /// and events waiting for the runs' Jobs, 1,000 policies due at once got their Jobs in 2.8 s
     /// at 48 against 3.2 s at 16 (make bench-scale).
-    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "BACKUP_OPERATOR_RECONCILE_CONCURRENCY", default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..=256))]
     reconcile_concurrency: u16,
     /// Policies' hooks running at once (each holds a reconcile worker for up to its timeout); kept
     /// below --reconcile-concurrency, so that policies without hooks always find a worker. A run
     /// whose hooks find no slot waits and is tried again 5 s later.
-    #[arg(long, default_value_t = backup_operator::context::DEFAULT_HOOK_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "BACKUP_OPERATOR_HOOK_CONCURRENCY", default_value_t = backup_operator::context::DEFAULT_HOOK_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
     hook_concurrency: u16,
     /// Hooks running at once in one namespace, so that one tenant's slow hooks cannot take every
     /// slot.
-    #[arg(long, default_value_t = backup_operator::context::DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "BACKUP_OPERATOR_HOOK_CONCURRENCY_PER_NAMESPACE", default_value_t = backup_operator::context::DEFAULT_HOOK_CONCURRENCY_PER_NAMESPACE, value_parser = clap::value_parser!(u16).range(1..=256))]
     hook_concurrency_per_namespace: u16,
     /// Address ranges webhooks may reach although internal (loopback, link-local, private,
     /// shared), comma-separated CIDRs: e.g. the range of an in-cluster receiver.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "BACKUP_OPERATOR_NOTIFICATION_ALLOW_CIDR", value_delimiter = ',')]
     notification_allow_cidr: Vec<ipnet::IpNet>,
     /// Webhook host names allowed whatever they resolve to (comma-separated, exact).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "BACKUP_OPERATOR_NOTIFICATION_ALLOW_HOST", value_delimiter = ',')]
     notification_allow_host: Vec<String>,
     /// Act for each policy and restore as a ServiceAccount of its namespace (its
     /// `serviceAccountName`, or --default-service-account), so that RBAC decides what a tenant's
@@ -144,11 +144,11 @@ struct RunArgs {
     #[arg(long, env = "BACKUP_OPERATOR_TENANT_IMPERSONATION")]
     tenant_impersonation: bool,
     /// The ServiceAccount acted as for objects that name none (with --tenant-impersonation).
-    #[arg(long, default_value = "backup")]
+    #[arg(long, env = "BACKUP_OPERATOR_DEFAULT_SERVICE_ACCOUNT", default_value = "backup")]
     default_service_account: String,
     /// More ranges webhooks may not reach (comma-separated CIDRs): the cluster's service and pod
     /// ranges when they are public addresses (private ones are refused anyway).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "BACKUP_OPERATOR_NOTIFICATION_DENY_CIDR", value_delimiter = ',')]
     notification_deny_cidr: Vec<ipnet::IpNet>,
 }
 
@@ -333,5 +333,25 @@ async fn main() -> std::process::ExitCode {
             tracing::info!("backup-operator stopped");
             std::process::ExitCode::SUCCESS
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::RunArgs;
+
+    /// Every setting of `run` can come from the environment (BACKUP_OPERATOR_<FLAG>), so that the
+    /// ConfigMap `backup-operator-config` (envFrom in the shipped Deployments, never applied by
+    /// them) holds a cluster's settings through every `make deploy`.
+    #[test]
+    fn every_run_flag_has_an_environment_variable() {
+        let command = RunArgs::command();
+        let missing: Vec<String> =
+            command.get_arguments().filter(|a| a.get_long().is_some() && a.get_env().is_none()).map(|a| a.get_id().to_string()).collect();
+        assert!(missing.is_empty(), "flags without env: {missing:?}");
+        let parsed = RunArgs::try_parse_from(["run"]).expect("defaults");
+        assert_eq!(parsed.reconcile_concurrency, 48);
     }
 }

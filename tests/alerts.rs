@@ -95,6 +95,10 @@ async fn the_alert_rules_fire_for_a_failing_off_site_copy_beside_a_healthy_claim
         (ok && failed).then_some(())
     })
     .await;
+    // The refused copy's run says why first, in the user's words, then the tool's own output.
+    let failed = status(&ns, "db").await.backup_history.into_iter().find(|r| r.destination.as_deref() == Some("offsite") && r.status == RunStatus::Failed).expect("failed run");
+    assert!(failed.message.contains("destination offsite: the S3 server"), "the cause first: {}", failed.message);
+    support::measured(&format!("alerts: a refused S3 copy's run message: {}", failed.message));
     // The reconcile after the outcomes sets the series; scrape once both targets have theirs.
     let exposition = poll("the per-destination series", Duration::from_secs(60), || async {
         let text = scrape(&operator);

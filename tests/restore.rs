@@ -146,7 +146,16 @@ async fn database_with_backup(prefix: &str) -> Option<(TestCluster, TestNamespac
         (!active).then_some(())
     })
     .await;
-    Some((cluster, ns, operator, backup))
+    // That run, when it succeeded, is the newest verified backup now (restores take the newest):
+    // it ran the same CHECKPOINT hook.
+    let newest = status(&ns, "db-backup")
+        .await
+        .backup_history
+        .into_iter()
+        .filter(|r| r.pvc == "data-postgres-0" && r.status == RunStatus::Succeeded && r.verified == Some(true))
+        .max_by_key(|r| r.scheduled_time.as_ref().map(|t| t.0.as_second()))
+        .unwrap_or(backup);
+    Some((cluster, ns, operator, newest))
 }
 
 #[tokio::test]

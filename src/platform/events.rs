@@ -50,7 +50,14 @@ impl Publisher {
 
     /// Queues an event (its note bounded); never waits.
     pub fn publish(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let event = Event { type_, reason: reason.into(), note: Some(crate::base::text::bound(&note, crate::base::text::MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: None };
+        self.publish_related(reference, None, type_, reason, note);
+    }
+
+    /// [`publish`](Self::publish) with a related object (a run's Job): events about different
+    /// related objects are kept apart (the API server's event series would otherwise count a
+    /// second run's outcome as a repeat of the first's, showing only the first's text).
+    pub fn publish_related(&self, reference: &ObjectReference, related: Option<ObjectReference>, type_: EventType, reason: &str, note: String) {
+        let event = Event { type_, reason: reason.into(), note: Some(crate::base::text::bound(&note, crate::base::text::MAX_MESSAGE_BYTES)), action: "Reconcile".into(), secondary: related };
         if self.queue.try_send(Queued { reference: reference.clone(), event }).is_err() {
             self.metrics.events_dropped.inc();
         }
@@ -69,6 +76,7 @@ async fn long_name_event(client: &Client, controller: &str, q: &Queued) -> Resul
         "action": q.event.action,
         "type": match q.event.type_ { EventType::Normal => "Normal", EventType::Warning => "Warning" },
         "regarding": q.reference,
+        "related": q.event.secondary,
         "reportingController": controller,
         "reportingInstance": controller,
     }))

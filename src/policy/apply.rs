@@ -266,8 +266,8 @@ pub(crate) async fn record_finished(t: &Target<'_>, d: &Decision, out: &mut Outc
             }
         }
         match run.status {
-            RunStatus::Succeeded => t.event(EventType::Normal, "RunSucceeded", format!("{}: run {} succeeded: {}", run.pvc, run.name, succeeded(run))),
-            RunStatus::Failed => t.event(EventType::Warning, "RunFailed", format!("{}: run {} failed: {}", run.pvc, run.name, run.message)),
+            RunStatus::Succeeded => t.run_event(EventType::Normal, "RunSucceeded", run, format!("{}: run {} succeeded: {}", run.pvc, run.name, succeeded(run))),
+            RunStatus::Failed => t.run_event(EventType::Warning, "RunFailed", run, format!("{}: run {} failed: {}", run.pvc, run.name, run.message)),
             RunStatus::Pending | RunStatus::Running => {}
         }
     }

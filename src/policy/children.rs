@@ -161,9 +161,9 @@ pub(crate) async fn verify(t: &Target<'_>, observation: &Observation, d: &Decisi
             run.verify = Some(done.record.clone());
             run.pending_notifications.extend(pending);
             if done.record.verified {
-                t.event(EventType::Normal, "Verified", format!("{}: run {} re-verified", run.pvc, run.name));
+                t.run_event(EventType::Normal, "Verified", run, format!("{}: run {} re-verified", run.pvc, run.name));
             } else {
-                t.event(EventType::Warning, "BackupCorrupted", format!("{}: run {}: {}", run.pvc, run.name, done.record.message));
+                t.run_event(EventType::Warning, "BackupCorrupted", run, format!("{}: run {}: {}", run.pvc, run.name, done.record.message));
             }
         }
         if let Err(e) = verify_job::delete(&t.ctx.client, &t.ns, &done.job).await {

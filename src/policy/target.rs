@@ -80,6 +80,24 @@ impl Target<'_> {
         }
     }
 
+    /// The event of one run's outcome, published on its own (never grouped with another run's),
+    /// about the policy and related to the run's Job or VolumeSnapshot.
+    pub(crate) fn run_event(&self, type_: EventType, reason: &str, run: &ObservedRun, note: String) {
+        let related = match run.object {
+            RunObject::Job => Some(("batch/v1", "Job")),
+            RunObject::Snapshot => Some(("snapshot.storage.k8s.io/v1", "VolumeSnapshot")),
+            RunObject::NotStarted => None,
+        }
+        .map(|(api_version, kind)| ObjectReference {
+            api_version: Some(api_version.into()),
+            kind: Some(kind.into()),
+            name: Some(run.name.clone()),
+            namespace: Some(self.ns.clone()),
+            ..ObjectReference::default()
+        });
+        self.ctx.events.publish_related(&self.reference, related, type_, reason, note);
+    }
+
     /// One event per type and reason of this reconcile: a run of 1,000 PVCs is one `RunStarted`
     /// event naming them (as many as fit), not 1,000 requests.
     pub(crate) fn publish_events(&self) {

@@ -78,7 +78,8 @@ pub fn attach_pod_reports(runs: &mut [ObservedRun], pods: &[Pod]) {
                 let said = report::parse(message).filter(|r| r.reason.is_some());
                 let text = said.as_ref().map_or(message, |r| r.message.as_str());
                 let detail = if text.trim().is_empty() { how } else { format!("{how}: {text}") };
-                run.message = crate::base::text::bound(&format!("{}; {detail}", run.message), report::MAX_MESSAGE_BYTES);
+                // A known cause (refused credentials, a full disk) first, in the user's words.
+                run.message = crate::base::text::bound(&super::cause::first(&run.destination, &format!("{}; {detail}", run.message)), report::MAX_MESSAGE_BYTES);
                 if let Some(reason) = said.and_then(|r| r.reason) {
                     run.reason = Some(reason.clone());
                     run.report = Some(report::Report { reason: Some(reason), ..report::Report::default() });

@@ -5,6 +5,7 @@
 //! [`verify_job`], and [`cleanup_job`] for a policy deleted with `deletionPolicy: Delete`.
 
 pub mod backup_job;
+pub mod cause;
 pub mod cleanup_job;
 pub mod destination;
 pub mod holds;
@@ -150,7 +151,7 @@ pub fn observe_aux(job: &Job, pods: &[Pod]) -> crate::runs::observed::ObservedAu
     if state.status == RunStatus::Failed
         && let Some((log, how)) = &termination
     {
-        message = crate::base::text::bound(&format!("{message}; {how}: {log}"), report::MAX_MESSAGE_BYTES);
+        message = crate::base::text::bound(&cause::first("", &format!("{message}; {how}: {log}")), report::MAX_MESSAGE_BYTES);
     }
     crate::runs::observed::ObservedAux {
         name: job.name_any(),
