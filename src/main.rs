@@ -197,6 +197,12 @@ async fn main() -> std::process::ExitCode {
         },
         Command::Run(args) => {
             init_logging(args.log_format);
+            // Settings from the environment (the ConfigMap backup-operator-config, through envFrom):
+            // said at start, so that `kubectl logs` shows what the operator runs with.
+            let from_env: Vec<String> = std::env::vars().filter(|(k, _)| k.starts_with("BACKUP_OPERATOR_")).map(|(k, v)| format!("{k}={v}")).collect();
+            if !from_env.is_empty() {
+                tracing::info!("settings from the environment: {}", from_env.join(" "));
+            }
             let readiness = backup_operator::telemetry::serve::Readiness::default();
             // The process's one set of metrics, handed to everything that counts.
             let metrics = Arc::new(backup_operator::telemetry::metrics::Metrics::new());

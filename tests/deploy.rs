@@ -230,6 +230,8 @@ async fn the_namespaced_install_backs_up_its_own_namespace_with_a_role_only() {
     let Some((cluster, ns)) = setup("namespaced").await else { return };
     claim(&ns, "data-db-0", json!({"app": "db"})).await;
     claim(&ns, "backup-storage", json!({})).await;
+    // A cluster's own setting, in the ConfigMap the manifests read but never apply.
+    support::kubectl(&cluster, &["-n", &ns.name, "create", "configmap", "backup-operator-config", "--from-literal=BACKUP_OPERATOR_NOTIFICATION_ALLOW_HOST=alerts.example.com"]);
     deploy(&cluster, "apply", "namespaced", &[("NAMESPACE", &ns.name)]);
     tenant(&cluster, &ns);
     let bindings = support::kubectl(&cluster, &["get", "clusterrolebindings", "-o", "jsonpath={.items[*].subjects[*].namespace}"]);
@@ -239,6 +241,11 @@ async fn the_namespaced_install_backs_up_its_own_namespace_with_a_role_only() {
     assert_eq!(run.verified, Some(true));
     let logs = support::kubectl(&cluster, &["-n", &ns.name, "logs", "deployment/backup-operator"]);
     assert!(!logs.contains("forbidden"), "{logs}");
+    assert!(logs.contains("BACKUP_OPERATOR_NOTIFICATION_ALLOW_HOST=alerts.example.com"), "the operator runs with the ConfigMap's setting: {logs}");
+    // Deploying again (as `make deploy-namespaced` does after an image change) leaves it in place.
+    deploy(&cluster, "apply", "namespaced", &[("NAMESPACE", &ns.name)]);
+    let kept = support::kubectl(&cluster, &["-n", &ns.name, "get", "configmap", "backup-operator-config", "-o", "jsonpath={.data.BACKUP_OPERATOR_NOTIFICATION_ALLOW_HOST}"]);
+    assert_eq!(kept, "alerts.example.com", "make deploy kept the cluster's setting");
     deploy(&cluster, "delete", "namespaced", &[("NAMESPACE", &ns.name)]);
     ns.delete().await;
 }
