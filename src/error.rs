@@ -126,14 +126,6 @@ impl Error {
             Error::HooksForbidden(m) => Error::HooksForbidden(m.clone()),
         }
     }
-
-    /// The plugin's error, when this is one.
-    pub fn strategy(&self) -> Option<&crate::strategy::Error> {
-        match self {
-            Error::Strategy(e) => Some(e),
-            _ => None,
-        }
-    }
 }
 
 /// Whether retrying an error can help.

@@ -24,11 +24,6 @@ use support::operator::{Operator, claim, create_policy, poll, setup, status};
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus/rules.yaml");
 
-fn cluster_env(key: &str) -> String {
-    let env = std::fs::read_to_string(support::cluster_dir().join("env")).expect("cluster env file");
-    env.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_owned).unwrap_or_else(|| panic!("{key} in the cluster's env file: run tests/cluster/cluster-up.sh"))
-}
-
 /// The operator's /metrics, from the address its log says it serves on.
 fn scrape(operator: &Operator) -> String {
     let log = operator.log();
@@ -62,7 +57,7 @@ fn input_series(exposition: &str, steps: u32) -> Vec<serde_json::Value> {
 }
 
 fn promtool(test_file: &std::path::Path) -> (bool, String) {
-    let out = Command::new(cluster_env("PROMTOOL")).args(["test", "rules"]).arg(test_file).output().expect("run promtool");
+    let out = Command::new(support::cluster_env("PROMTOOL")).args(["test", "rules"]).arg(test_file).output().expect("run promtool");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -83,7 +78,7 @@ async fn the_alert_rules_fire_for_a_failing_off_site_copy_beside_a_healthy_claim
         "pvcSelector": {"matchLabels": {"app": "db"}},
         "destinations": [
             {"name": "local", "claim": {"name": "backup-storage"}},
-            {"name": "offsite", "s3": {"endpoint": cluster_env("S3_ENDPOINT"), "bucket": cluster_env("S3_BUCKET"), "prefix": ns.name, "credentialsSecret": "bad-s3"}},
+            {"name": "offsite", "s3": {"endpoint": support::cluster_env("S3_ENDPOINT"), "bucket": support::cluster_env("S3_BUCKET"), "prefix": ns.name, "credentialsSecret": "bad-s3"}},
         ],
     }))
     .await

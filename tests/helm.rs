@@ -23,13 +23,8 @@ use support::{TestCluster, TestNamespace};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/backup-operator");
 
-fn helm_binary() -> PathBuf {
-    let env = std::fs::read_to_string(support::cluster_dir().join("env")).expect("cluster env file");
-    env.lines().find_map(|l| l.strip_prefix("HELM=")).map(PathBuf::from).expect("HELM in the cluster's env file: run tests/cluster/cluster-up.sh")
-}
-
 fn helm(cluster: &TestCluster, args: &[&str]) -> String {
-    let out = Command::new(helm_binary()).args(args).env("KUBECONFIG", &cluster.kubeconfig).output().expect("run helm");
+    let out = Command::new(support::cluster_env("HELM")).args(args).env("KUBECONFIG", &cluster.kubeconfig).output().expect("run helm");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "helm {args:?}: {text}");
     text

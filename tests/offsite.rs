@@ -39,9 +39,7 @@ struct S3 {
 
 impl S3 {
     fn from_cluster() -> S3 {
-        let env = std::fs::read_to_string(support::cluster_dir().join("env")).expect("cluster env file");
-        let vars: BTreeMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
-        let get = |k: &str| vars.get(k).unwrap_or_else(|| panic!("{k} in the cluster's env file: run tests/cluster/cluster-up.sh")).to_string();
+        let get = support::cluster_env;
         S3 { endpoint: get("S3_ENDPOINT"), bucket: get("S3_BUCKET"), access_key: get("S3_ACCESS_KEY"), secret_key: get("S3_SECRET_KEY"), versitygw: get("VERSITYGW").into() }
     }
 }

@@ -161,20 +161,17 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
         Step::Fail { reason, message } => {
             tracing::warn!(restore = %restore.name_any(), reason, "{message}");
             finish(&mut status, RestorePhase::Failed, reason, message.clone(), restore.metadata.generation);
-            ctx.metrics.restore_finished(&ns, false);
             event(EventType::Warning, reason, message.clone()).await;
             Action::await_change()
         }
         Step::Succeed { message } => {
             finish(&mut status, RestorePhase::Succeeded, "Succeeded", message.clone(), restore.metadata.generation);
-            ctx.metrics.restore_finished(&ns, true);
             event(EventType::Normal, "Restored", message.clone()).await;
             Action::await_change()
         }
         Step::FailStuck { job, reason, message, elapsed_seconds } => {
             crate::runs::fail_stuck_job(&ctx.client, &ns, job, &format!("{reason}: {message}"), *elapsed_seconds).await?;
             finish(&mut status, RestorePhase::Failed, reason, message.clone(), restore.metadata.generation);
-            ctx.metrics.restore_finished(&ns, false);
             event(EventType::Warning, reason, message.clone()).await;
             Action::await_change()
         }
@@ -197,7 +194,6 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
                 Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
                     let message = format!("creating PVC {}: {}", observed.data.target.name, s.message);
                     finish(&mut status, RestorePhase::Failed, "RestoreFailed", message.clone(), restore.metadata.generation);
-                    ctx.metrics.restore_finished(&ns, false);
                     event(EventType::Warning, "RestoreFailed", message).await;
                     Action::await_change()
                 }
@@ -220,7 +216,6 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
                     Err(e @ Error::Forbidden { .. }) => {
                         let c = e.classify();
                         finish(&mut status, RestorePhase::Failed, c.reason, c.message.clone(), restore.metadata.generation);
-                        ctx.metrics.restore_finished(&ns, false);
                         event(EventType::Warning, c.reason, c.message).await;
                         write(&ctx, &restore, &status).await?;
                         return Ok(Action::await_change());
@@ -232,7 +227,6 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
                     let other = ctx.caches().await?.restores_in(&ns).into_iter().find(|r| r.uid().as_deref() == Some(holder.as_str())).map(|r| r.name_any()).unwrap_or(holder);
                     let message = format!("BackupRestore {other} is restoring into PVC {}: this restore did not touch it; create it again once that one has finished", observed.data.target.name);
                     finish(&mut status, RestorePhase::Failed, "TargetBusy", message.clone(), restore.metadata.generation);
-                    ctx.metrics.restore_finished(&ns, false);
                     event(EventType::Warning, "TargetBusy", message).await;
                     write(&ctx, &restore, &status).await?;
                     return Ok(Action::await_change());
@@ -252,7 +246,6 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
                 Err(e) if e.is_permanent() => {
                     let c = e.classify();
                     finish(&mut status, RestorePhase::Failed, c.reason, c.message.clone(), restore.metadata.generation);
-                    ctx.metrics.restore_finished(&ns, false);
                     status.job_name = None;
                     event(EventType::Warning, c.reason, c.message).await;
                     Action::await_change()
@@ -263,6 +256,12 @@ async fn reconcile_restore(restore: Arc<BackupRestore>, ctx: Arc<Context>) -> Re
     };
     if status != previous {
         write(&ctx, &restore, &status).await?;
+        // Counted once, when the finished phase is stored.
+        if let Some(phase) = status.phase.filter(|p| p.finished())
+            && !previous.phase.is_some_and(RestorePhase::finished)
+        {
+            ctx.metrics.restore_finished(&ns, phase == RestorePhase::Succeeded);
+        }
     }
     Ok(action)
 }

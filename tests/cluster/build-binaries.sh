@@ -51,64 +51,30 @@ build_kubernetes() {
   log "kubernetes $KUBE_VERSION built into $KUBE_BIN"
 }
 
-build_etcd() {
-  if [ -x "$ETCD_BIN/etcd" ]; then log "etcd $ETCD_VERSION: cached in $ETCD_BIN"; return; fi
-  log "building etcd $ETCD_VERSION from go.etcd.io/etcd/server/v3"
-  local work; work="$(mktemp -d "$CACHE_DIR/etcd-build.XXXXXX")"
+# One binary from a Go module at a version, into BIN (cached: built only when missing).
+#   build_go_tool NAME VERSION MODULE PACKAGE BIN
+build_go_tool() {
+  local name="$1" version="$2" module="$3" package="$4" bin="$5"
+  if [ -x "$bin/$name" ]; then log "$name $version: cached in $bin"; return; fi
+  log "building $name $version from $module"
+  local work; work="$(mktemp -d "$CACHE_DIR/$name-build.XXXXXX")"
   trap 'rm -rf "$work"' RETURN
-  printf 'module backup-operator.test/etcd-build\n\ngo %s\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
-    "$(go env GOVERSION | sed 's/^go//')" "$ETCD_VERSION" > "$work/go.mod"
+  printf 'module backup-operator.test/%s-build\n\ngo %s\n\nrequire %s %s\n' \
+    "$name" "$(go env GOVERSION | sed 's/^go//')" "$module" "$version" > "$work/go.mod"
   mkdir -p "$work/out"
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/etcd" go.etcd.io/etcd/server/v3)
+  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/$name" "$package")
   mkdir -p "$BIN_DIR"
-  rm -rf "$ETCD_BIN" && mv "$work/out" "$ETCD_BIN"
-  log "etcd $ETCD_VERSION built into $ETCD_BIN"
+  rm -rf "$bin" && mv "$work/out" "$bin"
+  log "$name $version built into $bin"
 }
 
+build_etcd() { build_go_tool etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 "$ETCD_BIN"; }
 # Versity Gateway: an S3 API over a POSIX directory, the off-site destination of the tests.
-build_versitygw() {
-  if [ -x "$VERSITYGW_BIN/versitygw" ]; then log "versitygw $VERSITYGW_VERSION: cached in $VERSITYGW_BIN"; return; fi
-  log "building versitygw $VERSITYGW_VERSION from github.com/versity/versitygw"
-  local work; work="$(mktemp -d "$CACHE_DIR/versitygw-build.XXXXXX")"
-  trap 'rm -rf "$work"' RETURN
-  printf 'module backup-operator.test/versitygw-build\n\ngo %s\n\nrequire github.com/versity/versitygw %s\n' \
-    "$(go env GOVERSION | sed 's/^go//')" "$VERSITYGW_VERSION" > "$work/go.mod"
-  mkdir -p "$work/out"
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/versitygw" github.com/versity/versitygw/cmd/versitygw)
-  mkdir -p "$BIN_DIR"
-  rm -rf "$VERSITYGW_BIN" && mv "$work/out" "$VERSITYGW_BIN"
-  log "versitygw $VERSITYGW_VERSION built into $VERSITYGW_BIN"
-}
-
+build_versitygw() { build_go_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_BIN"; }
 # Helm, for the chart's tests (tests/helm.rs).
-build_helm() {
-  if [ -x "$HELM_BIN/helm" ]; then log "helm $HELM_VERSION: cached in $HELM_BIN"; return; fi
-  log "building helm $HELM_VERSION from helm.sh/helm/v4"
-  local work; work="$(mktemp -d "$CACHE_DIR/helm-build.XXXXXX")"
-  trap 'rm -rf "$work"' RETURN
-  printf 'module backup-operator.test/helm-build\n\ngo %s\n\nrequire helm.sh/helm/v4 %s\n' \
-    "$(go env GOVERSION | sed 's/^go//')" "$HELM_VERSION" > "$work/go.mod"
-  mkdir -p "$work/out"
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/helm" helm.sh/helm/v4/cmd/helm)
-  mkdir -p "$BIN_DIR"
-  rm -rf "$HELM_BIN" && mv "$work/out" "$HELM_BIN"
-  log "helm $HELM_VERSION built into $HELM_BIN"
-}
-
+build_helm() { build_go_tool helm "$HELM_VERSION" helm.sh/helm/v4 helm.sh/helm/v4/cmd/helm "$HELM_BIN"; }
 # promtool (Prometheus's rule tester), for the alert rules' tests (tests/alerts.rs).
-build_promtool() {
-  if [ -x "$PROMTOOL_BIN/promtool" ]; then log "promtool $PROMETHEUS_VERSION: cached in $PROMTOOL_BIN"; return; fi
-  log "building promtool $PROMETHEUS_VERSION from github.com/prometheus/prometheus"
-  local work; work="$(mktemp -d "$CACHE_DIR/promtool-build.XXXXXX")"
-  trap 'rm -rf "$work"' RETURN
-  printf 'module backup-operator.test/promtool-build\n\ngo %s\n\nrequire github.com/prometheus/prometheus %s\n' \
-    "$(go env GOVERSION | sed 's/^go//')" "$PROMETHEUS_VERSION" > "$work/go.mod"
-  mkdir -p "$work/out"
-  (cd "$work" && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=mod" go build -trimpath -ldflags "-s -w" -o "$work/out/promtool" github.com/prometheus/prometheus/cmd/promtool)
-  mkdir -p "$BIN_DIR"
-  rm -rf "$PROMTOOL_BIN" && mv "$work/out" "$PROMTOOL_BIN"
-  log "promtool $PROMETHEUS_VERSION built into $PROMTOOL_BIN"
-}
+build_promtool() { build_go_tool promtool "$PROMETHEUS_VERSION" github.com/prometheus/prometheus github.com/prometheus/prometheus/cmd/promtool "$PROMTOOL_BIN"; }
 
 mkdir -p "$CACHE_DIR"
 command -v go >/dev/null || die "go is required to build the cluster binaries"

@@ -38,6 +38,16 @@ pub fn cluster_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER_DIR))
 }
 
+/// A value of the cluster's env file (`cluster-up.sh` writes the S3 server's address and keys, and
+/// the paths of the harness's tools such as HELM and PROMTOOL).
+pub fn cluster_env(key: &str) -> String {
+    let env = std::fs::read_to_string(cluster_dir().join("env")).expect("cluster env file");
+    env.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{key} in the cluster's env file: run tests/cluster/cluster-up.sh"))
+}
+
 /// The test cluster's client, or `None` when it is not up and not required.
 pub async fn cluster() -> Option<TestCluster> {
     let dir = cluster_dir();
